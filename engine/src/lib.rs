@@ -1,0 +1,3 @@
+//! SwarmTorrent engine: sans-IO protocol state machines (transport, tracker, peer), the single
+//! mio reactor that drives them, and the deterministic network simulator used by tests.
+#![warn(missing_docs, unreachable_pub)]
