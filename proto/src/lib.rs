@@ -6,4 +6,5 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod packet;
 pub mod st_file;
