@@ -709,10 +709,11 @@ prop_compose! {
             ps.sort_by(|a, b| cmp_paths(a, b));
             let mut kept: Vec<Vec<String>> = Vec::new();
             for p in ps {
-                if let Some(last) = kept.last() {
-                    if p.len() > last.len() && p[..last.len()] == last[..] {
-                        continue;
-                    }
+                if let Some(last) = kept.last()
+                    && p.len() > last.len()
+                    && p[..last.len()] == last[..]
+                {
+                    continue;
                 }
                 kept.push(p);
             }
