@@ -28,16 +28,22 @@ pub fn load_st(path: &Path) -> CliResult<(StFile, Hash)> {
     let file = std::fs::File::open(path)
         .with_context(|| format!("cannot read {shown}"))
         .map_err(CliError::Invalid)?;
+    let too_big = || {
+        crate::error::invalid(format!(
+            "{shown}: not a valid .st file: larger than {} MiB",
+            MAX_ST_FILE >> 20
+        ))
+    };
+    if file.metadata().is_ok_and(|m| m.len() > MAX_ST_FILE) {
+        return Err(too_big());
+    }
     let mut bytes = Vec::new();
     file.take(MAX_ST_FILE + 1)
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {shown}"))
         .map_err(CliError::Invalid)?;
     if bytes.len() as u64 > MAX_ST_FILE {
-        return Err(crate::error::invalid(format!(
-            "{shown}: not a valid .st file: larger than {} MiB",
-            MAX_ST_FILE >> 20
-        )));
+        return Err(too_big());
     }
     StFile::decode_with_swarm_id(&bytes)
         .with_context(|| format!("{shown}: not a valid .st file"))

@@ -1042,3 +1042,23 @@ impl FileMap {
 
 #[cfg(test)]
 mod tests;
+
+/// The fuzzing invariant of the decoder (`fuzz/fuzz_targets/st_file.rs`, replayed by
+/// `proto/tests/fuzz_corpus.rs`): decoding any input either fails with a typed error, or
+/// succeeds and re-encoding gives back exactly the input (one encoding per value), with a
+/// swarm id equal to the hash of the input's own info bytes.
+pub fn fuzz_check(data: &[u8]) -> Result<(), String> {
+    let Ok((file, id)) = StFile::decode_with_swarm_id(data) else {
+        return Ok(());
+    };
+    let again = file
+        .encode()
+        .map_err(|e| format!("decoded file does not re-encode: {e}"))?;
+    if again != data {
+        return Err("re-encoding differs from the input".into());
+    }
+    if file.swarm_id().map_err(|e| e.to_string())? != id {
+        return Err("swarm id differs from the hash of the info bytes".into());
+    }
+    Ok(())
+}
