@@ -1,3 +1,7 @@
 //! SwarmTorrent engine: sans-IO protocol state machines (transport, tracker, peer), the single
 //! mio reactor that drives them, and the deterministic network simulator used by tests.
 #![warn(missing_docs, unreachable_pub)]
+
+pub mod rng;
+pub mod time;
+pub mod transport;

@@ -1,0 +1,320 @@
+//! Congestion control (spec §8.1) behind a small trait, and the pacer (spec §8.2).
+//!
+//! Controllers count bytes. They see acknowledgements and congestion events; the connection
+//! decides which losses are congestion events (loss discrimination, spec §8.1).
+
+use std::time::Duration;
+
+use super::rtt::RttEstimator;
+use crate::time::Time;
+
+/// A congestion controller (the quinn-proto shape).
+pub trait Controller: std::fmt::Debug + Send {
+    /// A packet of `bytes` counted in flight was sent.
+    fn on_sent(&mut self, now: Time, bytes: u64);
+    /// A packet of `bytes` sent at `sent` was acknowledged.
+    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator);
+    /// Loss of a packet sent at `sent` is a congestion signal; `persistent` per RFC 9002 §7.6.
+    fn on_congestion_event(&mut self, now: Time, sent: Time, persistent: bool);
+    /// The path MTU changed.
+    fn on_mtu(&mut self, mtu: u64);
+    /// The congestion window in bytes.
+    fn window(&self) -> u64;
+    /// True while in slow start.
+    fn in_slow_start(&self) -> bool;
+}
+
+/// Which controller a connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionKind {
+    /// CUBIC, RFC 9438 (default).
+    #[default]
+    Cubic,
+    /// NewReno, RFC 9002 §7.3.
+    NewReno,
+}
+
+impl CongestionKind {
+    /// A fresh controller for a path with this MTU.
+    pub fn build(self, mtu: u64) -> Box<dyn Controller> {
+        match self {
+            CongestionKind::Cubic => Box::new(Cubic::new(mtu)),
+            CongestionKind::NewReno => Box::new(NewReno::new(mtu)),
+        }
+    }
+}
+
+fn initial_window(mtu: u64) -> u64 {
+    // RFC 9002 §7.2: min(10 * max_datagram_size, max(14720, 2 * max_datagram_size)).
+    (10 * mtu).min(14_720u64.max(2 * mtu)).max(10 * 1200)
+}
+
+/// NewReno (RFC 9002 §7.3, Appendix B).
+#[derive(Debug)]
+pub struct NewReno {
+    mtu: u64,
+    cwnd: u64,
+    ssthresh: u64,
+    recovery_start: Option<Time>,
+    acked: u64,
+}
+
+impl NewReno {
+    /// A controller for this MTU.
+    pub fn new(mtu: u64) -> Self {
+        Self {
+            mtu,
+            cwnd: initial_window(mtu),
+            ssthresh: u64::MAX,
+            recovery_start: None,
+            acked: 0,
+        }
+    }
+}
+
+impl Controller for NewReno {
+    fn on_sent(&mut self, _now: Time, _bytes: u64) {}
+    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, _rtt: &RttEstimator) {
+        if self.recovery_start.is_some_and(|r| sent <= r) {
+            return;
+        }
+        if self.cwnd < self.ssthresh {
+            self.cwnd += bytes;
+        } else {
+            self.acked += bytes;
+            if self.acked >= self.cwnd {
+                self.acked -= self.cwnd;
+                self.cwnd += self.mtu;
+            }
+        }
+    }
+    fn on_congestion_event(&mut self, now: Time, sent: Time, persistent: bool) {
+        if self.recovery_start.is_some_and(|r| sent <= r) && !persistent {
+            return;
+        }
+        self.recovery_start = Some(now);
+        self.cwnd = (self.cwnd / 2).max(2 * self.mtu);
+        self.ssthresh = self.cwnd;
+        if persistent {
+            self.cwnd = 2 * self.mtu;
+        }
+    }
+    fn on_mtu(&mut self, mtu: u64) {
+        self.mtu = mtu;
+        self.cwnd = self.cwnd.max(2 * mtu);
+    }
+    fn window(&self) -> u64 {
+        self.cwnd
+    }
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+}
+
+/// CUBIC (RFC 9438) with the Reno-friendly region and fast convergence.
+#[derive(Debug)]
+pub struct Cubic {
+    mtu: u64,
+    cwnd: u64,
+    ssthresh: u64,
+    w_max: f64,
+    k: f64,
+    w_est: f64,
+    epoch_start: Option<Time>,
+    recovery_start: Option<Time>,
+}
+
+const BETA: f64 = 0.7;
+const C: f64 = 0.4;
+
+impl Cubic {
+    /// A controller for this MTU.
+    pub fn new(mtu: u64) -> Self {
+        Self {
+            mtu,
+            cwnd: initial_window(mtu),
+            ssthresh: u64::MAX,
+            w_max: 0.0,
+            k: 0.0,
+            w_est: 0.0,
+            epoch_start: None,
+            recovery_start: None,
+        }
+    }
+}
+
+impl Controller for Cubic {
+    fn on_sent(&mut self, _now: Time, _bytes: u64) {}
+
+    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) {
+        if self.recovery_start.is_some_and(|r| sent <= r) {
+            return;
+        }
+        if self.cwnd < self.ssthresh {
+            self.cwnd += bytes;
+            return;
+        }
+        let mss = self.mtu as f64;
+        let cwnd_seg = self.cwnd as f64 / mss;
+        let epoch = match self.epoch_start {
+            Some(e) => e,
+            None => {
+                self.epoch_start = Some(now);
+                if cwnd_seg < self.w_max {
+                    self.k = ((self.w_max - cwnd_seg) / C).cbrt();
+                } else {
+                    self.k = 0.0;
+                    self.w_max = cwnd_seg;
+                }
+                self.w_est = cwnd_seg;
+                now
+            }
+        };
+        // RFC 9438 §4.2: target = W_cubic(t + RTT), clamped to [cwnd, 1.5 cwnd].
+        let t = (now - epoch + rtt.smoothed()).as_secs_f64();
+        let w_cubic = C * (t - self.k).powi(3) + self.w_max;
+        let target = w_cubic.clamp(cwnd_seg, 1.5 * cwnd_seg);
+        // §4.3 Reno-friendly estimate.
+        let alpha = 3.0 * (1.0 - BETA) / (1.0 + BETA);
+        self.w_est += alpha * (bytes as f64 / self.cwnd as f64);
+        let next = if w_cubic < self.w_est {
+            self.w_est
+        } else {
+            cwnd_seg + (target - cwnd_seg) * (bytes as f64 / self.cwnd as f64)
+        };
+        self.cwnd = ((next * mss) as u64).max(self.cwnd).max(2 * self.mtu);
+    }
+
+    fn on_congestion_event(&mut self, now: Time, sent: Time, persistent: bool) {
+        if self.recovery_start.is_some_and(|r| sent <= r) && !persistent {
+            return;
+        }
+        self.recovery_start = Some(now);
+        let cwnd_seg = self.cwnd as f64 / self.mtu as f64;
+        // §4.7 fast convergence.
+        self.w_max = if cwnd_seg < self.w_max {
+            cwnd_seg * (1.0 + BETA) / 2.0
+        } else {
+            cwnd_seg
+        };
+        self.cwnd = ((self.cwnd as f64 * BETA) as u64).max(2 * self.mtu);
+        self.ssthresh = self.cwnd;
+        self.epoch_start = None;
+        if persistent {
+            self.cwnd = 2 * self.mtu;
+        }
+    }
+
+    fn on_mtu(&mut self, mtu: u64) {
+        // Keep the window in packets roughly: scale by the MTU ratio.
+        let ratio = mtu as f64 / self.mtu as f64;
+        self.w_max /= ratio.max(1e-9);
+        self.mtu = mtu;
+        self.cwnd = self.cwnd.max(2 * mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.cwnd
+    }
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh
+    }
+}
+
+/// Token-bucket pacer (RFC 9002 §7.7, spec §8.2).
+#[derive(Debug, Default)]
+pub struct Pacer {
+    tokens: f64,
+    last: Option<Time>,
+}
+
+impl Pacer {
+    /// When a packet of `bytes` may leave: `None` for now, else the time to wait for.
+    pub fn delay(
+        &mut self,
+        now: Time,
+        bytes: u64,
+        mtu: u64,
+        window: u64,
+        srtt: Duration,
+        slow_start: bool,
+    ) -> Option<Time> {
+        let srtt_us = srtt.as_micros().max(1) as f64;
+        let gain = if slow_start { 2.0 } else { 1.25 };
+        let rate = gain * window as f64 / srtt_us; // bytes per µs
+        let cap = (rate * 2000.0)
+            .max(10.0 * mtu as f64)
+            .min(window.max(2 * mtu) as f64);
+        let last = self.last.unwrap_or(Time::ZERO);
+        let elapsed = now.as_micros().saturating_sub(last.as_micros()) as f64;
+        self.tokens = if self.last.is_none() {
+            cap
+        } else {
+            (self.tokens + rate * elapsed).min(cap)
+        };
+        self.last = Some(now);
+        if self.tokens >= bytes as f64 {
+            return None;
+        }
+        let wait = ((bytes as f64 - self.tokens) / rate).ceil().max(1.0);
+        Some(Time(now.as_micros() + wait as u64))
+    }
+    /// A packet of `bytes` was sent.
+    pub fn on_sent(&mut self, bytes: u64) {
+        self.tokens = (self.tokens - bytes as f64).max(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cubic_slow_start_then_reduction() {
+        let mut c = Cubic::new(1200);
+        let rtt = RttEstimator::default();
+        let w0 = c.window();
+        c.on_ack(Time(1000), Time(0), 1200, &rtt);
+        assert_eq!(c.window(), w0 + 1200);
+        c.on_congestion_event(Time(2000), Time(1500), false);
+        let w1 = c.window();
+        assert_eq!(w1, ((w0 + 1200) as f64 * 0.7) as u64);
+        // A second loss from before the reduction does not reduce again.
+        c.on_congestion_event(Time(2100), Time(1900), false);
+        assert_eq!(c.window(), w1);
+        // Growth in congestion avoidance is positive and bounded.
+        for i in 0..100 {
+            c.on_ack(Time(3000 + i * 1000), Time(2500 + i * 1000), 1200, &rtt);
+        }
+        assert!(c.window() > w1 && c.window() < 3 * w1);
+        c.on_congestion_event(Time(500_000), Time(400_000), true);
+        assert_eq!(c.window(), 2400);
+    }
+
+    #[test]
+    fn newreno_halves() {
+        let mut c = NewReno::new(1200);
+        let w0 = c.window();
+        c.on_congestion_event(Time(10), Time(5), false);
+        assert_eq!(c.window(), w0 / 2);
+        assert!(!c.in_slow_start());
+    }
+
+    #[test]
+    fn pacer_spreads_packets() {
+        let mut p = Pacer::default();
+        let srtt = Duration::from_millis(10);
+        // 120 kB window over 10 ms at 1.25 gain = 15 bytes/µs; burst cap = 30 kB.
+        let mut t = Time(0);
+        let mut sent = 0u64;
+        while p.delay(t, 1200, 1200, 120_000, srtt, false).is_none() {
+            p.on_sent(1200);
+            sent += 1200;
+        }
+        assert!((12_000..=31_200).contains(&sent), "burst {sent}");
+        let next = p.delay(t, 1200, 1200, 120_000, srtt, false).unwrap();
+        assert!(next > t && next.as_micros() <= 81);
+        t = next;
+        assert!(p.delay(t, 1200, 1200, 120_000, srtt, false).is_none());
+    }
+}

@@ -1,0 +1,1236 @@
+//! One connection's state machine: handshake (client side of spec §5), packet numbers and ACKs
+//! (§4.3, §7), loss recovery (RFC 9002), congestion control and pacing (§8), flow control and
+//! message framing (§6, §8.3), path MTU (§8.4), close and reset (§7.1, §7.2).
+//!
+//! It never sees a socket or a clock. The [`super::Endpoint`] routes datagrams to it and drains
+//! its output.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use st_proto::packet::{
+    self, AckFrame, Frame, Frames, HEADER_LEN, Header, MIN_INITIAL_LEN, PARAMS_LEN, PacketType,
+    Params, STREAM_OVERHEAD, TOKEN_LEN, frame_type,
+};
+
+use super::congestion::{Controller, Pacer};
+use super::ranges::RangeSet;
+use super::ring::Ring;
+use super::rtt::RttEstimator;
+use super::{CloseReason, Config, SendError, code};
+use crate::rng::Rng;
+use crate::time::Time;
+
+/// Most ranges a receiver remembers (spec §4.3).
+const MAX_RECV_RANGES: usize = 64;
+/// Packet reordering threshold (RFC 9002 §6.1.1).
+const PACKET_THRESHOLD: u64 = 3;
+/// Base MTU (spec §8.4).
+const BASE_MTU: usize = 1200;
+/// Delay before probing the MTU again after a failure or a black hole.
+const MTU_RETRY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Server,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Established,
+    Closing,
+    Draining,
+    Drained,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    Loss = 0,
+    Ack = 1,
+    Pacing = 2,
+    Idle = 3,
+    KeepAlive = 4,
+    Close = 5,
+    MtuRetry = 6,
+}
+const TIMER_COUNT: usize = 7;
+const ALL_TIMERS: [Timer; TIMER_COUNT] = [
+    Timer::Loss,
+    Timer::Ack,
+    Timer::Pacing,
+    Timer::Idle,
+    Timer::KeepAlive,
+    Timer::Close,
+    Timer::MtuRetry,
+];
+
+/// Events a connection reports to the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnEvent {
+    Connected,
+    Readable,
+    Writable,
+    Closed(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    pn: u64,
+    time: Time,
+    size: u32,
+    stream: Option<(u64, u32)>,
+    max_data: bool,
+    mtu_probe: bool,
+    done: bool,
+}
+
+/// Counters and gauges of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ConnStats {
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// Packets received (valid, not duplicate).
+    pub packets_received: u64,
+    /// Packets declared lost.
+    pub packets_lost: u64,
+    /// Congestion events acted on.
+    pub congestion_events: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// Stream bytes sent again after a loss or probe.
+    pub stream_bytes_retransmitted: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Bytes in flight.
+    pub in_flight: u64,
+    /// Smoothed RTT, µs.
+    pub srtt_us: u64,
+    /// Current path MTU.
+    pub mtu: usize,
+    /// Bytes held in the send buffer (unacknowledged and unsent).
+    pub send_buffered: u64,
+    /// Allocated capacity of the send buffer.
+    pub send_capacity: usize,
+    /// Allocated capacity of the receive buffer.
+    pub recv_capacity: usize,
+    /// Stream bytes received and not yet read by the application.
+    pub recv_buffered: u64,
+    /// Entries in the sent-packet table.
+    pub tracked_packets: usize,
+}
+
+pub(crate) struct Connection {
+    side: Side,
+    state: State,
+    pub(crate) local_cid: u64,
+    pub(crate) remote_cid: u64,
+    pub(crate) remote: SocketAddr,
+    local_params: Params,
+    peer_token: Option<[u8; TOKEN_LEN]>,
+    max_ack_delay: Duration,
+    peer_max_ack_delay: Duration,
+    idle_timeout: Duration,
+    keep_alive: Option<Duration>,
+    send_limit: usize,
+    peer_max_message: u32,
+    window: u64,
+    skip_period: u32,
+    // Handshake.
+    cookie: [u8; 16],
+    initial_pending: bool,
+    initial_sent_at: Option<Time>,
+    initial_attempts: u32,
+    accept_pending: bool,
+    confirmed: bool,
+    // Sending packet numbers.
+    next_pn: u64,
+    next_skip: u64,
+    skipped: VecDeque<u64>,
+    largest_acked: Option<u64>,
+    sent: VecDeque<Sent>,
+    in_flight: u64,
+    eliciting_in_flight: u64,
+    last_eliciting_sent: Option<Time>,
+    rtt: RttEstimator,
+    loss_time: Option<Time>,
+    pto_count: u32,
+    probes: u32,
+    cc: Box<dyn Controller>,
+    pacer: Pacer,
+    loss_rate: f64,
+    // Receiving packet numbers.
+    recv_pns: RangeSet,
+    largest_recv: Option<(u64, Time)>,
+    ack_needed: bool,
+    ack_now: bool,
+    eliciting_since_ack: u32,
+    // Stream, sending.
+    sbuf: Ring,
+    s_base: u64,
+    s_next: u64,
+    s_acked: RangeSet,
+    s_retx: RangeSet,
+    peer_max_data: u64,
+    blocked_reported: Option<u64>,
+    data_blocked_pending: bool,
+    send_blocked: bool,
+    finishing: bool,
+    // Stream, receiving.
+    rbuf: Ring,
+    r_base: u64,
+    r_ranges: RangeSet,
+    local_max_data: u64,
+    max_data_pending: bool,
+    readable_signalled: bool,
+    // Path MTU.
+    mtu: usize,
+    max_mtu: usize,
+    probe_mtu: bool,
+    mtu_next: Option<usize>,
+    mtu_probe: Option<(u64, usize)>,
+    // Misc.
+    ping_pending: bool,
+    close_frame: Option<(u32, Vec<u8>)>,
+    close_pending: bool,
+    close_last_sent: Option<Time>,
+    timers: [Option<Time>; TIMER_COUNT],
+    pub(crate) events: VecDeque<ConnEvent>,
+    rng: Rng,
+    stats: ConnStats,
+}
+
+impl Connection {
+    fn new(
+        now: Time,
+        side: Side,
+        cfg: &Config,
+        local_cid: u64,
+        remote: SocketAddr,
+        local_token: [u8; TOKEN_LEN],
+        seed: u64,
+    ) -> Self {
+        let window = cfg.effective_window();
+        let mtu = if cfg.probe_mtu {
+            usize::from(cfg.initial_mtu).max(BASE_MTU)
+        } else {
+            usize::from(cfg.max_mtu).max(BASE_MTU)
+        };
+        let mut rng = Rng::new(seed);
+        let skip_period = cfg.skip_period;
+        let next_skip = if skip_period == 0 {
+            u64::MAX
+        } else {
+            1 + rng.below(2 * u64::from(skip_period))
+        };
+        let local_params = Params {
+            max_message: cfg.max_message,
+            recv_window: window,
+            idle_timeout_ms: u32::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u32::MAX),
+            max_ack_delay_ms: u16::try_from(cfg.max_ack_delay.as_millis()).unwrap_or(u16::MAX),
+            max_udp_payload: cfg.max_mtu.max(1472),
+            reset_token: local_token,
+        };
+        let mut c = Self {
+            side,
+            state: State::Handshake,
+            local_cid,
+            remote_cid: 0,
+            remote,
+            local_params,
+            peer_token: None,
+            max_ack_delay: cfg.max_ack_delay,
+            peer_max_ack_delay: cfg.max_ack_delay,
+            idle_timeout: cfg.idle_timeout,
+            keep_alive: cfg.keep_alive,
+            send_limit: cfg.send_buffer.max(2 * (cfg.max_message as usize + 4)),
+            peer_max_message: cfg.max_message,
+            window,
+            skip_period,
+            cookie: [0; 16],
+            initial_pending: false,
+            initial_sent_at: None,
+            initial_attempts: 0,
+            accept_pending: false,
+            confirmed: false,
+            next_pn: 0,
+            next_skip,
+            skipped: VecDeque::new(),
+            largest_acked: None,
+            sent: VecDeque::new(),
+            in_flight: 0,
+            eliciting_in_flight: 0,
+            last_eliciting_sent: None,
+            rtt: RttEstimator::default(),
+            loss_time: None,
+            pto_count: 0,
+            probes: 0,
+            cc: cfg.congestion.build(mtu as u64),
+            pacer: Pacer::default(),
+            loss_rate: 0.0,
+            recv_pns: RangeSet::new(),
+            largest_recv: None,
+            ack_needed: false,
+            ack_now: false,
+            eliciting_since_ack: 0,
+            sbuf: Ring::default(),
+            s_base: 0,
+            s_next: 0,
+            s_acked: RangeSet::new(),
+            s_retx: RangeSet::new(),
+            peer_max_data: 0,
+            blocked_reported: None,
+            data_blocked_pending: false,
+            send_blocked: false,
+            finishing: false,
+            rbuf: Ring::default(),
+            r_base: 0,
+            r_ranges: RangeSet::new(),
+            local_max_data: window,
+            max_data_pending: false,
+            readable_signalled: false,
+            mtu,
+            max_mtu: usize::from(cfg.max_mtu).max(BASE_MTU),
+            probe_mtu: cfg.probe_mtu,
+            mtu_next: None,
+            mtu_probe: None,
+            ping_pending: false,
+            close_frame: None,
+            close_pending: false,
+            close_last_sent: None,
+            timers: [None; TIMER_COUNT],
+            events: VecDeque::new(),
+            rng,
+            stats: ConnStats::default(),
+        };
+        c.timers[Timer::Idle as usize] = Some(now + c.idle_timeout);
+        c
+    }
+
+    /// A client connection; its first [`Self::poll_transmit`] sends the INITIAL.
+    pub(crate) fn client(
+        now: Time,
+        cfg: &Config,
+        local_cid: u64,
+        remote: SocketAddr,
+        local_token: [u8; TOKEN_LEN],
+        seed: u64,
+    ) -> Self {
+        let mut c = Self::new(now, Side::Client, cfg, local_cid, remote, local_token, seed);
+        c.initial_pending = true;
+        c
+    }
+
+    /// A server connection for a validated INITIAL (spec §5.3).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn server(
+        now: Time,
+        cfg: &Config,
+        local_cid: u64,
+        remote_cid: u64,
+        remote: SocketAddr,
+        peer: &Params,
+        local_token: [u8; TOKEN_LEN],
+        seed: u64,
+    ) -> Self {
+        let mut c = Self::new(now, Side::Server, cfg, local_cid, remote, local_token, seed);
+        c.remote_cid = remote_cid;
+        c.apply_peer_params(peer);
+        c.state = State::Established;
+        c.accept_pending = true;
+        c.events.push_back(ConnEvent::Connected);
+        c
+    }
+
+    fn apply_peer_params(&mut self, p: &Params) {
+        self.peer_token = Some(p.reset_token);
+        self.peer_max_message = p.max_message;
+        self.peer_max_data = self.peer_max_data.max(p.recv_window);
+        self.peer_max_ack_delay = Duration::from_millis(u64::from(p.max_ack_delay_ms));
+        if p.idle_timeout_ms > 0 {
+            let peer = Duration::from_millis(u64::from(p.idle_timeout_ms));
+            self.idle_timeout = self.idle_timeout.min(peer);
+        }
+        let peer_max = usize::from(p.max_udp_payload).max(BASE_MTU);
+        self.max_mtu = self.max_mtu.min(peer_max);
+        if self.mtu > self.max_mtu {
+            self.mtu = self.max_mtu;
+            self.cc.on_mtu(self.mtu as u64);
+        }
+        if self.probe_mtu {
+            self.mtu_next = self.next_mtu_candidate();
+        }
+    }
+
+    fn next_mtu_candidate(&self) -> Option<usize> {
+        [1472, self.max_mtu]
+            .into_iter()
+            .find(|&c| c > self.mtu && c <= self.max_mtu)
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Getters
+
+    pub(crate) fn is_drained(&self) -> bool {
+        self.state == State::Drained
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(
+            self.state,
+            State::Closing | State::Draining | State::Drained
+        )
+    }
+
+    pub(crate) fn is_server_unconfirmed(&self) -> bool {
+        self.side == Side::Server && !self.confirmed
+    }
+
+    pub(crate) fn stats(&self) -> ConnStats {
+        let mut s = self.stats;
+        s.cwnd = self.cc.window();
+        s.in_flight = self.in_flight;
+        s.srtt_us = self.rtt.smoothed().as_micros() as u64;
+        s.mtu = self.mtu;
+        s.send_buffered = self.sbuf.len() as u64;
+        s.send_capacity = self.sbuf.capacity();
+        s.recv_capacity = self.rbuf.capacity();
+        s.recv_buffered = self.rbuf.len() as u64;
+        s.tracked_packets = self.sent.len();
+        s
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Time> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Bytes queued and not yet acknowledged; zero once everything sent was acknowledged.
+    pub(crate) fn unacked_bytes(&self) -> u64 {
+        self.sbuf.len() as u64
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Commands
+
+    pub(crate) fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        if self.is_closed() || self.finishing {
+            return Err(SendError::Closed);
+        }
+        let limit = self.local_params.max_message.min(self.peer_max_message) as usize;
+        if msg.len() > limit {
+            return Err(SendError::TooLarge);
+        }
+        if self.sbuf.len() + 4 + msg.len() > self.send_limit {
+            self.send_blocked = true;
+            return Err(SendError::Blocked);
+        }
+        self.sbuf.push(&(msg.len() as u32).to_be_bytes());
+        self.sbuf.push(msg);
+        Ok(())
+    }
+
+    pub(crate) fn recv(&mut self) -> Option<Vec<u8>> {
+        let Some(len) = self.ready_message_len() else {
+            self.readable_signalled = false;
+            return None;
+        };
+        let mut msg = vec![0u8; len];
+        self.rbuf.read_at(4, &mut msg);
+        self.rbuf.consume(4 + len);
+        self.r_base += 4 + len as u64;
+        self.r_ranges.remove_below(self.r_base);
+        // Flow control credit (spec §8.3).
+        if self.local_max_data - self.r_base < self.window / 2 && !self.is_closed() {
+            self.local_max_data = self.r_base + self.window;
+            self.max_data_pending = true;
+        }
+        Some(msg)
+    }
+
+    /// Closes after every byte written so far was acknowledged (spec §7.1).
+    pub(crate) fn finish(&mut self, now: Time) {
+        self.finishing = true;
+        self.maybe_finish(now);
+    }
+
+    fn maybe_finish(&mut self, now: Time) {
+        if self.finishing && self.sbuf.len() == 0 && self.state == State::Established {
+            self.close(now, code::NO_ERROR, b"", CloseReason::Local(code::NO_ERROR));
+        }
+    }
+
+    pub(crate) fn close(&mut self, now: Time, code: u32, reason: &[u8], why: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        let r = &reason[..reason.len().min(packet::MAX_REASON_LEN)];
+        if self.state == State::Handshake && self.remote_cid == 0 {
+            // Nobody to tell.
+            self.enter_drained(why);
+            return;
+        }
+        self.close_frame = Some((code, r.to_vec()));
+        self.close_pending = true;
+        self.state = State::Closing;
+        self.timers = [None; TIMER_COUNT];
+        self.timers[Timer::Close as usize] = Some(now + self.pto_base() * 3);
+        self.events.push_back(ConnEvent::Closed(why));
+    }
+
+    fn enter_drained(&mut self, why: CloseReason) {
+        let was_closed = self.is_closed();
+        self.state = State::Drained;
+        self.timers = [None; TIMER_COUNT];
+        if !was_closed {
+            self.events.push_back(ConnEvent::Closed(why));
+        }
+    }
+
+    fn violation(&mut self, now: Time, code: u32) {
+        log::debug!("connection {:x}: violation {code}", self.local_cid);
+        self.close(now, code, b"", CloseReason::Violation(code));
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Input
+
+    pub(crate) fn handle_retry(&mut self, cookie: [u8; 16]) {
+        if self.state == State::Handshake && self.side == Side::Client && cookie != self.cookie {
+            self.cookie = cookie;
+            self.initial_pending = true;
+            self.initial_attempts = 0;
+            self.pto_count = 0;
+        }
+    }
+
+    pub(crate) fn handle_accept(&mut self, now: Time, scid: u64, params: &Params) {
+        if self.state != State::Handshake || self.side != Side::Client || scid == 0 {
+            return;
+        }
+        self.remote_cid = scid;
+        if self.initial_attempts == 1
+            && let Some(t) = self.initial_sent_at
+        {
+            self.rtt.update(now - t, Duration::ZERO);
+        }
+        self.apply_peer_params(params);
+        self.state = State::Established;
+        self.confirmed = true;
+        self.initial_pending = false;
+        self.pto_count = 0;
+        self.ping_pending = true;
+        self.timers[Timer::Loss as usize] = None;
+        self.on_received(now);
+        self.events.push_back(ConnEvent::Connected);
+    }
+
+    /// A repeated INITIAL for this (server) connection: ACCEPT again until confirmed.
+    pub(crate) fn handle_initial_again(&mut self) {
+        if self.side == Side::Server && !self.confirmed && self.state == State::Established {
+            self.accept_pending = true;
+        }
+    }
+
+    pub(crate) fn handle_reset(&mut self, token: &[u8; TOKEN_LEN]) {
+        if self.peer_token.as_ref() == Some(token) && self.state != State::Drained {
+            self.enter_drained(CloseReason::Reset);
+        }
+    }
+
+    pub(crate) fn handle_close(&mut self, now: Time, code: u32, reason: &[u8]) {
+        match self.state {
+            State::Draining | State::Drained => {}
+            State::Closing => {
+                // Both sides closed: drain.
+                self.state = State::Draining;
+            }
+            State::Handshake | State::Established => {
+                self.state = State::Draining;
+                self.timers = [None; TIMER_COUNT];
+                self.timers[Timer::Close as usize] = Some(now + self.pto_base() * 3);
+                self.events.push_back(ConnEvent::Closed(CloseReason::Peer {
+                    code,
+                    reason: reason.to_vec(),
+                }));
+            }
+        }
+    }
+
+    fn on_received(&mut self, now: Time) {
+        self.timers[Timer::Idle as usize] = Some(now + self.idle_timeout);
+    }
+
+    /// A DATA packet for this connection (spec §4). Invalid frame sequences are dropped whole.
+    pub(crate) fn handle_data(&mut self, now: Time, hdr: &Header, frames: &[u8]) {
+        match self.state {
+            State::Draining | State::Drained | State::Handshake => return,
+            State::Closing => {
+                let pto = self.pto_base();
+                if self.close_last_sent.is_none_or(|t| now >= t + pto) {
+                    self.close_pending = true;
+                }
+                return;
+            }
+            State::Established => {}
+        }
+        if Frames::new(frames).any(|f| f.is_err()) {
+            return;
+        }
+        let pn = hdr.pn;
+        if self.recv_pns.contains(pn) || self.recv_pns.first().is_some_and(|(s, _)| pn < s) {
+            self.ack_now = true;
+            return;
+        }
+        if self.side == Side::Server && !self.confirmed {
+            self.confirmed = true;
+            self.accept_pending = false;
+        }
+        self.stats.packets_received += 1;
+        self.on_received(now);
+        let out_of_order = match self.largest_recv {
+            Some((l, _)) => pn != l + 1,
+            None => pn != 0,
+        };
+        self.recv_pns.insert(pn, pn + 1);
+        self.recv_pns.truncate_low(MAX_RECV_RANGES);
+        if self.largest_recv.is_none_or(|(l, _)| pn > l) {
+            self.largest_recv = Some((pn, now));
+        }
+        let mut eliciting = false;
+        for f in Frames::new(frames).flatten() {
+            match f {
+                Frame::Padding(_) => {}
+                Frame::Ping => eliciting = true,
+                Frame::Ack(a) => {
+                    if let Err(c) = self.on_ack(now, &a) {
+                        self.violation(now, c);
+                        return;
+                    }
+                }
+                Frame::Stream { offset, data } => {
+                    eliciting = true;
+                    if let Err(c) = self.on_stream(offset, data) {
+                        self.violation(now, c);
+                        return;
+                    }
+                }
+                Frame::MaxData(v) => {
+                    eliciting = true;
+                    self.peer_max_data = self.peer_max_data.max(v);
+                }
+                Frame::DataBlocked(_) => {
+                    eliciting = true;
+                    self.max_data_pending = true;
+                }
+            }
+        }
+        if eliciting {
+            self.eliciting_since_ack += 1;
+            self.ack_needed = true;
+            if self.eliciting_since_ack >= 2 || out_of_order {
+                self.ack_now = true;
+            } else if self.timers[Timer::Ack as usize].is_none() {
+                self.timers[Timer::Ack as usize] = Some(now + self.max_ack_delay);
+            }
+        }
+        if !self.readable_signalled && self.ready_message_len().is_some() {
+            self.readable_signalled = true;
+            self.events.push_back(ConnEvent::Readable);
+        }
+    }
+
+    fn on_stream(&mut self, offset: u64, data: &[u8]) -> Result<(), u32> {
+        let end = offset + data.len() as u64;
+        if end > self.local_max_data {
+            return Err(code::FLOW_CONTROL_ERROR);
+        }
+        if end <= self.r_base || data.is_empty() {
+            return Ok(());
+        }
+        let (off, data) = if offset < self.r_base {
+            (self.r_base, &data[(self.r_base - offset) as usize..])
+        } else {
+            (offset, data)
+        };
+        if self.r_ranges.contains_range(off, end) {
+            return Ok(());
+        }
+        self.rbuf.write_at((off - self.r_base) as usize, data);
+        self.r_ranges.insert(off, end);
+        // A length prefix above our limit is a violation as soon as it is readable.
+        if let Some(len) = self.head_len()
+            && len > u64::from(self.local_params.max_message)
+        {
+            return Err(code::MESSAGE_TOO_LARGE);
+        }
+        Ok(())
+    }
+
+    fn contiguous(&self) -> u64 {
+        match self.r_ranges.first() {
+            Some((s, e)) if s <= self.r_base => e - self.r_base,
+            _ => 0,
+        }
+    }
+
+    fn head_len(&self) -> Option<u64> {
+        if self.contiguous() < 4 {
+            return None;
+        }
+        let mut l = [0u8; 4];
+        self.rbuf.read_at(0, &mut l);
+        Some(u64::from(u32::from_be_bytes(l)))
+    }
+
+    fn ready_message_len(&self) -> Option<usize> {
+        let len = self.head_len()?;
+        (len <= u64::from(self.local_params.max_message) && self.contiguous() >= 4 + len)
+            .then_some(len as usize)
+    }
+
+    /// Processes an ACK frame (RFC 9002 §A.7). `Err` carries a CLOSE code.
+    fn on_ack(&mut self, now: Time, ack: &AckFrame<'_>) -> Result<(), u32> {
+        if ack.largest >= self.next_pn {
+            return Err(code::PROTOCOL_VIOLATION);
+        }
+        for (lo, hi) in ack.iter() {
+            if self.skipped.iter().any(|&s| s >= lo && s <= hi) {
+                return Err(code::PROTOCOL_VIOLATION);
+            }
+        }
+        self.largest_acked = Some(
+            self.largest_acked
+                .map_or(ack.largest, |l| l.max(ack.largest)),
+        );
+        // RTT sample from the largest acknowledged if it is newly acknowledged (§5.1).
+        let i = self.sent.partition_point(|p| p.pn < ack.largest);
+        if let Some(p) = self.sent.get(i)
+            && p.pn == ack.largest
+            && !p.done
+        {
+            let delay = Duration::from_micros(u64::from(ack.delay_us)).min(self.peer_max_ack_delay);
+            self.rtt.update(now - p.time, delay);
+        }
+        let mut newly = false;
+        for (lo, hi) in ack.iter() {
+            let mut i = self.sent.partition_point(|p| p.pn < lo);
+            while let Some(p) = self.sent.get_mut(i) {
+                if p.pn > hi {
+                    break;
+                }
+                i += 1;
+                if p.done {
+                    continue;
+                }
+                p.done = true;
+                let p = *p;
+                newly = true;
+                self.in_flight -= u64::from(p.size);
+                self.eliciting_in_flight -= 1;
+                self.loss_rate *= 1.0 - 1.0 / 128.0;
+                if p.mtu_probe {
+                    if let Some((ppn, size)) = self.mtu_probe
+                        && ppn == p.pn
+                    {
+                        self.mtu_probe = None;
+                        self.mtu = size;
+                        self.cc.on_mtu(size as u64);
+                        self.mtu_next = self.next_mtu_candidate();
+                    }
+                } else {
+                    self.cc.on_ack(now, p.time, u64::from(p.size), &self.rtt);
+                }
+                if let Some((off, len)) = p.stream {
+                    let end = off + u64::from(len);
+                    self.s_acked.insert(off, end);
+                    self.s_retx.remove(off, end);
+                }
+            }
+        }
+        if !newly {
+            return Ok(());
+        }
+        // Release acknowledged stream bytes from the send buffer.
+        if let Some((s, e)) = self.s_acked.first()
+            && s <= self.s_base
+            && e > self.s_base
+        {
+            let n = e - self.s_base;
+            self.sbuf.consume(n as usize);
+            self.s_base = e;
+            self.s_acked.remove_below(e);
+            self.s_retx.remove_below(e);
+            if self.send_blocked && self.sbuf.len() <= self.send_limit / 2 {
+                self.send_blocked = false;
+                self.events.push_back(ConnEvent::Writable);
+            }
+        }
+        self.detect_lost(now);
+        self.pto_count = 0;
+        while self.sent.front().is_some_and(|p| p.done) {
+            self.sent.pop_front();
+        }
+        self.set_loss_timer();
+        self.maybe_finish(now);
+        Ok(())
+    }
+
+    /// Declares packets lost (RFC 9002 §6.1, §A.10) and signals congestion (spec §8.1).
+    fn detect_lost(&mut self, now: Time) {
+        let Some(la) = self.largest_acked else { return };
+        let loss_delay = self.rtt.loss_delay();
+        let lost_before = now - loss_delay;
+        self.loss_time = None;
+        let mut largest_lost_time: Option<Time> = None;
+        let mut first_lost: Option<Time> = None;
+        let mut last_lost: Option<Time> = None;
+        let mut i = 0;
+        while let Some(p) = self.sent.get_mut(i) {
+            i += 1;
+            if p.pn > la {
+                break;
+            }
+            if p.done {
+                continue;
+            }
+            if p.time <= lost_before || la >= p.pn + PACKET_THRESHOLD {
+                p.done = true;
+                let p = *p;
+                self.stats.packets_lost += 1;
+                self.in_flight -= u64::from(p.size);
+                self.eliciting_in_flight -= 1;
+                if let Some((off, len)) = p.stream {
+                    self.requeue(off, off + u64::from(len));
+                }
+                if p.max_data {
+                    self.max_data_pending = true;
+                }
+                if p.mtu_probe {
+                    if self.mtu_probe.is_some_and(|(pn, _)| pn == p.pn) {
+                        self.mtu_probe = None;
+                        self.mtu_next = None;
+                        self.timers[Timer::MtuRetry as usize] = Some(now + MTU_RETRY);
+                    }
+                    continue;
+                }
+                self.loss_rate = self.loss_rate * (1.0 - 1.0 / 128.0) + 1.0 / 128.0;
+                largest_lost_time = Some(largest_lost_time.map_or(p.time, |t| t.max(p.time)));
+                first_lost = Some(first_lost.map_or(p.time, |t| t.min(p.time)));
+                last_lost = Some(last_lost.map_or(p.time, |t| t.max(p.time)));
+            } else {
+                let t = p.time + loss_delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |x| x.min(t)));
+            }
+        }
+        if let (Some(sent), Some(first), Some(last)) = (largest_lost_time, first_lost, last_lost) {
+            // Persistent congestion (RFC 9002 §7.6.1), approximated by the span of lost packets.
+            let pc = (self.rtt.smoothed()
+                + (self.rtt.var() * 4).max(super::rtt::GRANULARITY)
+                + self.peer_max_ack_delay)
+                * 3;
+            let persistent = self.rtt.has_sample() && last - first > pc;
+            if persistent || self.loss_is_congestion() {
+                self.stats.congestion_events += 1;
+                self.cc.on_congestion_event(now, sent, persistent);
+            }
+        }
+    }
+
+    /// Loss discrimination (spec §8.1).
+    fn loss_is_congestion(&self) -> bool {
+        if !self.rtt.has_sample() {
+            return true;
+        }
+        let min = self.rtt.min();
+        let thr = min + min / 4 + Duration::from_millis(1);
+        self.rtt.latest() > thr || self.rtt.smoothed() > thr || self.loss_rate > 0.1
+    }
+
+    fn requeue(&mut self, s: u64, e: u64) {
+        let s = s.max(self.s_base);
+        if s >= e {
+            return;
+        }
+        self.s_retx.insert(s, e);
+        let acked: Vec<(u64, u64)> = self
+            .s_acked
+            .iter()
+            .filter(|&(a, b)| b > s && a < e)
+            .collect();
+        for (a, b) in acked {
+            self.s_retx.remove(a, b);
+        }
+    }
+
+    fn pto_base(&self) -> Duration {
+        self.rtt.pto(self.peer_max_ack_delay)
+    }
+
+    fn pto_backoff(&self) -> Duration {
+        (self.pto_base() * (1u32 << self.pto_count.min(10))).min(Duration::from_secs(60))
+    }
+
+    /// RFC 9002 §A.8.
+    fn set_loss_timer(&mut self) {
+        let t = if let Some(t) = self.loss_time {
+            Some(t)
+        } else if self.state == State::Handshake {
+            self.initial_sent_at.map(|s| s + self.pto_backoff())
+        } else if self.eliciting_in_flight == 0 {
+            None
+        } else {
+            self.last_eliciting_sent.map(|s| s + self.pto_backoff())
+        };
+        self.timers[Timer::Loss as usize] = t;
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Time) {
+        for t in ALL_TIMERS {
+            let Some(at) = self.timers[t as usize] else {
+                continue;
+            };
+            if at > now {
+                continue;
+            }
+            self.timers[t as usize] = None;
+            match t {
+                Timer::Loss => self.on_loss_timer(now),
+                Timer::Ack => self.ack_now = self.ack_needed,
+                Timer::Pacing => {}
+                Timer::Idle => {
+                    let why = if self.state == State::Handshake {
+                        CloseReason::HandshakeTimeout
+                    } else {
+                        CloseReason::IdleTimeout
+                    };
+                    self.enter_drained(why);
+                    return;
+                }
+                Timer::KeepAlive => {
+                    if self.state == State::Established {
+                        self.ping_pending = true;
+                    }
+                }
+                Timer::Close => {
+                    self.state = State::Drained;
+                    self.timers = [None; TIMER_COUNT];
+                    return;
+                }
+                Timer::MtuRetry => {
+                    if self.probe_mtu && self.state == State::Established {
+                        self.mtu_next = self.next_mtu_candidate();
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_loss_timer(&mut self, now: Time) {
+        if self.loss_time.is_some_and(|t| t <= now) {
+            self.detect_lost(now);
+            while self.sent.front().is_some_and(|p| p.done) {
+                self.sent.pop_front();
+            }
+            self.set_loss_timer();
+            return;
+        }
+        self.pto_count += 1;
+        if self.state == State::Handshake {
+            self.initial_pending = true;
+            return;
+        }
+        // Probe timeout (RFC 9002 §6.2.4): two ack-eliciting probes, carrying the oldest
+        // unacknowledged data if there is any.
+        self.probes = 2;
+        if let Some((off, len)) = self.sent.iter().find(|p| !p.done).and_then(|p| p.stream) {
+            self.requeue(off, off + u64::from(len));
+        }
+        // Black hole detection (RFC 8899 §4.3, spec §8.4).
+        if self.pto_count >= 2 && self.mtu > BASE_MTU {
+            log::debug!(
+                "connection {:x}: MTU black hole, back to {BASE_MTU}",
+                self.local_cid
+            );
+            self.mtu = BASE_MTU;
+            self.cc.on_mtu(BASE_MTU as u64);
+            self.mtu_next = None;
+            self.mtu_probe = None;
+            self.timers[Timer::MtuRetry as usize] = Some(now + MTU_RETRY);
+        }
+        self.set_loss_timer();
+    }
+
+    // -------------------------------------------------------------------------------------
+    // Output
+
+    fn header(&self, ptype: PacketType, pn: u64) -> Header {
+        Header {
+            ptype,
+            dcid: self.remote_cid,
+            scid: self.local_cid,
+            pn,
+        }
+    }
+
+    fn take_pn(&mut self) -> u64 {
+        let mut pn = self.next_pn;
+        if pn == self.next_skip {
+            // Optimistic-ACK defence (spec §7).
+            self.skipped.push_back(pn);
+            if self.skipped.len() > 32 {
+                self.skipped.pop_front();
+            }
+            pn += 1;
+            self.next_skip = pn + 1 + self.rng.below(2 * u64::from(self.skip_period));
+        }
+        self.next_pn = pn + 1;
+        pn
+    }
+
+    /// Writes up to `max_segments` packets of one size (the last may be shorter) into `buf`.
+    /// Returns `(len, segment_size)`.
+    pub(crate) fn poll_transmit(
+        &mut self,
+        now: Time,
+        buf: &mut [u8],
+        max_segments: usize,
+    ) -> Option<(usize, Option<usize>)> {
+        match self.state {
+            State::Drained | State::Draining => return None,
+            State::Closing => {
+                if !self.close_pending {
+                    return None;
+                }
+                self.close_pending = false;
+                self.close_last_sent = Some(now);
+                let (code, reason) = self.close_frame.clone().unwrap_or((0, Vec::new()));
+                let pn = self.take_pn();
+                let p = packet::Packet::Close {
+                    hdr: self.header(PacketType::Close, pn),
+                    code,
+                    reason: &reason,
+                };
+                return packet::emit(&p, buf).map(|n| (n, None));
+            }
+            State::Handshake => {
+                if self.side != Side::Client || !self.initial_pending {
+                    return None;
+                }
+                self.initial_pending = false;
+                self.initial_attempts += 1;
+                self.initial_sent_at = Some(now);
+                let p = packet::Packet::Initial {
+                    hdr: Header {
+                        ptype: PacketType::Initial,
+                        dcid: 0,
+                        scid: self.local_cid,
+                        pn: u64::from(self.initial_attempts),
+                    },
+                    cookie: self.cookie,
+                    params: self.local_params,
+                    padding: MIN_INITIAL_LEN - HEADER_LEN - 16 - PARAMS_LEN,
+                };
+                self.set_loss_timer();
+                return packet::emit(&p, buf).map(|n| (n, None));
+            }
+            State::Established => {}
+        }
+        if self.accept_pending {
+            self.accept_pending = false;
+            let p = packet::Packet::Accept {
+                hdr: self.header(PacketType::Accept, 0),
+                params: self.local_params,
+            };
+            return packet::emit(&p, buf).map(|n| (n, None));
+        }
+        // Flow-control blocked? (spec §4.2)
+        let s_end = self.s_base + self.sbuf.len() as u64;
+        if self.s_next < s_end
+            && self.s_next >= self.peer_max_data
+            && self.blocked_reported != Some(self.peer_max_data)
+        {
+            self.blocked_reported = Some(self.peer_max_data);
+            self.data_blocked_pending = true;
+        }
+        if let Some(n) = self.poll_mtu_probe(now, buf) {
+            return Some((n, None));
+        }
+        let mtu = self.mtu;
+        let mut total = 0;
+        let mut seg = 0;
+        let mut count = 0;
+        while count < max_segments.max(1) && buf.len() - total >= mtu {
+            let Some(n) = self.write_packet(now, &mut buf[total..total + mtu]) else {
+                break;
+            };
+            total += n;
+            count += 1;
+            if count == 1 {
+                seg = n;
+            }
+            if n < mtu || n < seg {
+                break;
+            }
+        }
+        if count == 0 {
+            return None;
+        }
+        Some((total, (count > 1).then_some(seg)))
+    }
+
+    fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
+        let size = self.mtu_next?;
+        if self.mtu_probe.is_some()
+            || !self.confirmed
+            || size > buf.len()
+            || self.in_flight + size as u64 > self.cc.window()
+        {
+            return None;
+        }
+        self.mtu_next = None;
+        let pn = self.take_pn();
+        let mut n = packet::write_header(buf, &self.header(PacketType::Data, pn))?;
+        n = packet::write_ping(buf, n)?;
+        n = packet::write_padding(buf, n, size - n)?;
+        packet::seal(&mut buf[..n]);
+        self.mtu_probe = Some((pn, size));
+        self.on_packet_sent(
+            now,
+            Sent {
+                pn,
+                time: now,
+                size: n as u32,
+                stream: None,
+                max_data: false,
+                mtu_probe: true,
+                done: false,
+            },
+        );
+        Some(n)
+    }
+
+    fn on_packet_sent(&mut self, now: Time, s: Sent) {
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += u64::from(s.size);
+        self.in_flight += u64::from(s.size);
+        self.eliciting_in_flight += 1;
+        self.cc.on_sent(now, u64::from(s.size));
+        self.pacer.on_sent(u64::from(s.size));
+        self.last_eliciting_sent = Some(now);
+        self.sent.push_back(s);
+        self.probes = self.probes.saturating_sub(1);
+        self.ping_pending = false;
+        if let Some(k) = self.keep_alive {
+            self.timers[Timer::KeepAlive as usize] = Some(now + k);
+        }
+        self.set_loss_timer();
+    }
+
+    /// Writes one DATA packet into `out` (exactly one MTU long) if anything is due.
+    fn write_packet(&mut self, now: Time, out: &mut [u8]) -> Option<usize> {
+        let mtu = out.len() as u64;
+        let s_end = self.s_base + self.sbuf.len() as u64;
+        let has_new = self.s_next < s_end.min(self.peer_max_data);
+        let has_stream = !self.s_retx.is_empty() || has_new;
+        let wants = has_stream
+            || self.max_data_pending
+            || self.data_blocked_pending
+            || self.ping_pending
+            || self.probes > 0;
+        let mut may_elicit = wants && (self.probes > 0 || self.in_flight + mtu <= self.cc.window());
+        if may_elicit && self.probes == 0 {
+            let srtt = self.rtt.smoothed();
+            if let Some(t) = self.pacer.delay(
+                now,
+                mtu,
+                mtu,
+                self.cc.window(),
+                srtt,
+                self.cc.in_slow_start(),
+            ) {
+                self.timers[Timer::Pacing as usize] = Some(t);
+                may_elicit = false;
+            }
+        }
+        let send_ack = self.ack_now || (self.ack_needed && may_elicit);
+        if !send_ack && !may_elicit {
+            return None;
+        }
+        let pn = self.take_pn();
+        let mut n = packet::write_header(out, &self.header(PacketType::Data, pn))?;
+        if send_ack && !self.recv_pns.is_empty() {
+            let delay = self
+                .largest_recv
+                .map_or(0, |(_, t)| (now - t).as_micros() as u32);
+            let ranges = self.recv_pns.iter().rev().map(|(s, e)| (s, e - 1));
+            if let Some(m) = packet::write_ack(out, n, delay, ranges) {
+                n = m;
+            }
+            self.ack_now = false;
+            self.ack_needed = false;
+            self.eliciting_since_ack = 0;
+            self.timers[Timer::Ack as usize] = None;
+        }
+        if !may_elicit {
+            packet::seal(&mut out[..n]);
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += n as u64;
+            return Some(n);
+        }
+        let mut sent = Sent {
+            pn,
+            time: now,
+            size: 0,
+            stream: None,
+            max_data: false,
+            mtu_probe: false,
+            done: false,
+        };
+        let mut elicit = false;
+        if self.max_data_pending && out.len() - n >= 9 {
+            n = packet::write_u64_frame(out, n, frame_type::MAX_DATA, self.local_max_data)?;
+            self.max_data_pending = false;
+            sent.max_data = true;
+            elicit = true;
+        }
+        if self.data_blocked_pending && out.len() - n >= 9 {
+            n = packet::write_u64_frame(out, n, frame_type::DATA_BLOCKED, self.peer_max_data)?;
+            self.data_blocked_pending = false;
+            elicit = true;
+        }
+        let room = (out.len() - n)
+            .saturating_sub(STREAM_OVERHEAD)
+            .min(usize::from(u16::MAX)) as u64;
+        if room > 0 {
+            let range = if let Some((s, e)) = self.s_retx.pop_first(room) {
+                self.stats.stream_bytes_retransmitted += e - s;
+                Some((s, e))
+            } else if has_new {
+                let s = self.s_next;
+                let e = s_end.min(self.peer_max_data).min(s + room);
+                self.s_next = e;
+                Some((s, e))
+            } else {
+                None
+            };
+            if let Some((s, e)) = range {
+                let len = (e - s) as usize;
+                let d = packet::write_stream_header(out, n, s, len as u16)?;
+                self.sbuf
+                    .read_at((s - self.s_base) as usize, &mut out[d..d + len]);
+                n = d + len;
+                sent.stream = Some((s, len as u32));
+                elicit = true;
+            }
+        }
+        if !elicit {
+            n = packet::write_ping(out, n)?;
+        }
+        packet::seal(&mut out[..n]);
+        sent.size = n as u32;
+        self.on_packet_sent(now, sent);
+        Some(n)
+    }
+}

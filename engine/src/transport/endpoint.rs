@@ -1,0 +1,599 @@
+//! The endpoint: demultiplexes datagrams by connection id, runs the stateless cookie handshake
+//! (spec §5.2) and stateless reset (§7.2), and the request/response mode (§9).
+//!
+//! No state is kept for a source address until it echoes a valid cookie; everything sent to an
+//! unvalidated address is at most 3× what it sent (RFC 9000 §8.1).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+use sha2::{Digest, Sha256};
+use slab::Slab;
+use st_proto::packet::{self, COOKIE_LEN, Header, Packet, PacketType, TOKEN_LEN};
+
+use super::connection::{ConnEvent, ConnStats, Connection};
+use super::{CloseReason, Config, ConnHandle, Event, SendError, Transmit};
+use crate::rng::Rng;
+use crate::time::Time;
+
+/// Id of a request made with [`Endpoint::request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// A request received in request/response mode; answer it with [`Endpoint::respond`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingRequest {
+    /// Source address (not validated).
+    pub remote: SocketAddr,
+    /// Requester id (the REQUEST's scid).
+    pub requester: u64,
+    /// Request id.
+    pub id: u64,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// Largest RESPONSE datagram allowed: 3 × the REQUEST datagram (spec §9).
+    pub budget: usize,
+}
+
+/// Errors of [`Endpoint::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RespondError {
+    /// The response would exceed 3× the request (anti-amplification, spec §9).
+    #[error("response larger than 3x the request")]
+    Amplification,
+    /// The outgoing queue is full.
+    #[error("stateless send queue full")]
+    QueueFull,
+}
+
+/// Counters of an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams that failed to parse (including bad checksums).
+    pub dropped_invalid: u64,
+    /// RETRY packets sent.
+    pub retries_sent: u64,
+    /// INITIALs whose cookie did not validate.
+    pub bad_cookies: u64,
+    /// RESET packets sent.
+    pub resets_sent: u64,
+    /// Datagrams for unknown connections.
+    pub unknown_cid: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+}
+
+struct PendingRequest {
+    remote: SocketAddr,
+    payload: Vec<u8>,
+    attempts: u32,
+    due: bool,
+    next: Time,
+}
+
+/// Most queued stateless datagrams (RETRY, RESET, RESPONSE); more are dropped.
+const STATELESS_QUEUE: usize = 1024;
+
+/// The transport endpoint: all connections of one socket.
+pub struct Endpoint {
+    cfg: Config,
+    rng: Rng,
+    conns: Slab<Connection>,
+    by_cid: HashMap<u64, usize>,
+    by_initial: HashMap<(SocketAddr, u64), usize>,
+    events: VecDeque<Event>,
+    stateless: VecDeque<(SocketAddr, Vec<u8>)>,
+    requester_id: u64,
+    next_request: u64,
+    requests: BTreeMap<u64, PendingRequest>,
+    rr: usize,
+    stats: EndpointStats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with this configuration; `seed` drives every random choice.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let requester_id = rng.nonzero();
+        Self {
+            cfg,
+            rng,
+            conns: Slab::new(),
+            by_cid: HashMap::new(),
+            by_initial: HashMap::new(),
+            events: VecDeque::new(),
+            stateless: VecDeque::new(),
+            requester_id,
+            next_request: 1,
+            requests: BTreeMap::new(),
+            rr: 0,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Endpoint counters.
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Number of live connections (the state a handshake flood must not grow).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn keyed(&self, parts: &[&[u8]]) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(self.cfg.secret);
+        for p in parts {
+            h.update(p);
+        }
+        let d = h.finalize();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&d[..16]);
+        out
+    }
+
+    fn cookie(&self, window: u64, remote: SocketAddr, cid: u64) -> [u8; COOKIE_LEN] {
+        let ip = match remote.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        self.keyed(&[
+            b"cookie",
+            &window.to_be_bytes(),
+            &ip,
+            &remote.port().to_be_bytes(),
+            &cid.to_be_bytes(),
+        ])
+    }
+
+    fn window(&self, now: Time) -> u64 {
+        now.as_micros() / crate::time::micros(self.cfg.cookie_lifetime).max(1)
+    }
+
+    fn cookie_valid(&self, now: Time, remote: SocketAddr, cid: u64, c: &[u8; COOKIE_LEN]) -> bool {
+        let w = self.window(now);
+        *c == self.cookie(w, remote, cid) || (w > 0 && *c == self.cookie(w - 1, remote, cid))
+    }
+
+    fn reset_token(&self, cid: u64) -> [u8; TOKEN_LEN] {
+        self.keyed(&[b"reset", &cid.to_be_bytes()])
+    }
+
+    fn new_cid(&mut self) -> u64 {
+        loop {
+            let c = self.rng.nonzero();
+            if !self.by_cid.contains_key(&c) {
+                return c;
+            }
+        }
+    }
+
+    fn queue_stateless(&mut self, remote: SocketAddr, p: &Packet<'_>) -> bool {
+        if self.stateless.len() >= STATELESS_QUEUE {
+            return false;
+        }
+        let mut buf = vec![0u8; 64 + packet_body_len(p)];
+        if let Some(n) = packet::emit(p, &mut buf) {
+            buf.truncate(n);
+            self.stateless.push_back((remote, buf));
+            true
+        } else {
+            false
+        }
+    }
+
+    fn flush(&mut self, k: usize) {
+        let Some(c) = self.conns.get_mut(k) else {
+            return;
+        };
+        while let Some(e) = c.events.pop_front() {
+            let h = ConnHandle(k);
+            self.events.push_back(match e {
+                ConnEvent::Connected => Event::Connected(h),
+                ConnEvent::Readable => Event::Readable(h),
+                ConnEvent::Writable => Event::Writable(h),
+                ConnEvent::Closed(r) => Event::Closed(h, r),
+            });
+        }
+        if c.is_drained() {
+            self.remove(k);
+        }
+    }
+
+    fn remove(&mut self, k: usize) {
+        if let Some(c) = self.conns.try_remove(k) {
+            self.by_cid.remove(&c.local_cid);
+            if self.by_initial.get(&(c.remote, c.remote_cid)) == Some(&k) {
+                self.by_initial.remove(&(c.remote, c.remote_cid));
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Input
+
+    /// Handles one received datagram from `remote`. Never panics on any input.
+    pub fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]) {
+        self.stats.bytes_received += data.len() as u64;
+        let p = match packet::parse(data) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.dropped_invalid += 1;
+                return;
+            }
+        };
+        let hdr = *p.header();
+        let known = |s: &Self| {
+            s.by_cid
+                .get(&hdr.dcid)
+                .copied()
+                .filter(|&k| s.conns[k].remote == remote)
+        };
+        match p {
+            Packet::Initial { cookie, params, .. } => {
+                if !self.cfg.accept || hdr.scid == 0 {
+                    return;
+                }
+                if let Some(&k) = self.by_initial.get(&(remote, hdr.scid)) {
+                    self.conns[k].handle_initial_again();
+                    return;
+                }
+                if !self.cookie_valid(now, remote, hdr.scid, &cookie) {
+                    if cookie != [0; COOKIE_LEN] {
+                        self.stats.bad_cookies += 1;
+                    }
+                    // Stateless RETRY (spec §5.2): 48 bytes in answer to at least 1200.
+                    let c = self.cookie(self.window(now), remote, hdr.scid);
+                    let retry = Packet::Retry {
+                        hdr: Header {
+                            ptype: PacketType::Retry,
+                            dcid: hdr.scid,
+                            scid: 0,
+                            pn: 0,
+                        },
+                        cookie: c,
+                    };
+                    if self.queue_stateless(remote, &retry) {
+                        self.stats.retries_sent += 1;
+                    }
+                    return;
+                }
+                if self.conns.len() >= self.cfg.max_connections {
+                    return;
+                }
+                let cid = self.new_cid();
+                let token = self.reset_token(cid);
+                let seed = self.rng.next_u64();
+                let c =
+                    Connection::server(now, &self.cfg, cid, hdr.scid, remote, &params, token, seed);
+                let k = self.conns.insert(c);
+                self.by_cid.insert(cid, k);
+                self.by_initial.insert((remote, hdr.scid), k);
+                self.flush(k);
+            }
+            Packet::Retry { cookie, .. } => {
+                if let Some(k) = known(self) {
+                    self.conns[k].handle_retry(cookie);
+                }
+            }
+            Packet::Accept { params, .. } => {
+                if let Some(k) = known(self) {
+                    self.conns[k].handle_accept(now, hdr.scid, &params);
+                    self.flush(k);
+                }
+            }
+            Packet::Data { frames, .. } => {
+                if let Some(k) = known(self) {
+                    self.conns[k].handle_data(now, &hdr, frames);
+                    self.flush(k);
+                } else {
+                    self.stats.unknown_cid += 1;
+                    self.maybe_reset(remote, &hdr, data.len());
+                }
+            }
+            Packet::Close { code, reason, .. } => {
+                if let Some(k) = known(self) {
+                    self.conns[k].handle_close(now, code, reason);
+                    self.flush(k);
+                }
+            }
+            Packet::Reset { token, .. } => {
+                if let Some(k) = known(self) {
+                    self.conns[k].handle_reset(&token);
+                    self.flush(k);
+                }
+            }
+            Packet::Request { payload, .. } => {
+                if self.cfg.serve_requests && hdr.scid != 0 {
+                    self.events.push_back(Event::Request(IncomingRequest {
+                        remote,
+                        requester: hdr.scid,
+                        id: hdr.pn,
+                        payload: payload.to_vec(),
+                        budget: 3 * data.len(),
+                    }));
+                }
+            }
+            Packet::Response { payload, .. } => {
+                if hdr.dcid == self.requester_id
+                    && self
+                        .requests
+                        .get(&hdr.pn)
+                        .is_some_and(|r| r.remote == remote)
+                {
+                    self.requests.remove(&hdr.pn);
+                    self.events
+                        .push_back(Event::Response(RequestId(hdr.pn), payload.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// Stateless reset for a packet to an unknown cid (spec §7.2): never larger than the packet.
+    fn maybe_reset(&mut self, remote: SocketAddr, hdr: &Header, len: usize) {
+        const RESET_LEN: usize = packet::HEADER_LEN + TOKEN_LEN;
+        if hdr.scid == 0 || len <= RESET_LEN {
+            return;
+        }
+        let token = self.reset_token(hdr.dcid);
+        let p = Packet::Reset {
+            hdr: Header {
+                ptype: PacketType::Reset,
+                dcid: hdr.scid,
+                scid: 0,
+                pn: 0,
+            },
+            token,
+        };
+        if self.queue_stateless(remote, &p) {
+            self.stats.resets_sent += 1;
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        let due: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(k, _)| k)
+            .collect();
+        for k in due {
+            self.conns[k].handle_timeout(now);
+            self.flush(k);
+        }
+        let mut failed = Vec::new();
+        for (&id, r) in self.requests.iter_mut() {
+            if r.due || r.next > now {
+                continue;
+            }
+            if r.attempts >= self.cfg.request_attempts {
+                failed.push(id);
+            } else {
+                r.due = true;
+            }
+        }
+        for id in failed {
+            self.requests.remove(&id);
+            self.events.push_back(Event::RequestFailed(RequestId(id)));
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Output
+
+    /// The earliest time [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let c = self
+            .conns
+            .iter()
+            .filter_map(|(_, c)| c.poll_timeout())
+            .min();
+        let r = self
+            .requests
+            .values()
+            .filter(|r| !r.due)
+            .map(|r| r.next)
+            .min();
+        match (c, r) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Writes the next datagram (or GSO batch of same-size datagrams) into `buf`, which should
+    /// hold at least the largest MTU times `max_segments` (64 KiB is enough for the defaults).
+    pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((remote, bytes)) = self.stateless.pop_front()
+            && bytes.len() <= buf.len()
+        {
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            return Some(Transmit {
+                remote,
+                len: bytes.len(),
+                segment_size: None,
+            });
+        }
+        let due = self.requests.iter_mut().find(|(_, r)| r.due);
+        if let Some((&id, r)) = due {
+            r.due = false;
+            r.attempts += 1;
+            r.next = now + self.cfg.request_timeout * (1u32 << (r.attempts - 1).min(16));
+            let p = Packet::Request {
+                hdr: Header {
+                    ptype: PacketType::Request,
+                    dcid: 0,
+                    scid: self.requester_id,
+                    pn: id,
+                },
+                payload: &r.payload,
+            };
+            if let Some(n) = packet::emit(&p, buf) {
+                return Some(Transmit {
+                    remote: r.remote,
+                    len: n,
+                    segment_size: None,
+                });
+            }
+        }
+        let max_seg = self.cfg.max_segments;
+        let start = self.rr;
+        let mut found = None;
+        'outer: for pass in 0..2 {
+            for (k, c) in self.conns.iter_mut() {
+                if (pass == 0 && k < start) || (pass == 1 && k >= start) {
+                    continue;
+                }
+                if let Some((len, segment_size)) = c.poll_transmit(now, buf, max_seg) {
+                    found = Some((
+                        k,
+                        Transmit {
+                            remote: c.remote,
+                            len,
+                            segment_size,
+                        },
+                    ));
+                    break 'outer;
+                }
+            }
+        }
+        let (k, t) = found?;
+        self.rr = k + 1;
+        self.flush(k);
+        Some(t)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Commands
+
+    /// Opens a connection to `remote`; [`Event::Connected`] follows when the handshake is done.
+    pub fn connect(&mut self, now: Time, remote: SocketAddr) -> ConnHandle {
+        let cid = self.new_cid();
+        let token = self.reset_token(cid);
+        let seed = self.rng.next_u64();
+        let c = Connection::client(now, &self.cfg, cid, remote, token, seed);
+        let k = self.conns.insert(c);
+        self.by_cid.insert(cid, k);
+        ConnHandle(k)
+    }
+
+    /// Queues one message. Fails with [`SendError::Blocked`] when the send buffer is full.
+    pub fn send(&mut self, h: ConnHandle, msg: &[u8]) -> Result<(), SendError> {
+        self.conns.get_mut(h.0).ok_or(SendError::Closed)?.send(msg)
+    }
+
+    /// Takes the next complete message, in order.
+    pub fn recv(&mut self, h: ConnHandle) -> Option<Vec<u8>> {
+        self.conns.get_mut(h.0)?.recv()
+    }
+
+    /// Closes at once with an application code (spec §7.1).
+    pub fn close(&mut self, now: Time, h: ConnHandle, code: u32, reason: &[u8]) {
+        if let Some(c) = self.conns.get_mut(h.0) {
+            c.close(now, code, reason, CloseReason::Local(code));
+            self.flush(h.0);
+        }
+    }
+
+    /// Closes gracefully once everything sent so far is acknowledged.
+    pub fn finish(&mut self, now: Time, h: ConnHandle) {
+        if let Some(c) = self.conns.get_mut(h.0) {
+            c.finish(now);
+            self.flush(h.0);
+        }
+    }
+
+    /// Counters of a connection.
+    pub fn stats(&self, h: ConnHandle) -> Option<ConnStats> {
+        self.conns.get(h.0).map(|c| c.stats())
+    }
+
+    /// Bytes written with [`Self::send`] and not yet acknowledged.
+    pub fn unacked(&self, h: ConnHandle) -> Option<u64> {
+        self.conns.get(h.0).map(|c| c.unacked_bytes())
+    }
+
+    /// Peer address of a connection.
+    pub fn remote(&self, h: ConnHandle) -> Option<SocketAddr> {
+        self.conns.get(h.0).map(|c| c.remote)
+    }
+
+    /// True if the handle names a live connection.
+    pub fn is_open(&self, h: ConnHandle) -> bool {
+        self.conns.get(h.0).is_some_and(|c| !c.is_closed())
+    }
+
+    /// True if a server connection has not yet heard from its client after ACCEPT.
+    pub fn is_unconfirmed(&self, h: ConnHandle) -> bool {
+        self.conns
+            .get(h.0)
+            .is_some_and(|c| c.is_server_unconfirmed())
+    }
+
+    /// Sends an idempotent request (spec §9), retransmitted with backoff until answered
+    /// ([`Event::Response`]) or given up ([`Event::RequestFailed`]).
+    pub fn request(&mut self, now: Time, remote: SocketAddr, payload: &[u8]) -> RequestId {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(
+            id,
+            PendingRequest {
+                remote,
+                payload: payload.to_vec(),
+                attempts: 0,
+                due: true,
+                next: now,
+            },
+        );
+        RequestId(id)
+    }
+
+    /// Answers a request, refusing anything above its anti-amplification budget.
+    pub fn respond(&mut self, req: &IncomingRequest, payload: &[u8]) -> Result<(), RespondError> {
+        if packet::HEADER_LEN + payload.len() > req.budget {
+            return Err(RespondError::Amplification);
+        }
+        let p = Packet::Response {
+            hdr: Header {
+                ptype: PacketType::Response,
+                dcid: req.requester,
+                scid: 0,
+                pn: req.id,
+            },
+            payload,
+        };
+        if self.queue_stateless(req.remote, &p) {
+            Ok(())
+        } else {
+            Err(RespondError::QueueFull)
+        }
+    }
+}
+
+fn packet_body_len(p: &Packet<'_>) -> usize {
+    match p {
+        Packet::Request { payload, .. } | Packet::Response { payload, .. } => payload.len(),
+        Packet::Close { reason, .. } => reason.len() + 6,
+        Packet::Data { frames, .. } => frames.len(),
+        _ => packet::MIN_INITIAL_LEN,
+    }
+}

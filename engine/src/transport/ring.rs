@@ -1,0 +1,98 @@
+//! A growable byte ring addressed by offset from its head; backs the stream send and receive
+//! buffers without per-packet allocation.
+
+/// Byte ring. Capacity is a power of two and only grows (to a bound the caller enforces).
+#[derive(Debug, Default)]
+pub(crate) struct Ring {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    /// Bytes from the head to the highest byte written.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    /// Allocated capacity.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+    fn reserve(&mut self, need: usize) {
+        if need <= self.buf.len() {
+            return;
+        }
+        let cap = need.next_power_of_two().max(4096);
+        let mut nb = vec![0u8; cap];
+        let old = self.buf.len();
+        if old > 0 {
+            let first = (old - self.head).min(self.len);
+            nb[..first].copy_from_slice(&self.buf[self.head..self.head + first]);
+            nb[first..self.len].copy_from_slice(&self.buf[..self.len - first]);
+        }
+        self.buf = nb;
+        self.head = 0;
+    }
+    /// Writes `data` at `off` bytes from the head, growing as needed.
+    pub(crate) fn write_at(&mut self, off: usize, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let end = off + data.len();
+        self.reserve(end);
+        let cap = self.buf.len();
+        let start = (self.head + off) & (cap - 1);
+        let first = (cap - start).min(data.len());
+        self.buf[start..start + first].copy_from_slice(&data[..first]);
+        self.buf[..data.len() - first].copy_from_slice(&data[first..]);
+        self.len = self.len.max(end);
+    }
+    /// Appends at the end.
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        self.write_at(self.len, data);
+    }
+    /// Copies `out.len()` bytes starting `off` bytes from the head. The caller keeps
+    /// `off + out.len() <= len()`.
+    pub(crate) fn read_at(&self, off: usize, out: &mut [u8]) {
+        if out.is_empty() {
+            return;
+        }
+        let cap = self.buf.len();
+        let start = (self.head + off) & (cap - 1);
+        let first = (cap - start).min(out.len());
+        let n = out.len();
+        out[..first].copy_from_slice(&self.buf[start..start + first]);
+        out[first..].copy_from_slice(&self.buf[..n - first]);
+    }
+    /// Drops `n` bytes from the head.
+    pub(crate) fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if self.buf.is_empty() {
+            return;
+        }
+        self.head = (self.head + n) & (self.buf.len() - 1);
+        self.len -= n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wraps_and_grows() {
+        let mut r = Ring::default();
+        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        r.push(&data[..3000]);
+        r.consume(2500);
+        r.push(&data[3000..]);
+        let mut out = vec![0u8; 7500];
+        r.read_at(0, &mut out);
+        assert_eq!(out, data[2500..]);
+        r.write_at(7600, b"xy");
+        assert_eq!(r.len(), 7602);
+        let mut o = [0u8; 2];
+        r.read_at(7600, &mut o);
+        assert_eq!(&o, b"xy");
+    }
+}
