@@ -3,5 +3,6 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod rng;
+pub mod sim;
 pub mod time;
 pub mod transport;

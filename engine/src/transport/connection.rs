@@ -28,6 +28,8 @@ const MAX_RECV_RANGES: usize = 64;
 const PACKET_THRESHOLD: u64 = 3;
 /// Base MTU (spec §8.4).
 const BASE_MTU: usize = 1200;
+/// Longest interval between two INITIALs.
+const HANDSHAKE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Delay before probing the MTU again after a failure or a black hole.
 const MTU_RETRY: Duration = Duration::from_secs(60);
 
@@ -120,6 +122,8 @@ pub struct ConnStats {
     pub recv_buffered: u64,
     /// Entries in the sent-packet table.
     pub tracked_packets: usize,
+    /// Next packet number to be used.
+    pub next_pn: u64,
 }
 
 pub(crate) struct Connection {
@@ -399,6 +403,7 @@ impl Connection {
         s.recv_capacity = self.rbuf.capacity();
         s.recv_buffered = self.rbuf.len() as u64;
         s.tracked_packets = self.sent.len();
+        s.next_pn = self.next_pn;
         s
     }
 
@@ -559,7 +564,9 @@ impl Connection {
     }
 
     fn on_received(&mut self, now: Time) {
-        self.timers[Timer::Idle as usize] = Some(now + self.idle_timeout);
+        // RFC 9000 §10.1: the idle timeout is at least 3 PTOs.
+        let idle = self.idle_timeout.max(self.pto_base() * 3);
+        self.timers[Timer::Idle as usize] = Some(now + idle);
     }
 
     /// A DATA packet for this connection (spec §4). Invalid frame sequences are dropped whole.
@@ -877,7 +884,9 @@ impl Connection {
         let t = if let Some(t) = self.loss_time {
             Some(t)
         } else if self.state == State::Handshake {
-            self.initial_sent_at.map(|s| s + self.pto_backoff())
+            // INITIALs are cheap and the handshake must survive heavy loss: cap the backoff.
+            self.initial_sent_at
+                .map(|s| s + self.pto_backoff().min(HANDSHAKE_MAX_BACKOFF))
         } else if self.eliciting_in_flight == 0 {
             None
         } else {

@@ -532,6 +532,11 @@ impl Endpoint {
         self.conns.get(h.0).map(|c| c.unacked_bytes())
     }
 
+    /// `(local cid, remote cid)` of a connection.
+    pub fn cids(&self, h: ConnHandle) -> Option<(u64, u64)> {
+        self.conns.get(h.0).map(|c| (c.local_cid, c.remote_cid))
+    }
+
     /// Peer address of a connection.
     pub fn remote(&self, h: ConnHandle) -> Option<SocketAddr> {
         self.conns.get(h.0).map(|c| c.remote)
