@@ -5,4 +5,5 @@
 pub mod rng;
 pub mod sim;
 pub mod time;
+pub mod tracker;
 pub mod transport;

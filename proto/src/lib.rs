@@ -8,3 +8,4 @@
 
 pub mod packet;
 pub mod st_file;
+pub mod tracker;

@@ -151,7 +151,8 @@ impl Tracker {
     /// Handles one datagram from `src` and writes the reply, if any, into `out` (at least
     /// [`MAX_REPLY`] bytes). Never replies to something malformed or unauthenticated.
     pub fn handle(&mut self, now: Time, src: SocketAddr, data: &[u8], out: &mut [u8]) -> Outcome {
-        let out = &mut out[..out.len().min(MAX_REPLY)];
+        let cap = out.len().min(MAX_REPLY);
+        let out = &mut out[..cap];
         if wire::looks_like_bep15(data) {
             return self.handle_bep15(now, src, data, out);
         }
@@ -199,8 +200,8 @@ impl Tracker {
                 self.stats.connects += 1;
                 let id = self.connection_id(src, slot(now), 0);
                 let n = wire::emit_connect_response(out, id)?;
-                debug_assert!(packet::HEADER_LEN + n <= request_len);
-                Some(n)
+                // The anti-amplification rule, checked rather than assumed.
+                (packet::HEADER_LEN + n <= request_len).then_some(n)
             }
             NativeRequest::Announce(a, event) => {
                 if !self.check_connection_id(now, src, a.connection_id.get()) {
@@ -435,9 +436,14 @@ impl Tracker {
     /// after a rotation, the previous key: 60–120 s of validity (spec §2).
     fn check_connection_id(&mut self, now: Time, src: SocketAddr, id: u64) -> bool {
         let s = slot(now);
-        let ok = [(s, 0), (s.wrapping_sub(1), 0), (s, 1), (s.wrapping_sub(1), 1)]
-            .into_iter()
-            .any(|(slot, k)| self.connection_id(src, slot, k) == id);
+        let ok = [
+            (s, 0),
+            (s.wrapping_sub(1), 0),
+            (s, 1),
+            (s.wrapping_sub(1), 1),
+        ]
+        .into_iter()
+        .any(|(slot, k)| self.connection_id(src, slot, k) == id);
         if !ok {
             self.stats.bad_connection_ids += 1;
         }

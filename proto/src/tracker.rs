@@ -1,0 +1,721 @@
+//! Tracker wire formats (normative text: `spec/tracker.md`): the native SwarmTorrent tracker
+//! messages, carried in the payload of transport REQUEST/RESPONSE packets, and BitTorrent's
+//! BEP 15 UDP tracker protocol, spoken on the same port.
+//!
+//! Fixed parts are zerocopy structs of network-endian fields; every parser checks the length
+//! before it reads a field and returns `None` (drop, no reply) on anything malformed. Emitters
+//! write into a caller's buffer and never allocate, so the tracker's hot path does not either.
+
+use zerocopy::byteorder::network_endian::{I32, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Length of a swarm id (SHA-256 of the info part of a `.st` file).
+pub const SWARM_ID_LEN: usize = 32;
+/// Length of a BEP 15 info hash: the first 20 bytes of the swarm id.
+pub const INFO_HASH_LEN: usize = 20;
+/// Most swarms in one scrape request, in both protocols.
+pub const MAX_SCRAPE: usize = 70;
+
+/// A peer's state, as announced (spec §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A regular re-announce.
+    Periodic,
+    /// The peer joined the swarm.
+    Started,
+    /// The peer finished downloading (counted once).
+    Completed,
+    /// The peer leaves the swarm.
+    Stopped,
+}
+
+impl Event {
+    fn from_native(b: u8) -> Option<Event> {
+        Some(match b {
+            0 => Event::Periodic,
+            1 => Event::Started,
+            2 => Event::Completed,
+            3 => Event::Stopped,
+            _ => return None,
+        })
+    }
+
+    fn native(self) -> u8 {
+        match self {
+            Event::Periodic => 0,
+            Event::Started => 1,
+            Event::Completed => 2,
+            Event::Stopped => 3,
+        }
+    }
+
+    /// BEP 15 numbering: 0 none, 1 completed, 2 started, 3 stopped.
+    fn from_bep15(v: u32) -> Option<Event> {
+        Some(match v {
+            0 => Event::Periodic,
+            1 => Event::Completed,
+            2 => Event::Started,
+            3 => Event::Stopped,
+            _ => return None,
+        })
+    }
+
+    fn bep15(self) -> u32 {
+        match self {
+            Event::Periodic => 0,
+            Event::Completed => 1,
+            Event::Started => 2,
+            Event::Stopped => 3,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Native messages (spec §3).
+
+/// Native message kinds (first byte of a payload).
+pub mod kind {
+    /// CONNECT request.
+    pub const CONNECT: u8 = 0x01;
+    /// ANNOUNCE request.
+    pub const ANNOUNCE: u8 = 0x02;
+    /// SCRAPE request.
+    pub const SCRAPE: u8 = 0x03;
+    /// CONNECT response.
+    pub const CONNECTED: u8 = 0x81;
+    /// ANNOUNCE response.
+    pub const ANNOUNCED: u8 = 0x82;
+    /// SCRAPE response.
+    pub const SCRAPED: u8 = 0x83;
+    /// ERROR response.
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Native CONNECT request: 16 bytes, so that its 16-byte answer is no larger (spec §3.1).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct ConnectRequest {
+    /// [`kind::CONNECT`].
+    pub kind: u8,
+    /// Zero.
+    pub reserved: [u8; 15],
+}
+
+/// Native CONNECT response: 16 bytes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct ConnectResponse {
+    /// [`kind::CONNECTED`].
+    pub kind: u8,
+    /// Zero.
+    pub reserved: [u8; 7],
+    /// The connection id to quote in announces and scrapes.
+    pub connection_id: U64,
+}
+
+/// Native ANNOUNCE request: 96 bytes (spec §3.2).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct AnnounceRequest {
+    /// [`kind::ANNOUNCE`].
+    pub kind: u8,
+    /// 0 periodic, 1 started, 2 completed, 3 stopped.
+    pub event: u8,
+    /// The UDP port the peer listens on for the peer protocol (never 0).
+    pub port: U16,
+    /// How many peers the requester wants (capped by the tracker).
+    pub numwant: U16,
+    /// Zero.
+    pub reserved: [u8; 2],
+    /// From a CONNECT response.
+    pub connection_id: U64,
+    /// The swarm.
+    pub swarm_id: [u8; SWARM_ID_LEN],
+    /// Random id of the peer process, stable for its life.
+    pub peer_id: [u8; 16],
+    /// Bytes the peer still lacks (0: it is a seed).
+    pub left: U64,
+    /// Bytes uploaded so far.
+    pub uploaded: U64,
+    /// Bytes downloaded so far.
+    pub downloaded: U64,
+}
+
+/// Fixed part of a native ANNOUNCE response: 20 bytes, then `count` peers (spec §3.2).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct AnnounceResponseHead {
+    /// [`kind::ANNOUNCED`].
+    pub kind: u8,
+    /// 4: peers are 6 bytes (IPv4, port); 6: 18 bytes (IPv6, port).
+    pub family: u8,
+    /// Number of peers that follow.
+    pub count: U16,
+    /// Seconds until the next announce.
+    pub interval: U32,
+    /// Seeds in the swarm.
+    pub seeders: U32,
+    /// Leechers in the swarm.
+    pub leechers: U32,
+    /// Completed downloads counted so far.
+    pub completed: U32,
+}
+
+/// Fixed part of a native SCRAPE request: 16 bytes, then `count` swarm ids.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct ScrapeRequestHead {
+    /// [`kind::SCRAPE`].
+    pub kind: u8,
+    /// Number of swarm ids, 1..=70.
+    pub count: u8,
+    /// Zero.
+    pub reserved: [u8; 6],
+    /// From a CONNECT response.
+    pub connection_id: U64,
+}
+
+/// One swarm's figures in a scrape response (both protocols use this order natively).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct ScrapeEntry {
+    /// Seeds.
+    pub seeders: U32,
+    /// Completed downloads.
+    pub completed: U32,
+    /// Leechers.
+    pub leechers: U32,
+}
+
+/// A parsed native request.
+#[derive(Debug, Clone, Copy)]
+pub enum NativeRequest<'a> {
+    /// CONNECT.
+    Connect,
+    /// ANNOUNCE.
+    Announce(&'a AnnounceRequest, Event),
+    /// SCRAPE: the connection id and the swarm ids, 32 bytes each.
+    Scrape(u64, &'a [[u8; SWARM_ID_LEN]]),
+}
+
+/// Parses a native request payload; `None` for anything malformed (spec §3.4).
+pub fn parse_native_request(buf: &[u8]) -> Option<NativeRequest<'_>> {
+    match *buf.first()? {
+        kind::CONNECT => {
+            let req = ConnectRequest::ref_from_bytes(buf).ok()?;
+            (req.reserved == [0; 15]).then_some(NativeRequest::Connect)
+        }
+        kind::ANNOUNCE => {
+            let req = AnnounceRequest::ref_from_bytes(buf).ok()?;
+            let event = Event::from_native(req.event)?;
+            if req.port.get() == 0 || req.reserved != [0; 2] {
+                return None;
+            }
+            Some(NativeRequest::Announce(req, event))
+        }
+        kind::SCRAPE => {
+            let (head, rest) = ScrapeRequestHead::ref_from_prefix(buf).ok()?;
+            let n = head.count as usize;
+            if n == 0 || n > MAX_SCRAPE || head.reserved != [0; 6] {
+                return None;
+            }
+            let ids = <[[u8; SWARM_ID_LEN]]>::ref_from_bytes(rest).ok()?;
+            (ids.len() == n).then_some(NativeRequest::Scrape(head.connection_id.get(), ids))
+        }
+        _ => None,
+    }
+}
+
+/// Writes a native CONNECT request.
+pub fn emit_connect_request(out: &mut [u8]) -> Option<usize> {
+    let req = ConnectRequest {
+        kind: kind::CONNECT,
+        reserved: [0; 15],
+    };
+    write(out, req.as_bytes())
+}
+
+/// Writes a native CONNECT response.
+pub fn emit_connect_response(out: &mut [u8], connection_id: u64) -> Option<usize> {
+    let resp = ConnectResponse {
+        kind: kind::CONNECTED,
+        reserved: [0; 7],
+        connection_id: connection_id.into(),
+    };
+    write(out, resp.as_bytes())
+}
+
+/// The fields of a native announce, for [`emit_announce_request`].
+#[derive(Debug, Clone, Copy)]
+pub struct Announce {
+    /// Connection id from CONNECT.
+    pub connection_id: u64,
+    /// The swarm.
+    pub swarm_id: [u8; SWARM_ID_LEN],
+    /// This peer process's id.
+    pub peer_id: [u8; 16],
+    /// What happened.
+    pub event: Event,
+    /// Listen port.
+    pub port: u16,
+    /// Peers wanted.
+    pub numwant: u16,
+    /// Bytes left.
+    pub left: u64,
+    /// Bytes uploaded.
+    pub uploaded: u64,
+    /// Bytes downloaded.
+    pub downloaded: u64,
+}
+
+/// Writes a native ANNOUNCE request.
+pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Option<usize> {
+    let req = AnnounceRequest {
+        kind: kind::ANNOUNCE,
+        event: a.event.native(),
+        port: a.port.into(),
+        numwant: a.numwant.into(),
+        reserved: [0; 2],
+        connection_id: a.connection_id.into(),
+        swarm_id: a.swarm_id,
+        peer_id: a.peer_id,
+        left: a.left.into(),
+        uploaded: a.uploaded.into(),
+        downloaded: a.downloaded.into(),
+    };
+    write(out, req.as_bytes())
+}
+
+/// Writes a native SCRAPE request for up to [`MAX_SCRAPE`] swarms.
+pub fn emit_scrape_request(
+    out: &mut [u8],
+    connection_id: u64,
+    ids: &[[u8; SWARM_ID_LEN]],
+) -> Option<usize> {
+    if ids.is_empty() || ids.len() > MAX_SCRAPE {
+        return None;
+    }
+    let head = ScrapeRequestHead {
+        kind: kind::SCRAPE,
+        count: ids.len() as u8,
+        reserved: [0; 6],
+        connection_id: connection_id.into(),
+    };
+    let n = write(out, head.as_bytes())?;
+    let m = write(&mut out[n..], ids.as_bytes())?;
+    Some(n + m)
+}
+
+/// A parsed native response (the client side).
+#[derive(Debug, Clone)]
+pub enum NativeResponse<'a> {
+    /// CONNECT answered.
+    Connected(u64),
+    /// ANNOUNCE answered: the head, and the raw peer entries (6 or 18 bytes each).
+    Announced(&'a AnnounceResponseHead, &'a [u8]),
+    /// SCRAPE answered.
+    Scraped(&'a [ScrapeEntry]),
+    /// The tracker refused: a code and a UTF-8 message.
+    Error(u8, &'a [u8]),
+}
+
+/// Parses a native response payload; `None` for anything malformed.
+pub fn parse_native_response(buf: &[u8]) -> Option<NativeResponse<'_>> {
+    match *buf.first()? {
+        kind::CONNECTED => {
+            let r = ConnectResponse::ref_from_bytes(buf).ok()?;
+            Some(NativeResponse::Connected(r.connection_id.get()))
+        }
+        kind::ANNOUNCED => {
+            let (head, rest) = AnnounceResponseHead::ref_from_prefix(buf).ok()?;
+            let size = match head.family {
+                4 => 6,
+                6 => 18,
+                _ => return None,
+            };
+            (rest.len() == head.count.get() as usize * size)
+                .then_some(NativeResponse::Announced(head, rest))
+        }
+        kind::SCRAPED => {
+            let rest = buf.get(4..)?;
+            let entries = <[ScrapeEntry]>::ref_from_bytes(rest).ok()?;
+            (entries.len() == buf[1] as usize).then_some(NativeResponse::Scraped(entries))
+        }
+        kind::ERROR => {
+            let len = u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize;
+            let msg = buf.get(4..)?;
+            (msg.len() == len).then_some(NativeResponse::Error(buf[1], msg))
+        }
+        _ => None,
+    }
+}
+
+/// Writes a native ERROR response: kind, code, message length, message (truncated to fit).
+pub fn emit_native_error(out: &mut [u8], code: u8, msg: &str) -> Option<usize> {
+    let room = out.len().checked_sub(4)?;
+    let m = &msg.as_bytes()[..msg.len().min(room)];
+    out[0] = kind::ERROR;
+    out[1] = code;
+    out[2..4].copy_from_slice(&(m.len() as u16).to_be_bytes());
+    out[4..4 + m.len()].copy_from_slice(m);
+    Some(4 + m.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// BEP 15 (spec §4).
+
+/// The BEP 15 connect magic ("protocol id").
+pub const BEP15_PROTOCOL_ID: u64 = 0x0417_2710_1980;
+
+/// BEP 15 actions.
+pub mod action {
+    /// connect
+    pub const CONNECT: u32 = 0;
+    /// announce
+    pub const ANNOUNCE: u32 = 1;
+    /// scrape
+    pub const SCRAPE: u32 = 2;
+    /// error
+    pub const ERROR: u32 = 3;
+}
+
+/// BEP 15 connect request (16 bytes).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15Connect {
+    /// [`BEP15_PROTOCOL_ID`].
+    pub protocol_id: U64,
+    /// 0.
+    pub action: U32,
+    /// Chosen by the client, echoed.
+    pub transaction_id: U32,
+}
+
+/// BEP 15 connect response (16 bytes).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15Connected {
+    /// 0.
+    pub action: U32,
+    /// Echoed.
+    pub transaction_id: U32,
+    /// To quote in announce and scrape.
+    pub connection_id: U64,
+}
+
+/// BEP 15 announce request (98 bytes; BEP 41 options may follow and are ignored).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15Announce {
+    /// From connect.
+    pub connection_id: U64,
+    /// 1.
+    pub action: U32,
+    /// Echoed.
+    pub transaction_id: U32,
+    /// The torrent.
+    pub info_hash: [u8; INFO_HASH_LEN],
+    /// The client's peer id.
+    pub peer_id: [u8; 20],
+    /// Bytes downloaded.
+    pub downloaded: U64,
+    /// Bytes left.
+    pub left: U64,
+    /// Bytes uploaded.
+    pub uploaded: U64,
+    /// 0 none, 1 completed, 2 started, 3 stopped.
+    pub event: U32,
+    /// Ignored: the source address is used.
+    pub ip: U32,
+    /// Client key (ignored).
+    pub key: U32,
+    /// Peers wanted; -1 for the default.
+    pub num_want: I32,
+    /// The client's listen port.
+    pub port: U16,
+}
+
+/// Head of a BEP 15 announce response (20 bytes), then peers.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15Announced {
+    /// 1.
+    pub action: U32,
+    /// Echoed.
+    pub transaction_id: U32,
+    /// Seconds until the next announce.
+    pub interval: U32,
+    /// Leechers.
+    pub leechers: U32,
+    /// Seeders.
+    pub seeders: U32,
+}
+
+/// Head of a BEP 15 scrape request (16 bytes), then info hashes.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15ScrapeHead {
+    /// From connect.
+    pub connection_id: U64,
+    /// 2.
+    pub action: U32,
+    /// Echoed.
+    pub transaction_id: U32,
+}
+
+/// Head of BEP 15 responses that carry only action and transaction id (scrape, error).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
+#[repr(C)]
+pub struct Bep15Head {
+    /// The action.
+    pub action: U32,
+    /// Echoed.
+    pub transaction_id: U32,
+}
+
+/// A parsed BEP 15 request.
+#[derive(Debug, Clone, Copy)]
+pub enum Bep15Request<'a> {
+    /// connect, with the transaction id.
+    Connect(u32),
+    /// announce, with its decoded event.
+    Announce(&'a Bep15Announce, Event),
+    /// scrape: connection id, transaction id, info hashes (at most [`MAX_SCRAPE`] are used).
+    Scrape(u64, u32, &'a [[u8; INFO_HASH_LEN]]),
+}
+
+/// True if a datagram may be BEP 15 rather than a SwarmTorrent transport packet: transport
+/// packets start with `53 54 01` and no connection id the tracker issues does (spec §4.1).
+pub fn looks_like_bep15(buf: &[u8]) -> bool {
+    buf.len() >= 16 && buf[..3] != [0x53, 0x54, 0x01]
+}
+
+/// Parses a BEP 15 request; `None` for anything malformed (no reply is sent).
+pub fn parse_bep15_request(buf: &[u8]) -> Option<Bep15Request<'_>> {
+    let action = u32::from_be_bytes(buf.get(8..12)?.try_into().ok()?);
+    match action {
+        action::CONNECT => {
+            let c = Bep15Connect::ref_from_prefix(buf).ok()?.0;
+            (c.protocol_id.get() == BEP15_PROTOCOL_ID)
+                .then(|| Bep15Request::Connect(c.transaction_id.get()))
+        }
+        action::ANNOUNCE => {
+            // BEP 41 allows options after the 98 fixed bytes; they are ignored.
+            let a = Bep15Announce::ref_from_prefix(buf).ok()?.0;
+            let event = Event::from_bep15(a.event.get())?;
+            Some(Bep15Request::Announce(a, event))
+        }
+        action::SCRAPE => {
+            let (head, rest) = Bep15ScrapeHead::ref_from_prefix(buf).ok()?;
+            let whole = rest.len() - rest.len() % INFO_HASH_LEN;
+            let hashes = <[[u8; INFO_HASH_LEN]]>::ref_from_bytes(&rest[..whole]).ok()?;
+            if hashes.is_empty() {
+                return None;
+            }
+            Some(Bep15Request::Scrape(
+                head.connection_id.get(),
+                head.transaction_id.get(),
+                hashes,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Writes a BEP 15 connect response.
+pub fn emit_bep15_connected(
+    out: &mut [u8],
+    transaction_id: u32,
+    connection_id: u64,
+) -> Option<usize> {
+    let r = Bep15Connected {
+        action: action::CONNECT.into(),
+        transaction_id: transaction_id.into(),
+        connection_id: connection_id.into(),
+    };
+    write(out, r.as_bytes())
+}
+
+/// Writes a BEP 15 error (action 3) with a message truncated to fit `out`.
+pub fn emit_bep15_error(out: &mut [u8], transaction_id: u32, msg: &str) -> Option<usize> {
+    let head = Bep15Head {
+        action: action::ERROR.into(),
+        transaction_id: transaction_id.into(),
+    };
+    let n = write(out, head.as_bytes())?;
+    let m = msg.len().min(out.len() - n);
+    out[n..n + m].copy_from_slice(&msg.as_bytes()[..m]);
+    Some(n + m)
+}
+
+/// Writes a BEP 15 connect request (for clients and tests).
+pub fn emit_bep15_connect(out: &mut [u8], transaction_id: u32) -> Option<usize> {
+    let c = Bep15Connect {
+        protocol_id: BEP15_PROTOCOL_ID.into(),
+        action: action::CONNECT.into(),
+        transaction_id: transaction_id.into(),
+    };
+    write(out, c.as_bytes())
+}
+
+/// The event number BEP 15 uses for `e`.
+pub fn bep15_event(e: Event) -> u32 {
+    e.bep15()
+}
+
+/// Copies `bytes` to the front of `out`; `None` if it does not fit.
+pub fn write(out: &mut [u8], bytes: &[u8]) -> Option<usize> {
+    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    Some(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_sizes_match_the_spec() {
+        assert_eq!(size_of::<ConnectRequest>(), 16);
+        assert_eq!(size_of::<ConnectResponse>(), 16);
+        assert_eq!(size_of::<AnnounceRequest>(), 96);
+        assert_eq!(size_of::<AnnounceResponseHead>(), 20);
+        assert_eq!(size_of::<ScrapeRequestHead>(), 16);
+        assert_eq!(size_of::<ScrapeEntry>(), 12);
+        assert_eq!(size_of::<Bep15Announce>(), 98);
+        assert_eq!(size_of::<Bep15Announced>(), 20);
+    }
+
+    #[test]
+    fn native_round_trips() {
+        let mut buf = [0u8; 2400];
+        let n = emit_connect_request(&mut buf).unwrap();
+        assert!(matches!(
+            parse_native_request(&buf[..n]),
+            Some(NativeRequest::Connect)
+        ));
+        let a = Announce {
+            connection_id: 7,
+            swarm_id: [3; 32],
+            peer_id: [4; 16],
+            event: Event::Completed,
+            port: 6881,
+            numwant: 50,
+            left: 0,
+            uploaded: 10,
+            downloaded: 20,
+        };
+        let n = emit_announce_request(&mut buf, &a).unwrap();
+        match parse_native_request(&buf[..n]) {
+            Some(NativeRequest::Announce(r, e)) => {
+                assert_eq!(e, Event::Completed);
+                assert_eq!(r.port.get(), 6881);
+                assert_eq!(r.connection_id.get(), 7);
+                assert_eq!(r.swarm_id, [3; 32]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let ids = [[1u8; 32], [2u8; 32]];
+        let n = emit_scrape_request(&mut buf, 9, &ids).unwrap();
+        match parse_native_request(&buf[..n]) {
+            Some(NativeRequest::Scrape(c, got)) => {
+                assert_eq!(c, 9);
+                assert_eq!(got, &ids);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(emit_scrape_request(&mut buf, 9, &[[0; 32]; 71]).is_none());
+    }
+
+    #[test]
+    fn native_rejects_malformed() {
+        let mut buf = [0u8; 200];
+        let n = emit_connect_request(&mut buf).unwrap();
+        assert!(parse_native_request(&buf[..n - 1]).is_none());
+        buf[5] = 1;
+        assert!(
+            parse_native_request(&buf[..n]).is_none(),
+            "reserved bytes must be zero"
+        );
+        let a = Announce {
+            connection_id: 1,
+            swarm_id: [0; 32],
+            peer_id: [0; 16],
+            event: Event::Started,
+            port: 1,
+            numwant: 1,
+            left: 1,
+            uploaded: 0,
+            downloaded: 0,
+        };
+        let n = emit_announce_request(&mut buf, &a).unwrap();
+        assert!(
+            parse_native_request(&buf[..n + 1]).is_none(),
+            "trailing byte"
+        );
+        buf[1] = 4;
+        assert!(parse_native_request(&buf[..n]).is_none(), "unknown event");
+        buf[1] = 0;
+        buf[2..4].copy_from_slice(&[0, 0]);
+        assert!(parse_native_request(&buf[..n]).is_none(), "port 0");
+        let n = emit_scrape_request(&mut buf, 1, &[[0; 32]; 2]).unwrap();
+        assert!(
+            parse_native_request(&buf[..n - 32]).is_none(),
+            "count mismatch"
+        );
+        buf[1] = 0;
+        assert!(parse_native_request(&buf[..16]).is_none(), "zero count");
+        assert!(parse_native_request(&[]).is_none());
+        assert!(parse_native_request(&[0x7e; 40]).is_none());
+    }
+
+    #[test]
+    fn bep15_parses() {
+        let mut buf = [0u8; 200];
+        let n = emit_bep15_connect(&mut buf, 0xdead).unwrap();
+        assert_eq!(
+            &buf[..n],
+            &[
+                0, 0, 4, 0x17, 0x27, 0x10, 0x19, 0x80, 0, 0, 0, 0, 0, 0, 0xde, 0xad
+            ]
+        );
+        assert!(matches!(
+            parse_bep15_request(&buf[..n]),
+            Some(Bep15Request::Connect(0xdead))
+        ));
+        buf[0] = 1;
+        assert!(parse_bep15_request(&buf[..n]).is_none(), "bad protocol id");
+        assert!(parse_bep15_request(&buf[..10]).is_none());
+        // A scrape with a ragged tail uses the whole hashes only.
+        let mut s = vec![0u8; 16 + 45];
+        s[8..12].copy_from_slice(&2u32.to_be_bytes());
+        match parse_bep15_request(&s) {
+            Some(Bep15Request::Scrape(_, _, h)) => assert_eq!(h.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(!looks_like_bep15(&[
+            0x53, 0x54, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+        ]));
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let mut x = 1u64;
+        for len in 0..300 {
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            for first in [0x01u8, 0x02, 0x03, 0x81, 0x82, 0x83, 0xFF] {
+                let mut b = buf.clone();
+                if let Some(f) = b.first_mut() {
+                    *f = first;
+                }
+                let _ = parse_native_request(&b);
+                let _ = parse_native_response(&b);
+                let _ = parse_bep15_request(&b);
+            }
+        }
+    }
+}
