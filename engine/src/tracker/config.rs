@@ -179,9 +179,11 @@ mod tests {
 
     #[test]
     fn printed_config_reads_back() {
-        let mut c = Config::default();
-        c.max_peers = 12;
-        c.interval_secs = 7;
+        let c = Config {
+            max_peers: 12,
+            interval_secs: 7,
+            ..Config::default()
+        };
         assert_eq!(Config::parse(&c.to_string()), Ok(c));
     }
 

@@ -229,8 +229,10 @@ fn connection_ids_forged_expired_future_or_foreign_get_no_reply() {
 
 #[test]
 fn ids_survive_one_key_rotation() {
-    let mut cfg = Config::default();
-    cfg.key_rotation_secs = 30;
+    let cfg = Config {
+        key_rotation_secs: 30,
+        ..Config::default()
+    };
     let mut t = Tracker::new(cfg, 1);
     t.handle_timeout(T0);
     let a = v4(1, 1);
@@ -252,9 +254,10 @@ fn numwant_is_capped_to_one_datagram() {
     }
     let (_, _, _, peers) = bep15_announce(&mut t, T0, v4(7, 9), H, 1, Event::Started, i32::MAX);
     assert_eq!(peers.len(), 196, "(1200 - 20) / 6 peers fit");
-    let mut cfg = Config::default();
-    cfg.max_numwant = 30;
-    t.config = cfg;
+    t.config = Config {
+        max_numwant: 30,
+        ..Config::default()
+    };
     let (_, _, _, peers) = bep15_announce(&mut t, T0, v4(7, 9), H, 1, Event::Started, 1 << 30);
     assert_eq!(peers.len(), 30);
     let (_, _, _, peers) = bep15_announce(&mut t, T0, v4(7, 9), H, 1, Event::Started, -1);
@@ -263,10 +266,12 @@ fn numwant_is_capped_to_one_datagram() {
 
 #[test]
 fn limits_bound_memory_with_eviction() {
-    let mut cfg = Config::default();
-    cfg.max_swarms = 2;
-    cfg.max_peers_per_swarm = 4;
-    cfg.max_peers = 6;
+    let cfg = Config {
+        max_swarms: 2,
+        max_peers_per_swarm: 4,
+        max_peers: 6,
+        ..Config::default()
+    };
     let mut t = Tracker::new(cfg, 3);
     for (i, h) in [[1u8; 20], [2u8; 20], [3u8; 20]].into_iter().enumerate() {
         bep15_announce(&mut t, T0, v4(i as u8, 1), h, 1, Event::Started, -1);
