@@ -41,6 +41,7 @@ pub struct Flow {
     pub client_closed: Option<CloseReason>,
     pub server_closed: Option<CloseReason>,
     pub connected: bool,
+    pending: Option<Vec<u8>>,
 }
 
 pub struct Net {
@@ -82,6 +83,7 @@ impl Net {
             client_closed: None,
             server_closed: None,
             connected: false,
+            pending: None,
         });
         self.flows.len() - 1
     }
@@ -94,10 +96,17 @@ impl Net {
                 continue;
             };
             while f.connected && f.next_send < f.sizes.len() {
-                let m = message(f.seed, f.next_send, f.sizes[f.next_send]);
+                let m = match f.pending.take() {
+                    Some(m) => m,
+                    None => message(f.seed, f.next_send, f.sizes[f.next_send]),
+                };
                 match ep.send(f.ch, &m) {
                     Ok(()) => f.next_send += 1,
-                    Err(SendError::Blocked) | Err(SendError::Closed) => break,
+                    Err(SendError::Blocked) => {
+                        f.pending = Some(m);
+                        break;
+                    }
+                    Err(SendError::Closed) => break,
                     Err(e) => panic!("seed {seed}: send failed: {e}"),
                 }
             }

@@ -1,0 +1,481 @@
+//! Simulation tests of transport properties: goodput, fairness, memory bounds, handshake
+//! floods, optimistic ACKs, close/reset/idle, large messages, request/response.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::{Net, server_cfg, sizes};
+use st_engine::rng::Rng;
+use st_engine::sim::{PipeConfig, Sim, for_seeds};
+use st_engine::transport::{CloseReason, Config, Event, RespondError, code};
+use st_proto::packet::{self, Header, Packet, PacketType, Params};
+
+fn bottleneck(rate_bps: u64, one_way_ms: u64, queue: usize, loss: f64) -> PipeConfig {
+    PipeConfig {
+        latency: Duration::from_millis(one_way_ms),
+        rate_bps: Some(rate_bps),
+        queue_bytes: queue,
+        loss,
+        ..PipeConfig::default()
+    }
+}
+
+/// Bytes delivered to the application of flow `i` between two instants.
+fn goodput_bps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / d.as_secs_f64()
+}
+
+#[test]
+fn goodput_over_lossy_bottleneck_is_at_least_70_percent() {
+    for_seeds(&[21], |seed| {
+        // 100 Mbit/s, 20 ms RTT, queue of one BDP (250 kB), 1 % random loss on the data path.
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                latency: Duration::from_millis(10),
+                ..PipeConfig::default()
+            },
+        );
+        let c = net.sim.add_node(Config::default());
+        let s = net.sim.add_node(server_cfg());
+        let p = net.sim.add_pipe(bottleneck(100_000_000, 10, 250_000, 0.01));
+        net.sim.route(c, s, p);
+        net.add_flow_between(c, s, vec![1 << 20; 60]);
+        net.run_for(Duration::from_secs(1));
+        let before = net.flows[0].recv_bytes;
+        let window = Duration::from_secs(3);
+        net.run_for(window);
+        let bps = goodput_bps(net.flows[0].recv_bytes - before, window);
+        let lost = net.sim.pipe_stats(p).lost;
+        eprintln!(
+            "seed {seed}: goodput {:.1} Mbit/s, {lost} datagrams lost",
+            bps / 1e6
+        );
+        assert!(
+            lost > 100,
+            "seed {seed}: the path did lose packets ({lost})"
+        );
+        assert!(
+            bps >= 70e6,
+            "seed {seed}: goodput {:.1} Mbit/s < 70",
+            bps / 1e6
+        );
+    });
+}
+
+#[test]
+fn two_flows_share_a_bottleneck_fairly() {
+    for_seeds(&[31], |seed| {
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                latency: Duration::from_millis(10),
+                ..PipeConfig::default()
+            },
+        );
+        let p = net.sim.add_pipe(bottleneck(40_000_000, 10, 100_000, 0.0));
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let c = net.sim.add_node(Config::default());
+            let s = net.sim.add_node(server_cfg());
+            net.sim.route(c, s, p);
+            ids.push(net.add_flow_between(c, s, vec![1 << 20; 200]));
+        }
+        net.run_for(Duration::from_secs(4));
+        let before: Vec<u64> = ids.iter().map(|&i| net.flows[i].recv_bytes).collect();
+        net.run_for(Duration::from_secs(8));
+        let x: Vec<f64> = ids
+            .iter()
+            .zip(&before)
+            .map(|(&i, b)| (net.flows[i].recv_bytes - b) as f64)
+            .collect();
+        let jain = (x[0] + x[1]).powi(2) / (2.0 * (x[0] * x[0] + x[1] * x[1]));
+        let util = goodput_bps((x[0] + x[1]) as u64, Duration::from_secs(8));
+        eprintln!(
+            "seed {seed}: Jain {jain:.3}, total {:.1} Mbit/s",
+            util / 1e6
+        );
+        assert!(jain >= 0.9, "seed {seed}: Jain index {jain:.3} ({x:?})");
+        assert!(
+            util >= 0.7 * 40e6,
+            "seed {seed}: utilisation {:.1} Mbit/s",
+            util / 1e6
+        );
+    });
+}
+
+#[test]
+fn stalled_receiver_bounds_sender_memory() {
+    for_seeds(&[41], |seed| {
+        let window = 1 << 20;
+        let client = Config {
+            send_buffer: 4 << 20,
+            max_message: 256 << 10,
+            ..Config::default()
+        };
+        let server = Config {
+            recv_window: window,
+            max_message: 256 << 10,
+            ..server_cfg()
+        };
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                latency: Duration::from_millis(5),
+                ..PipeConfig::default()
+            },
+        );
+        let f = net.add_flow(client, server, vec![100_000; 400]); // 40 MB offered
+        net.run_until(Duration::from_secs(5), |n| n.flows[f].sh.is_some());
+        net.flows[f].paused = true;
+        net.run_for(Duration::from_secs(20));
+        let (c, s, ch, sh) = (
+            net.flows[f].c,
+            net.flows[f].s,
+            net.flows[f].ch,
+            net.flows[f].sh.unwrap(),
+        );
+        let cs = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+        let ss = net.sim.endpoint(s).unwrap().stats(sh).unwrap();
+        assert!(
+            cs.send_buffered <= 4 << 20,
+            "sender buffered {}",
+            cs.send_buffered
+        );
+        assert!(
+            cs.send_capacity <= 4 << 20,
+            "sender capacity {}",
+            cs.send_capacity
+        );
+        assert!(
+            ss.recv_capacity <= 2 * window as usize,
+            "receiver capacity {}",
+            ss.recv_capacity
+        );
+        assert!(ss.recv_buffered <= window + 4);
+        assert!(
+            cs.in_flight == 0 && cs.tracked_packets < 8,
+            "sender stopped: {cs:?}"
+        );
+        assert!(net.flows[f].next_send < 400, "the application was blocked");
+        // Reading again resumes the transfer to the end.
+        net.flows[f].paused = false;
+        assert!(
+            net.run(Duration::from_secs(120)),
+            "seed {seed}: did not resume"
+        );
+    });
+}
+
+fn initial(scid: u64, cookie: [u8; 16]) -> Vec<u8> {
+    let p = Packet::Initial {
+        hdr: Header {
+            ptype: PacketType::Initial,
+            dcid: 0,
+            scid,
+            pn: 1,
+        },
+        cookie,
+        params: Params {
+            max_message: 1 << 20,
+            recv_window: 1 << 20,
+            idle_timeout_ms: 1000,
+            max_ack_delay_ms: 25,
+            max_udp_payload: 1472,
+            reset_token: [0; 16],
+        },
+        padding: 1200 - 32 - 16 - packet::PARAMS_LEN,
+    };
+    let mut b = vec![0u8; 1500];
+    let n = packet::emit(&p, &mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn spoofed_handshake_flood_allocates_no_state() {
+    for_seeds(&[51], |seed| {
+        let mut sim = Sim::new(seed, PipeConfig::default());
+        let s = sim.add_node(server_cfg());
+        let mut r = Rng::new(seed);
+        let mut sent = 0u64;
+        for i in 0..5000u32 {
+            let src = SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(r.next_u64() as u32)),
+                (i % 60000) as u16 + 1,
+            );
+            let mut cookie = [0u8; 16];
+            if i % 2 == 1 {
+                r.fill(&mut cookie); // forged cookie
+            }
+            let d = initial(r.nonzero(), cookie);
+            sent += d.len() as u64;
+            sim.inject(src, s, &d);
+            if i % 100 == 0 {
+                sim.step(sim.now() + Duration::from_millis(1));
+            }
+        }
+        while sim.step(sim.now() + Duration::from_secs(1)) {}
+        let ep = sim.endpoint(s).unwrap();
+        assert_eq!(
+            ep.connection_count(),
+            0,
+            "seed {seed}: state allocated for spoofed sources"
+        );
+        let st = ep.endpoint_stats();
+        assert_eq!(st.bad_cookies, 2500);
+        assert_eq!(st.retries_sent, 5000);
+        // Each RETRY is 48 bytes in answer to 1200: far below 3x what was received.
+        assert!(st.retries_sent * 48 * 25 <= sent, "amplification");
+        assert!(ep.poll_timeout().is_none(), "no timers for spoofed sources");
+    });
+}
+
+#[test]
+fn ack_for_never_sent_packet_closes_the_connection() {
+    for_seeds(&[61], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let f = net.add_flow(Config::default(), server_cfg(), vec![1000; 10]);
+        assert!(net.run(Duration::from_secs(5)));
+        let (c, s, sh) = (net.flows[f].c, net.flows[f].s, net.flows[f].sh.unwrap());
+        let (server_cid, client_cid) = net.sim.endpoint(s).unwrap().cids(sh).unwrap();
+        let next_pn = net.sim.endpoint(s).unwrap().stats(sh).unwrap().next_pn;
+        // A forged DATA packet from the client's address acknowledging a packet never sent.
+        let mut frames = [0u8; 64];
+        let n = packet::write_ack(&mut frames, 0, 0, [(0, next_pn + 1000)]).unwrap();
+        let p = Packet::Data {
+            hdr: Header {
+                ptype: PacketType::Data,
+                dcid: server_cid,
+                scid: client_cid,
+                pn: 1 << 40,
+            },
+            frames: &frames[..n],
+        };
+        let mut b = vec![0u8; 256];
+        let len = packet::emit(&p, &mut b).unwrap();
+        let caddr = net.sim.addr(c);
+        net.sim.inject(caddr, s, &b[..len]);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(
+            net.flows[f].server_closed,
+            Some(CloseReason::Violation(code::PROTOCOL_VIOLATION))
+        );
+        assert!(matches!(
+            net.flows[f].client_closed,
+            Some(CloseReason::Peer { code: 1, .. })
+        ));
+    });
+}
+
+#[test]
+fn optimistic_ack_of_skipped_packet_number_closes() {
+    for_seeds(&[62], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let client = Config {
+            skip_period: 4,
+            ..Config::default()
+        };
+        let f = net.add_flow(client, server_cfg(), vec![20_000; 20]);
+        assert!(net.run(Duration::from_secs(10)));
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        let (client_cid, server_cid) = net.sim.endpoint(c).unwrap().cids(ch).unwrap();
+        let next_pn = net.sim.endpoint(c).unwrap().stats(ch).unwrap().next_pn;
+        // The receiver claims every packet number up to the last one sent, skipped ones too.
+        let mut frames = [0u8; 64];
+        let n = packet::write_ack(&mut frames, 0, 0, [(0, next_pn - 1)]).unwrap();
+        let p = Packet::Data {
+            hdr: Header {
+                ptype: PacketType::Data,
+                dcid: client_cid,
+                scid: server_cid,
+                pn: 1 << 40,
+            },
+            frames: &frames[..n],
+        };
+        let mut b = vec![0u8; 256];
+        let len = packet::emit(&p, &mut b).unwrap();
+        let saddr = net.sim.addr(s);
+        net.sim.inject(saddr, c, &b[..len]);
+        net.run_for(Duration::from_secs(1));
+        assert_eq!(
+            net.flows[f].client_closed,
+            Some(CloseReason::Violation(code::PROTOCOL_VIOLATION))
+        );
+    });
+}
+
+#[test]
+fn graceful_finish_delivers_everything_then_closes() {
+    for_seeds(&[71], |seed| {
+        let mut p = PipeConfig::default();
+        p.loss = 0.05;
+        let mut net = Net::new(seed, p);
+        let f = net.add_flow(
+            Config::default(),
+            server_cfg(),
+            sizes(seed, 200_000, 30_000),
+        );
+        net.run_until(Duration::from_secs(5), |n| {
+            n.flows[f].next_send == n.flows[f].sizes.len()
+        });
+        let (c, ch) = (net.flows[f].c, net.flows[f].ch);
+        let now = net.now();
+        net.sim.endpoint(c).unwrap().finish(now, ch);
+        assert!(net.run_until(Duration::from_secs(60), |n| {
+            n.flows[f].server_closed.is_some()
+        }));
+        assert_eq!(
+            net.flows[f].next_recv,
+            net.flows[f].sizes.len(),
+            "all delivered before close"
+        );
+        assert!(matches!(
+            net.flows[f].server_closed,
+            Some(CloseReason::Peer { code: 0, .. })
+        ));
+        assert_eq!(net.flows[f].client_closed, Some(CloseReason::Local(0)));
+        net.run_for(Duration::from_secs(10));
+        assert_eq!(
+            net.sim.endpoint(c).unwrap().connection_count(),
+            0,
+            "drained"
+        );
+    });
+}
+
+#[test]
+fn crash_restart_gets_a_stateless_reset() {
+    for_seeds(&[81], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let f = net.add_flow(Config::default(), server_cfg(), vec![50_000; 200]);
+        net.run_until(Duration::from_secs(5), |n| n.flows[f].next_recv > 10);
+        let s = net.flows[f].s;
+        net.sim.crash(s);
+        net.run_for(Duration::from_millis(100));
+        net.sim.restart(s);
+        assert!(net.run_until(Duration::from_secs(10), |n| {
+            n.flows[f].client_closed.is_some()
+        }));
+        assert_eq!(net.flows[f].client_closed, Some(CloseReason::Reset));
+        assert!(net.sim.endpoint(s).unwrap().endpoint_stats().resets_sent > 0);
+    });
+}
+
+#[test]
+fn partition_idles_out_but_keep_alive_holds_an_idle_connection() {
+    for_seeds(&[91], |seed| {
+        let cfg = Config {
+            idle_timeout: Duration::from_secs(5),
+            keep_alive: Some(Duration::from_secs(1)),
+            ..Config::default()
+        };
+        let mut net = Net::new(seed, PipeConfig::default());
+        let f = net.add_flow(
+            cfg.clone(),
+            Config {
+                accept: true,
+                ..cfg
+            },
+            vec![100; 3],
+        );
+        assert!(net.run(Duration::from_secs(5)));
+        // Idle for 20 s: keep-alive keeps it open.
+        net.run_for(Duration::from_secs(20));
+        assert_eq!(net.flows[f].client_closed, None);
+        assert_eq!(net.flows[f].server_closed, None);
+        // A partition longer than the idle timeout ends it on both sides.
+        let (c, s) = (net.flows[f].c, net.flows[f].s);
+        let now = net.now();
+        net.sim
+            .partition(&[c], &[s], now, now + Duration::from_secs(60));
+        net.run_for(Duration::from_secs(20));
+        assert_eq!(net.flows[f].client_closed, Some(CloseReason::IdleTimeout));
+        assert_eq!(net.flows[f].server_closed, Some(CloseReason::IdleTimeout));
+    });
+}
+
+#[test]
+fn four_mib_messages_arrive_intact_under_loss() {
+    for_seeds(&[101], |seed| {
+        let mut p = PipeConfig::default();
+        p.loss = 0.01;
+        p.rate_bps = Some(200_000_000);
+        p.queue_bytes = 500_000;
+        let mut net = Net::new(seed, p);
+        net.add_flow(
+            Config::default(),
+            server_cfg(),
+            vec![4 << 20, 0, 4 << 20, 1],
+        );
+        assert!(net.run(Duration::from_secs(60)), "seed {seed}");
+    });
+}
+
+#[test]
+fn request_response_retransmits_and_gives_up() {
+    for_seeds(&[111], |seed| {
+        let mut p = PipeConfig::default();
+        p.loss = 0.3;
+        let mut sim = Sim::new(seed, p);
+        let tracker = sim.add_node(Config {
+            serve_requests: true,
+            ..Config::default()
+        });
+        let client = sim.add_node(Config {
+            request_attempts: 8,
+            ..Config::default()
+        });
+        let dead = sim.add_node(Config::default());
+        let (taddr, daddr) = (sim.addr(tracker), sim.addr(dead));
+        let now = sim.now();
+        let ids: Vec<_> = (0..20u8)
+            .map(|i| sim.endpoint(client).unwrap().request(now, taddr, &[i; 40]))
+            .collect();
+        let lost = sim
+            .endpoint(client)
+            .unwrap()
+            .request(now, daddr, b"nobody home");
+        let mut answered = Vec::new();
+        let mut failed = Vec::new();
+        let deadline = sim.now() + Duration::from_secs(120);
+        while sim.step(deadline) {
+            let ep = sim.endpoint(tracker).unwrap();
+            while let Some(ev) = ep.poll_event() {
+                if let Event::Request(req) = ev {
+                    let mut answer = req.payload.clone();
+                    answer.reverse();
+                    ep.respond(&req, &answer).unwrap();
+                    assert_eq!(
+                        ep.respond(&req, &vec![0; req.budget]),
+                        Err(RespondError::Amplification)
+                    );
+                }
+            }
+            let ep = sim.endpoint(client).unwrap();
+            while let Some(ev) = ep.poll_event() {
+                match ev {
+                    Event::Response(id, payload) => {
+                        let i = ids.iter().position(|&x| x == id).expect("known id");
+                        assert_eq!(payload, vec![i as u8; 40]);
+                        assert!(!answered.contains(&id), "answered once");
+                        answered.push(id);
+                    }
+                    Event::RequestFailed(id) => failed.push(id),
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(answered.len() + failed.len(), 21);
+        assert!(failed.contains(&lost));
+        assert!(
+            answered.len() >= 19,
+            "seed {seed}: only {} answered",
+            answered.len()
+        );
+        // The dead node's request went out `request_attempts` times.
+        let _ = dead;
+    });
+}
