@@ -310,8 +310,10 @@ fn optimistic_ack_of_skipped_packet_number_closes() {
 #[test]
 fn graceful_finish_delivers_everything_then_closes() {
     for_seeds(&[71], |seed| {
-        let mut p = PipeConfig::default();
-        p.loss = 0.05;
+        let p = PipeConfig {
+            loss: 0.05,
+            ..PipeConfig::default()
+        };
         let mut net = Net::new(seed, p);
         let f = net.add_flow(
             Config::default(),
@@ -400,10 +402,12 @@ fn partition_idles_out_but_keep_alive_holds_an_idle_connection() {
 #[test]
 fn four_mib_messages_arrive_intact_under_loss() {
     for_seeds(&[101], |seed| {
-        let mut p = PipeConfig::default();
-        p.loss = 0.01;
-        p.rate_bps = Some(200_000_000);
-        p.queue_bytes = 500_000;
+        let p = PipeConfig {
+            loss: 0.01,
+            rate_bps: Some(200_000_000),
+            queue_bytes: 500_000,
+            ..PipeConfig::default()
+        };
         let mut net = Net::new(seed, p);
         net.add_flow(
             Config::default(),
@@ -417,8 +421,10 @@ fn four_mib_messages_arrive_intact_under_loss() {
 #[test]
 fn request_response_retransmits_and_gives_up() {
     for_seeds(&[111], |seed| {
-        let mut p = PipeConfig::default();
-        p.loss = 0.3;
+        let p = PipeConfig {
+            loss: 0.3,
+            ..PipeConfig::default()
+        };
         let mut sim = Sim::new(seed, p);
         let tracker = sim.add_node(Config {
             serve_requests: true,

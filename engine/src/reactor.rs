@@ -1,0 +1,674 @@
+//! The single-threaded mio reactor: the only code in the project that touches a socket or
+//! reads the clock.
+//!
+//! It owns one UDP socket (IPv4 or IPv6, made with socket2 with large kernel buffers), drains
+//! reads until `WouldBlock`, queues sends that would block in a bounded queue, and sleeps until
+//! the endpoint's next deadline. On Linux it batches system calls with `recvmmsg`/`sendmmsg`
+//! and uses UDP GSO (`UDP_SEGMENT`) and GRO (`UDP_GRO`) when the kernel accepts them, falling
+//! back cleanly to one datagram per message when it does not. It holds no protocol state: all
+//! of that is in the [`Endpoint`] it drives through `handle`, `handle_timeout`,
+//! `poll_transmit` and `poll_timeout`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::time::Time;
+use crate::transport::Endpoint;
+
+const SOCKET: Token = Token(0);
+/// Buffer size of one send or receive slot: the largest UDP payload (GSO/GRO batches too).
+const SLOT: usize = 65_536;
+/// Largest transmit handed to the kernel: a UDP payload (or GSO batch) must stay below 65 507.
+const MAX_TRANSMIT: usize = 65_000;
+
+/// Reactor settings.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    /// Address to bind (port 0 for an ephemeral port).
+    pub bind: SocketAddr,
+    /// Requested SO_RCVBUF / SO_SNDBUF in bytes.
+    pub socket_buffer: usize,
+    /// Use UDP GSO when the kernel accepts it.
+    pub gso: bool,
+    /// Use UDP GRO when the kernel accepts it.
+    pub gro: bool,
+    /// Datagrams per `recvmmsg` / messages per `sendmmsg`.
+    pub batch: usize,
+    /// Most transmits queued when the socket would block.
+    pub send_queue: usize,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            socket_buffer: 8 << 20,
+            gso: true,
+            gro: true,
+            batch: 32,
+            send_queue: 64,
+        }
+    }
+}
+
+/// Counters of a reactor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReactorStats {
+    /// Datagrams received (after GRO splitting).
+    pub datagrams_in: u64,
+    /// Transmits sent (a GSO batch counts once).
+    pub transmits_out: u64,
+    /// Send system calls.
+    pub send_calls: u64,
+    /// Receive system calls.
+    pub recv_calls: u64,
+    /// Sends that hit `WouldBlock`.
+    pub would_block: u64,
+    /// Send errors other than `WouldBlock` (the transmit is dropped; the transport recovers).
+    pub send_errors: u64,
+}
+
+struct TxSlot {
+    buf: Vec<u8>,
+    len: usize,
+    seg: Option<usize>,
+    dest: SocketAddr,
+}
+
+/// The reactor.
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    socket: UdpSocket,
+    local: SocketAddr,
+    start: Instant,
+    cfg: ReactorConfig,
+    gso: bool,
+    gro: bool,
+    queue: VecDeque<TxSlot>,
+    pool: Vec<Vec<u8>>,
+    rx: Vec<Vec<u8>>,
+    stats: ReactorStats,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor")
+            .field("local", &self.local)
+            .field("gso", &self.gso)
+            .finish()
+    }
+}
+
+impl Reactor {
+    /// Binds the socket and sets it up.
+    pub fn bind(cfg: ReactorConfig) -> io::Result<Self> {
+        let sock = Socket::new(
+            Domain::for_address(cfg.bind),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if cfg.bind.is_ipv6() {
+            let _ = sock.set_only_v6(false);
+        }
+        sock.set_nonblocking(true)?;
+        set_buffers(&sock, cfg.socket_buffer);
+        log::info!(
+            "udp socket buffers: rcv {} snd {} (asked {})",
+            sock.recv_buffer_size().unwrap_or(0),
+            sock.send_buffer_size().unwrap_or(0),
+            cfg.socket_buffer
+        );
+        sock.bind(&cfg.bind.into())?;
+        let (gso, gro) = offloads(&sock, cfg.gso, cfg.gro);
+        log::info!("udp offloads: gso {gso} gro {gro}");
+        let std_sock: std::net::UdpSocket = sock.into();
+        let mut socket = UdpSocket::from_std(std_sock);
+        let local = socket.local_addr()?;
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE | Interest::WRITABLE)?;
+        let batch = cfg.batch.max(1);
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(16),
+            socket,
+            local,
+            start: Instant::now(),
+            rx: (0..batch).map(|_| vec![0u8; SLOT]).collect(),
+            cfg,
+            gso,
+            gro,
+            queue: VecDeque::new(),
+            pool: Vec::new(),
+            stats: ReactorStats::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// True if GSO is in use.
+    pub fn gso(&self) -> bool {
+        self.gso
+    }
+
+    /// True if GRO is in use.
+    pub fn gro(&self) -> bool {
+        self.gro
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ReactorStats {
+        self.stats
+    }
+
+    /// Now, on the engine clock.
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.start.elapsed().as_micros() as u64)
+    }
+
+    /// Runs until `app` breaks. `app` is called once per loop iteration with the endpoint, to
+    /// read events and issue commands. `max_wait` bounds each sleep.
+    pub fn run(
+        &mut self,
+        ep: &mut Endpoint,
+        max_wait: Duration,
+        mut app: impl FnMut(&mut Endpoint, Time) -> ControlFlow<()>,
+    ) -> io::Result<()> {
+        loop {
+            let now = self.now();
+            if app(ep, now).is_break() {
+                self.flush(ep)?;
+                return Ok(());
+            }
+            self.turn(ep, max_wait)?;
+        }
+    }
+
+    /// One iteration: send, sleep until readable or the next deadline, receive, run timers,
+    /// send again.
+    pub fn turn(&mut self, ep: &mut Endpoint, max_wait: Duration) -> io::Result<()> {
+        self.flush(ep)?;
+        let now = self.now();
+        let mut wait = match ep.poll_timeout() {
+            Some(t) => (t.saturating_since(now)).min(max_wait),
+            None => max_wait,
+        };
+        if !self.queue.is_empty() && wait > Duration::from_millis(1) {
+            // Waiting for WRITABLE; also wake up soon in case the edge was missed.
+            wait = Duration::from_millis(1);
+        }
+        // epoll sleeps in whole milliseconds; spin instead of oversleeping a short deadline.
+        if wait < Duration::from_micros(500) {
+            wait = Duration::ZERO;
+        }
+        match self.poll.poll(&mut self.events, Some(wait)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        self.receive(ep)?;
+        let now = self.now();
+        if ep.poll_timeout().is_some_and(|t| t <= now) {
+            ep.handle_timeout(now);
+        }
+        self.flush(ep)
+    }
+
+    /// Sends everything the endpoint has, until the socket would block or the queue is full.
+    pub fn flush(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+        loop {
+            self.send_queued()?;
+            if !self.queue.is_empty() {
+                return Ok(()); // would block
+            }
+            let now = self.now();
+            let mut produced = 0;
+            while self.queue.len() < self.cfg.send_queue.max(1) && produced < self.cfg.batch.max(1)
+            {
+                let mut buf = self.pool.pop().unwrap_or_else(|| vec![0u8; SLOT]);
+                match ep.poll_transmit(now, &mut buf[..MAX_TRANSMIT]) {
+                    Some(t) => {
+                        self.queue.push_back(TxSlot {
+                            buf,
+                            len: t.len,
+                            seg: t.segment_size,
+                            dest: t.remote,
+                        });
+                        produced += 1;
+                    }
+                    None => {
+                        self.pool.push(buf);
+                        break;
+                    }
+                }
+            }
+            if produced == 0 {
+                return Ok(());
+            }
+            #[cfg(target_os = "linux")]
+            if !self.gso {
+                self.split_queue();
+            }
+        }
+    }
+
+    fn receive(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+        // Drain until WouldBlock (mio is edge-triggered).
+        loop {
+            let got = self.recv_batch(ep)?;
+            if got == 0 {
+                return Ok(());
+            }
+            // Acknowledge promptly between batches so the sender's window keeps moving.
+            self.flush(ep)?;
+        }
+    }
+
+    fn done_slot(&mut self, s: TxSlot) {
+        self.pool.push(s.buf);
+    }
+}
+
+fn set_buffers(sock: &Socket, size: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        const SO_SNDBUFFORCE: libc::c_int = 32;
+        const SO_RCVBUFFORCE: libc::c_int = 33;
+        let v = size.min(i32::MAX as usize) as libc::c_int;
+        for (force, plain) in [
+            (SO_RCVBUFFORCE, libc::SO_RCVBUF),
+            (SO_SNDBUFFORCE, libc::SO_SNDBUF),
+        ] {
+            // SAFETY: setsockopt with a valid fd and a c_int option value of the right size.
+            let r = unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    force,
+                    (&v as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                // Not privileged: the plain option, capped by net.core.[rw]mem_max.
+                // SAFETY: as above.
+                unsafe {
+                    libc::setsockopt(
+                        sock.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        plain,
+                        (&v as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock.set_recv_buffer_size(size);
+        let _ = sock.set_send_buffer_size(size);
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    //! recvmmsg/sendmmsg with GSO/GRO control messages.
+
+    use super::*;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+
+    pub(super) const UDP_SEGMENT: libc::c_int = 103;
+    pub(super) const UDP_GRO: libc::c_int = 104;
+    const CMSG_LEN: usize = 64;
+
+    pub(super) fn offloads(sock: &Socket, want_gso: bool, want_gro: bool) -> (bool, bool) {
+        let fd = sock.as_raw_fd();
+        let gso = want_gso && {
+            let mut v: libc::c_int = 0;
+            let mut l = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: getsockopt into a c_int with its size.
+            unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_UDP,
+                    UDP_SEGMENT,
+                    (&mut v as *mut libc::c_int).cast(),
+                    &mut l,
+                ) == 0
+            }
+        };
+        let gro = want_gro && {
+            let v: libc::c_int = 1;
+            // SAFETY: setsockopt with a c_int.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_UDP,
+                    UDP_GRO,
+                    (&v as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            }
+        };
+        (gso, gro)
+    }
+
+    fn to_storage(a: &SocketAddr, st: &mut libc::sockaddr_storage) -> libc::socklen_t {
+        match a {
+            SocketAddr::V4(v4) => {
+                // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+                let sin = unsafe {
+                    &mut *(st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = v4.port().to_be();
+                sin.sin_addr = libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                };
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(v6) => {
+                // SAFETY: as above for sockaddr_in6.
+                let sin6 = unsafe {
+                    &mut *(st as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+                };
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = v6.port().to_be();
+                sin6.sin6_addr = libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                };
+                sin6.sin6_flowinfo = v6.flowinfo();
+                sin6.sin6_scope_id = v6.scope_id();
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+
+    fn from_storage(st: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(st.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in (family checked).
+                let sin =
+                    unsafe { &*(st as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6 (family checked).
+                let sin6 =
+                    unsafe { &*(st as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                let a = match ip.to_ipv4_mapped() {
+                    Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, u16::from_be(sin6.sin6_port))),
+                    None => SocketAddr::V6(SocketAddrV6::new(
+                        ip,
+                        u16::from_be(sin6.sin6_port),
+                        sin6.sin6_flowinfo,
+                        sin6.sin6_scope_id,
+                    )),
+                };
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+
+    fn map_dest(local_v6: bool, a: SocketAddr) -> SocketAddr {
+        match (local_v6, a) {
+            (true, SocketAddr::V4(v4)) => {
+                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+            }
+            _ => a,
+        }
+    }
+
+    impl Reactor {
+        pub(super) fn send_queued(&mut self) -> io::Result<()> {
+            while !self.queue.is_empty() {
+                let n = self.queue.len().min(self.cfg.batch.max(1));
+                // SAFETY: zeroed mmsghdr/iovec/sockaddr_storage are valid initial values.
+                let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { zeroed() }).collect();
+                let mut iovs: Vec<libc::iovec> = (0..n).map(|_| unsafe { zeroed() }).collect();
+                let mut names: Vec<libc::sockaddr_storage> =
+                    (0..n).map(|_| unsafe { zeroed() }).collect();
+                let mut cmsgs = vec![[0u64; CMSG_LEN / 8]; n];
+                let v6 = self.local.is_ipv6();
+                for i in 0..n {
+                    let s = &mut self.queue[i];
+                    iovs[i].iov_base = s.buf.as_mut_ptr().cast();
+                    iovs[i].iov_len = s.len;
+                    let dest = map_dest(v6, s.dest);
+                    let nl = to_storage(&dest, &mut names[i]);
+                    let h = &mut hdrs[i].msg_hdr;
+                    h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                    h.msg_namelen = nl;
+                    h.msg_iov = &mut iovs[i];
+                    h.msg_iovlen = 1;
+                    if let Some(seg) = s.seg.filter(|&g| g < s.len) {
+                        let space = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+                        h.msg_control = cmsgs[i].as_mut_ptr().cast();
+                        h.msg_controllen = space as _;
+                        // SAFETY: the control buffer holds CMSG_SPACE(2) bytes, aligned to u64.
+                        unsafe {
+                            let c = libc::CMSG_FIRSTHDR(h);
+                            (*c).cmsg_level = libc::SOL_UDP;
+                            (*c).cmsg_type = UDP_SEGMENT;
+                            (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg as u16);
+                        }
+                    }
+                }
+                self.stats.send_calls += 1;
+                // SAFETY: every pointer in hdrs points into buffers that live until the call
+                // returns; n matches the array length.
+                let r = unsafe {
+                    libc::sendmmsg(self.socket.as_raw_fd(), hdrs.as_mut_ptr(), n as u32, 0)
+                };
+                if r < 0 {
+                    let e = io::Error::last_os_error();
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            self.stats.would_block += 1;
+                            return Ok(());
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => {
+                            let errno = e.raw_os_error().unwrap_or(0);
+                            let first_seg = self.queue.front().and_then(|s| s.seg).is_some();
+                            if self.gso
+                                && first_seg
+                                && (errno == libc::EIO || errno == libc::EINVAL)
+                            {
+                                log::warn!(
+                                    "UDP GSO refused ({e}); falling back to single datagrams"
+                                );
+                                self.gso = false;
+                                self.split_queue();
+                                continue;
+                            }
+                            // Unreachable destination and the like: drop this transmit.
+                            self.stats.send_errors += 1;
+                            log::debug!(
+                                "send to {:?} failed: {e}",
+                                self.queue.front().map(|s| s.dest)
+                            );
+                            if let Some(s) = self.queue.pop_front() {
+                                self.done_slot(s);
+                            }
+                            continue;
+                        }
+                    }
+                }
+                for _ in 0..r as usize {
+                    if let Some(s) = self.queue.pop_front() {
+                        self.stats.transmits_out += 1;
+                        self.done_slot(s);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// Without GSO: turn every batched transmit into single datagrams.
+        pub(super) fn split_queue(&mut self) {
+            let old: Vec<TxSlot> = self.queue.drain(..).collect();
+            for s in old {
+                match s.seg {
+                    Some(seg) if seg < s.len => {
+                        for chunk in s.buf[..s.len].chunks(seg) {
+                            let mut b = self.pool.pop().unwrap_or_else(|| vec![0u8; SLOT]);
+                            b[..chunk.len()].copy_from_slice(chunk);
+                            self.queue.push_back(TxSlot {
+                                buf: b,
+                                len: chunk.len(),
+                                seg: None,
+                                dest: s.dest,
+                            });
+                        }
+                        self.pool.push(s.buf);
+                    }
+                    _ => self.queue.push_back(TxSlot { seg: None, ..s }),
+                }
+            }
+        }
+
+        /// One recvmmsg; hands every datagram to the endpoint. Returns how many were read.
+        pub(super) fn recv_batch(&mut self, ep: &mut Endpoint) -> io::Result<usize> {
+            let n = self.rx.len();
+            // SAFETY: zeroed C structs are valid initial values.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { zeroed() }).collect();
+            let mut iovs: Vec<libc::iovec> = (0..n).map(|_| unsafe { zeroed() }).collect();
+            let mut names: Vec<libc::sockaddr_storage> =
+                (0..n).map(|_| unsafe { zeroed() }).collect();
+            let mut cmsgs = vec![[0u64; CMSG_LEN / 8]; n];
+            for i in 0..n {
+                iovs[i].iov_base = self.rx[i].as_mut_ptr().cast();
+                iovs[i].iov_len = self.rx[i].len();
+                let h = &mut hdrs[i].msg_hdr;
+                h.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_iov = &mut iovs[i];
+                h.msg_iovlen = 1;
+                h.msg_control = cmsgs[i].as_mut_ptr().cast();
+                h.msg_controllen = CMSG_LEN as _;
+            }
+            self.stats.recv_calls += 1;
+            // SAFETY: all pointers refer to live buffers of the stated sizes.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.socket.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as u32,
+                    0,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => Ok(0),
+                    io::ErrorKind::Interrupted => Ok(1),
+                    // ICMP errors surface here (e.g. ECONNREFUSED); they are not fatal.
+                    _ => {
+                        log::debug!("recvmmsg: {e}");
+                        Ok(1)
+                    }
+                };
+            }
+            let now = self.now();
+            for i in 0..r as usize {
+                let len = hdrs[i].msg_len as usize;
+                let Some(src) = from_storage(&names[i]) else {
+                    continue;
+                };
+                let mut seg = len;
+                let h = &hdrs[i].msg_hdr;
+                // SAFETY: walking the control messages the kernel wrote, within msg_controllen.
+                unsafe {
+                    let mut c = libc::CMSG_FIRSTHDR(h);
+                    while !c.is_null() {
+                        if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                            let v =
+                                std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                            if v > 0 {
+                                seg = v as usize;
+                            }
+                        }
+                        c = libc::CMSG_NXTHDR(h, c);
+                    }
+                }
+                let data = &self.rx[i][..len.min(SLOT)];
+                for d in data.chunks(seg.max(1)) {
+                    self.stats.datagrams_in += 1;
+                    ep.handle(now, src, d);
+                }
+            }
+            Ok(r as usize)
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+use linux::offloads;
+
+#[cfg(not(target_os = "linux"))]
+fn offloads(_: &Socket, _: bool, _: bool) -> (bool, bool) {
+    (false, false)
+}
+
+#[cfg(not(target_os = "linux"))]
+impl Reactor {
+    fn send_queued(&mut self) -> io::Result<()> {
+        while let Some(s) = self.queue.front() {
+            let seg = s.seg.unwrap_or(s.len).max(1);
+            let mut off = 0;
+            while off < s.len {
+                let end = (off + seg).min(s.len);
+                match self.socket.send_to(&s.buf[off..end], s.dest) {
+                    Ok(_) => off = end,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(_) => off = end,
+                }
+            }
+            self.stats.send_calls += 1;
+            if let Some(s) = self.queue.pop_front() {
+                self.done_slot(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn recv_batch(&mut self, ep: &mut Endpoint) -> io::Result<usize> {
+        let mut got = 0;
+        while got < self.rx.len() {
+            match self.socket.recv_from(&mut self.rx[0]) {
+                Ok((n, src)) => {
+                    let now = self.now();
+                    ep.handle(now, src, &self.rx[0][..n]);
+                    got += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => got += 1,
+            }
+        }
+        Ok(got)
+    }
+}
