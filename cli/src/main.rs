@@ -9,6 +9,7 @@ mod create;
 mod error;
 mod hashing;
 mod inspect;
+mod tracker_cmd;
 mod units;
 mod verify;
 
@@ -113,6 +114,37 @@ also be the directory that holds the file under its advisory name."
         /// The data: the file itself, or the shared directory itself.
         path: PathBuf,
     },
+    /// Run a UDP tracker (SwarmTorrent's protocol and BEP 15 on one port) until interrupted.
+    #[command(
+        name = "udp-tracker",
+        long_about = "Run a UDP tracker until SIGINT or SIGTERM. It tells the peers of each \
+swarm about each other and speaks two protocols on one port: SwarmTorrent's own (spec/tracker.md) \
+and BitTorrent's BEP 15, so standard BitTorrent clients can use it too (the info hash is the \
+first 20 bytes of the swarm id).\n\n\
+It keeps no state for a source until that source proves it can receive (a stateless \
+connection id), and never sends an unproven source more bytes than it received, so it cannot \
+be used to amplify traffic. Memory is bounded by the limits of --print-config.\n\n\
+It prints 'listening on ADDR' on stdout for every bound socket, and logs a stats line every \
+minute (requests per second by kind, swarms, peers, dropped datagrams)."
+    )]
+    UdpTracker {
+        /// UDP port to serve (0: any free port, printed at start).
+        #[arg(long, default_value_t = 6969)]
+        port: u16,
+        /// Address to bind [default: all IPv4 and IPv6 addresses].
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::IpAddr>,
+        /// Read settings from FILE (`key = value` lines, as --print-config shows).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the settings in force (defaults, or FILE's) and exit.
+        #[arg(long)]
+        print_config: bool,
+        /// Write the counters to FILE in Prometheus text format every stats interval (for
+        /// node_exporter's textfile collector).
+        #[arg(long, value_name = "FILE")]
+        stats_file: Option<PathBuf>,
+    },
 }
 
 fn parse_tracker(s: &str) -> Result<Tracker, String> {
@@ -201,6 +233,19 @@ fn main() -> ExitCode {
         ),
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Verify { file, path } => verify::run(ctx, &file, &path),
+        Command::UdpTracker {
+            port,
+            bind,
+            config,
+            print_config,
+            stats_file,
+        } => tracker_cmd::run(tracker_cmd::TrackerArgs {
+            port,
+            bind,
+            config,
+            print_config,
+            stats_file,
+        }),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

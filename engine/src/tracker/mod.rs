@@ -13,6 +13,7 @@
 //! connect request it sent.
 
 mod config;
+pub mod server;
 mod swarm;
 
 use std::collections::HashMap;

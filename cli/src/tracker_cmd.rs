@@ -1,0 +1,188 @@
+//! `st udp-tracker`: run a tracker until interrupted.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use log::{info, warn};
+use st_engine::tracker::server::{Report, Server};
+use st_engine::tracker::{Config, Tracker};
+
+use crate::error::{CliError, CliResult, invalid, runtime};
+
+/// Arguments of `st udp-tracker`.
+pub struct TrackerArgs {
+    /// UDP port.
+    pub port: u16,
+    /// Address to bind, or `None` for all IPv4 and IPv6 addresses.
+    pub bind: Option<IpAddr>,
+    /// Configuration file.
+    pub config: Option<PathBuf>,
+    /// Print the configuration and exit.
+    pub print_config: bool,
+    /// Prometheus text file to write the counters to.
+    pub stats_file: Option<PathBuf>,
+}
+
+/// Runs `st udp-tracker`.
+pub fn run(args: TrackerArgs) -> CliResult<()> {
+    let config = match &args.config {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map_err(CliError::Invalid)?;
+            Config::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?
+        }
+        None => Config::default(),
+    };
+    if args.print_config {
+        print!("{config}");
+        return Ok(());
+    }
+    let stats_every = Duration::from_secs(u64::from(config.stats_interval_secs));
+    let tracker = Tracker::new(config, os_random_u64());
+    let mut server = match args.bind {
+        Some(ip) => Server::bind(&[SocketAddr::new(ip, args.port)], tracker),
+        None => {
+            // Dual stack on [::]; a host without IPv6 falls back to IPv4 only.
+            match Server::bind(
+                &[SocketAddr::new(
+                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    args.port,
+                )],
+                tracker,
+            ) {
+                Ok(s) => Ok(s),
+                Err(e) => {
+                    warn!("cannot bind [::]:{} ({e}); serving IPv4 only", args.port);
+                    let tracker = Tracker::new(Config::default(), os_random_u64());
+                    Server::bind(
+                        &[SocketAddr::new(
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            args.port,
+                        )],
+                        tracker,
+                    )
+                }
+            }
+        }
+    }
+    .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
+    }
+    for a in server.local_addrs() {
+        info!("udp-tracker listening on {a}");
+        // One machine-readable line on stdout, for scripts started with --port 0.
+        println!("listening on {a}");
+    }
+    let _ = std::io::stdout().flush();
+
+    let mut last: Option<Report> = None;
+    let stats_file = args.stats_file.clone();
+    server
+        .run(&stop, stats_every, |r| {
+            info!("{}", stats_line(r, last.as_ref()));
+            if let Some(path) = &stats_file
+                && let Err(e) = write_prometheus(path, r)
+            {
+                warn!("cannot write stats file {}: {e}", path.display());
+            }
+            last = Some(r.clone());
+        })
+        .map_err(|e| runtime(format!("tracker stopped on an IO error: {e}")))?;
+    Ok(())
+}
+
+/// The per-minute log line: request rates by kind, table sizes, drops.
+fn stats_line(r: &Report, last: Option<&Report>) -> String {
+    let (dt, base) = match last {
+        Some(l) => (
+            (r.uptime - l.uptime).as_secs_f64().max(1e-3),
+            l.stats.clone(),
+        ),
+        None => (r.uptime.as_secs_f64().max(1e-3), Default::default()),
+    };
+    let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 / dt;
+    let s = &r.stats;
+    format!(
+        "stats: {:.0} connect/s, {:.0} announce/s, {:.0} scrape/s; {} swarms, {} peers; dropped {} malformed, {} bad connection ids; {} expired, {} evicted, {} refused by limits",
+        rate(s.connects, base.connects),
+        rate(s.announces, base.announces),
+        rate(s.scrapes, base.scrapes),
+        r.swarms,
+        r.peers,
+        s.malformed,
+        s.bad_connection_ids,
+        s.expired,
+        s.evicted,
+        s.refused_by_limits
+    )
+}
+
+/// Writes the counters in Prometheus text format, atomically (node_exporter textfile style).
+fn write_prometheus(path: &Path, r: &Report) -> std::io::Result<()> {
+    let s = &r.stats;
+    let text = format!(
+        "# HELP st_tracker_requests_total Requests answered, by kind.\n\
+# TYPE st_tracker_requests_total counter\n\
+st_tracker_requests_total{{kind=\"connect\"}} {}\n\
+st_tracker_requests_total{{kind=\"announce\"}} {}\n\
+st_tracker_requests_total{{kind=\"scrape\"}} {}\n\
+# HELP st_tracker_dropped_total Datagrams dropped without a reply, by reason.\n\
+# TYPE st_tracker_dropped_total counter\n\
+st_tracker_dropped_total{{reason=\"malformed\"}} {}\n\
+st_tracker_dropped_total{{reason=\"bad_connection_id\"}} {}\n\
+# HELP st_tracker_peers_removed_total Peers removed, by reason.\n\
+# TYPE st_tracker_peers_removed_total counter\n\
+st_tracker_peers_removed_total{{reason=\"expired\"}} {}\n\
+st_tracker_peers_removed_total{{reason=\"evicted\"}} {}\n\
+# HELP st_tracker_swarms Swarms in the table.\n\
+# TYPE st_tracker_swarms gauge\n\
+st_tracker_swarms {}\n\
+# HELP st_tracker_peers Peers in the table.\n\
+# TYPE st_tracker_peers gauge\n\
+st_tracker_peers {}\n\
+# HELP st_tracker_uptime_seconds Seconds since start.\n\
+# TYPE st_tracker_uptime_seconds gauge\n\
+st_tracker_uptime_seconds {}\n",
+        s.connects,
+        s.announces,
+        s.scrapes,
+        s.malformed,
+        s.bad_connection_ids,
+        s.expired,
+        s.evicted,
+        r.swarms,
+        r.peers,
+        r.uptime.as_secs()
+    );
+    let tmp = path.with_extension("prom.tmp");
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, path)
+}
+
+/// Eight bytes from the OS's random source, for the connection-id keys.
+fn os_random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        // Never reached on Linux; fall back to something unpredictable enough for ids that
+        // live two minutes.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        return t ^ (u64::from(std::process::id()) << 32);
+    }
+    u64::from_ne_bytes(b)
+}
