@@ -1,0 +1,235 @@
+//! Checks shared by the fuzz targets (`fuzz/fuzz_targets/transport.rs`) and the corpus replay
+//! test (`engine/tests/fuzz_corpus.rs`), so both run the same code on stable and nightly.
+//!
+//! [`transport_check`] interprets its input as a script of operations on a client and a server
+//! endpoint joined by in-memory queues: deliver, drop, duplicate or mutate datagrams (with or
+//! without fixing the checksum), inject raw bytes, step the clock, and application commands.
+//! Invariants: nothing panics, the number of connections and every buffer stay within the
+//! configured bounds.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::time::Time;
+use crate::transport::{Config, ConnHandle, Endpoint, Event};
+
+struct Cursor<'a> {
+    d: &'a [u8],
+}
+
+impl Cursor<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.d.split_first()?;
+        self.d = rest;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from(self.byte()?) << 8 | u16::from(self.byte()?))
+    }
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.d.len());
+        let (a, b) = self.d.split_at(n);
+        self.d = b;
+        a
+    }
+}
+
+const QUEUE_CAP: usize = 256;
+
+fn cfg(accept: bool) -> Config {
+    Config {
+        accept,
+        serve_requests: accept,
+        max_message: 64 << 10,
+        recv_window: 128 << 10,
+        send_buffer: 256 << 10,
+        max_connections: 8,
+        idle_timeout: Duration::from_secs(5),
+        keep_alive: Some(Duration::from_secs(1)),
+        skip_period: 8,
+        ..Config::default()
+    }
+}
+
+/// Runs one script. `Err` describes a broken invariant.
+pub fn transport_check(data: &[u8]) -> Result<(), String> {
+    let caddr: SocketAddr = ([10, 0, 0, 1], 1000).into();
+    let saddr: SocketAddr = ([10, 0, 0, 2], 2000).into();
+    let mut client = Endpoint::new(cfg(false), 1);
+    let mut server = Endpoint::new(cfg(true), 2);
+    let mut now = Time::from_micros(1_000_000);
+    let ch = client.connect(now, saddr);
+    let mut sh: Option<ConnHandle> = None;
+    let mut to_server: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut to_client: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut buf = vec![0u8; 65_536];
+    let msg = vec![0x5au8; 64 << 10];
+    let mut c = Cursor { d: data };
+    let mut steps = 0;
+    while let Some(op) = c.byte() {
+        steps += 1;
+        if steps > 4096 {
+            break;
+        }
+        match op % 10 {
+            0 => {
+                let ms = u64::from(c.byte().unwrap_or(1));
+                now = now + Duration::from_millis(ms * ms);
+                client.handle_timeout(now);
+                server.handle_timeout(now);
+            }
+            1 => {
+                if let Some(d) = to_server.pop_front() {
+                    server.handle(now, caddr, &d);
+                }
+            }
+            2 => {
+                if let Some(d) = to_client.pop_front() {
+                    client.handle(now, saddr, &d);
+                }
+            }
+            3 => {
+                let which = c.byte().unwrap_or(0);
+                let q = if which & 1 == 0 {
+                    &mut to_server
+                } else {
+                    &mut to_client
+                };
+                if which & 2 == 0 {
+                    q.pop_front();
+                } else if let Some(d) = q.front().cloned() {
+                    q.push_back(d);
+                }
+            }
+            4 | 5 => {
+                // Mutate the next datagram; op 5 also fixes the checksum so the body is parsed.
+                let at = usize::from(c.u16().unwrap_or(0));
+                let x = c.byte().unwrap_or(1);
+                let to_srv = at & 1 == 0;
+                let q = if to_srv {
+                    &mut to_server
+                } else {
+                    &mut to_client
+                };
+                if let Some(mut d) = q.pop_front() {
+                    if !d.is_empty() {
+                        let i = at % d.len();
+                        d[i] ^= x;
+                    }
+                    if op % 10 == 5 {
+                        st_proto::packet::seal(&mut d);
+                    }
+                    if to_srv {
+                        server.handle(now, caddr, &d);
+                    } else {
+                        client.handle(now, saddr, &d);
+                    }
+                }
+            }
+            6 => {
+                // Raw bytes, optionally with a valid header prefix and checksum.
+                let n = usize::from(c.byte().unwrap_or(0)) * 8;
+                let mut d = c.take(n).to_vec();
+                let b = c.byte().unwrap_or(0);
+                if b & 1 == 1 && d.len() >= st_proto::packet::HEADER_LEN {
+                    d[..2].copy_from_slice(&st_proto::packet::MAGIC);
+                    d[2] = st_proto::packet::VERSION;
+                    d[3] = 1 + b % 8;
+                    if b & 2 == 2 {
+                        // Aim at a live connection id.
+                        let cid = sh.and_then(|h| server.cids(h)).map_or(0, |x| x.0);
+                        d[4..12].copy_from_slice(&cid.to_be_bytes());
+                    }
+                    st_proto::packet::seal(&mut d);
+                }
+                let from: SocketAddr = if b & 4 == 4 {
+                    caddr
+                } else {
+                    ([192, 0, 2, b], 7).into()
+                };
+                server.handle(now, from, &d);
+            }
+            7 => {
+                let len = usize::from(c.u16().unwrap_or(0)) % msg.len();
+                let _ = client.send(ch, &msg[..len]);
+                if let Some(h) = sh {
+                    let _ = server.send(h, &msg[..len / 2]);
+                }
+            }
+            8 => {
+                while client.recv(ch).is_some() {}
+                if let Some(h) = sh {
+                    while server.recv(h).is_some() {}
+                }
+            }
+            _ => match c.byte().unwrap_or(0) % 4 {
+                0 => client.finish(now, ch),
+                1 => client.close(now, ch, 0x100, b"fuzz"),
+                2 => {
+                    let _ = client.request(now, saddr, &[1, 2, 3]);
+                }
+                _ => {
+                    if let Some(h) = sh {
+                        server.close(now, h, 0x101, b"");
+                    }
+                }
+            },
+        }
+        // Drain output into the queues and events into the application.
+        while let Some(t) = client.poll_transmit(now, &mut buf) {
+            for d in t.datagrams(&buf) {
+                if to_server.len() < QUEUE_CAP {
+                    to_server.push_back(d.to_vec());
+                }
+            }
+        }
+        while let Some(t) = server.poll_transmit(now, &mut buf) {
+            for d in t.datagrams(&buf) {
+                if to_client.len() < QUEUE_CAP && t.remote == caddr {
+                    to_client.push_back(d.to_vec());
+                }
+            }
+        }
+        while client.poll_event().is_some() {}
+        while let Some(ev) = server.poll_event() {
+            match ev {
+                Event::Connected(h) => sh = Some(h),
+                Event::Request(r) => {
+                    let _ = server.respond(&r, b"ok");
+                }
+                _ => {}
+            }
+        }
+        check_bounds(&client, &server, ch, sh)?;
+    }
+    Ok(())
+}
+
+fn check_bounds(
+    client: &Endpoint,
+    server: &Endpoint,
+    ch: ConnHandle,
+    sh: Option<ConnHandle>,
+) -> Result<(), String> {
+    if server.connection_count() > 8 {
+        return Err(format!("{} server connections", server.connection_count()));
+    }
+    for (ep, h) in [(client, Some(ch)), (server, sh)] {
+        let Some(s) = h.and_then(|h| ep.stats(h)) else {
+            continue;
+        };
+        if s.send_capacity > 512 << 10 || s.recv_capacity > 256 << 10 {
+            return Err(format!("buffers grew past their bounds: {s:?}"));
+        }
+        if s.tracked_packets > 100_000 {
+            return Err(format!("sent-packet table unbounded: {s:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// The packet parser check (re-exported so one crate serves both fuzz targets).
+pub fn packet_check(data: &[u8]) -> Result<(), String> {
+    st_proto::packet::roundtrip_check(data).map(|_| ())
+}
