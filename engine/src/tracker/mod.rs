@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use sha2::{Digest, Sha256};
+use slab::Slab;
 use st_proto::packet::{self, Header, Packet, PacketType};
 use st_proto::tracker::{
     self as wire, AnnounceResponseHead, Bep15Announced, Bep15Head, Bep15Request, Event,
@@ -60,7 +61,10 @@ pub struct Stats {
 /// The tracker: swarm tables, connection-id keys and counters.
 pub struct Tracker {
     config: Config,
-    swarms: HashMap<[u8; INFO_HASH_LEN], Swarm>,
+    /// Swarm id prefix → slot in `swarms`. Kept apart from the swarms themselves so that the
+    /// hash table's entries are 24 bytes, not 70 (a million swarms is the load we plan for).
+    index: HashMap<[u8; INFO_HASH_LEN], u32>,
+    swarms: Slab<Swarm>,
     peers: usize,
     keys: [[u8; 32]; 2],
     key_epoch: u64,
@@ -88,7 +92,8 @@ impl Tracker {
         rng.fill(&mut keys[1]);
         Tracker {
             config,
-            swarms: HashMap::new(),
+            index: HashMap::new(),
+            swarms: Slab::new(),
             peers: 0,
             keys,
             key_epoch: 0,
@@ -110,14 +115,15 @@ impl Tracker {
 
     /// Number of swarms and of peers (both families) in the tables.
     pub fn sizes(&self) -> (usize, usize) {
-        (self.swarms.len(), self.peers)
+        (self.index.len(), self.peers)
     }
 
     /// The figures of one swarm, by the first 20 bytes of its id: (seeders, leechers,
     /// completed).
     pub fn swarm_figures(&self, info_hash: &[u8; INFO_HASH_LEN]) -> Option<(u32, u32, u32)> {
-        self.swarms
+        self.index
             .get(info_hash)
+            .map(|&i| &self.swarms[i as usize])
             .map(|s| (s.seeders(), s.leechers(), s.completed))
     }
 
@@ -141,9 +147,15 @@ impl Tracker {
         }
         let deadline = secs(now).saturating_sub(self.config.peer_timeout_secs);
         let mut expired = 0;
-        self.swarms.retain(|_, s| {
+        let swarms = &mut self.swarms;
+        self.index.retain(|_, &mut i| {
+            let s = &mut swarms[i as usize];
             expired += s.expire(deadline);
-            !s.is_empty()
+            let keep = !s.is_empty();
+            if !keep {
+                swarms.remove(i as usize);
+            }
+            keep
         });
         self.peers -= expired;
         self.stats.expired += expired as u64;
@@ -365,29 +377,35 @@ impl Tracker {
         let ip = canonical_ip(src.ip());
         let now_s = secs(now);
         if event == Event::Stopped {
-            if let Some(s) = self.swarms.get_mut(&key) {
-                if s.remove(ip, port) {
-                    self.peers -= 1;
-                }
-                let fig = (s.seeders(), s.leechers(), s.completed);
-                if s.is_empty() {
-                    self.swarms.remove(&key);
-                }
-                return Some((0, fig));
-            }
-            return Some((0, (0, 0, 0)));
-        }
-        if !self.swarms.contains_key(&key) {
-            if self.swarms.len() >= self.config.max_swarms {
-                // Spec §6: no new swarm past the limit; the request is still answered.
-                self.stats.refused_by_limits += 1;
+            let Some(&slot) = self.index.get(&key) else {
                 return Some((0, (0, 0, 0)));
+            };
+            let s = &mut self.swarms[slot as usize];
+            if s.remove(ip, port) {
+                self.peers -= 1;
             }
-            self.swarms.insert(key, Swarm::default());
+            let fig = (s.seeders(), s.leechers(), s.completed);
+            if s.is_empty() {
+                self.drop_swarm(&key, slot);
+            }
+            return Some((0, fig));
         }
+        let slot = match self.index.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                if self.index.len() >= self.config.max_swarms {
+                    // Spec §6: no new swarm past the limit; the request is still answered.
+                    self.stats.refused_by_limits += 1;
+                    return Some((0, (0, 0, 0)));
+                }
+                let slot = self.swarms.insert(Swarm::default()) as u32;
+                self.index.insert(key, slot);
+                slot
+            }
+        };
         let full = self.peers >= self.config.max_peers;
         let per_swarm = self.config.max_peers_per_swarm;
-        let swarm = self.swarms.get_mut(&key)?;
+        let swarm = &mut self.swarms[slot as usize];
         match swarm.upsert(ip, port, seed, now_s, full, per_swarm, &mut self.rng) {
             swarm::Upsert::Updated { became_seed } => {
                 if became_seed && event == Event::Completed {
@@ -409,9 +427,14 @@ impl Tracker {
         let count = swarm.select(ip, port, seed, want, &mut self.rng, out);
         let fig = (swarm.seeders(), swarm.leechers(), swarm.completed);
         if swarm.is_empty() {
-            self.swarms.remove(&key);
+            self.drop_swarm(&key, slot);
         }
         Some((count, fig))
+    }
+
+    fn drop_swarm(&mut self, key: &[u8; INFO_HASH_LEN], slot: u32) {
+        self.index.remove(key);
+        self.swarms.remove(slot as usize);
     }
 
     /// The connection id for `src` in time slot `slot` under key `k` (0 current, 1 previous):

@@ -1,7 +1,9 @@
-//! One swarm's peer table: per address family, leechers and seeds in two dense vectors (for
-//! cheap random selection that can leave seeds out) and an index from (address, port) to the
-//! slot. Removal is `swap_remove` with the moved entry's index fixed up, so every operation is
-//! O(1) except expiry, which is one pass.
+//! One swarm's peer table, laid out for memory first: a tracker under load holds a million
+//! swarms, most with one or two peers, so a swarm is 48 bytes plus its peers (12 bytes per IPv4
+//! peer, 24 per IPv6 peer). Peers of each family live in one dense vector (seeds and leechers
+//! together, a flag telling them apart); small swarms are searched linearly, and a swarm that
+//! grows past [`INDEX_AT`] peers of a family gets a hash index from (address, port) to slot.
+//! Removal is `swap_remove` with the moved entry's index fixed up.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -9,6 +11,13 @@ use std::net::IpAddr;
 use crate::rng::Rng;
 
 use super::canonical_ip;
+
+/// A family's peer count from which lookups go through a hash index.
+const INDEX_AT: usize = 32;
+/// Below this count the index is dropped again (hysteresis).
+const UNINDEX_AT: usize = 16;
+/// How many random peers are looked at to choose one to evict (approximate LRU).
+const EVICTION_SAMPLE: usize = 8;
 
 /// An address family, as the requester's source address decides it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,157 +66,94 @@ pub(super) enum Upsert {
 struct Entry<const N: usize> {
     addr: [u8; N],
     port: u16,
+    seed: bool,
     /// Tracker time, in seconds, of the last announce.
     last: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Slot {
-    seed: bool,
-    idx: u32,
+/// (address, port) → slot in a family's entry vector.
+type Index<const N: usize> = HashMap<([u8; N], u16), u32>;
+
+/// The peers of one family.
+#[derive(Debug, Default)]
+struct PeerList<const N: usize> {
+    entries: Vec<Entry<N>>,
+    index: Option<Box<Index<N>>>,
 }
 
-#[derive(Debug)]
-struct PeerSet<const N: usize> {
-    leechers: Vec<Entry<N>>,
-    seeds: Vec<Entry<N>>,
-    index: HashMap<([u8; N], u16), Slot>,
-}
-
-impl<const N: usize> Default for PeerSet<N> {
-    fn default() -> Self {
-        PeerSet {
-            leechers: Vec::new(),
-            seeds: Vec::new(),
-            index: HashMap::new(),
-        }
-    }
-}
-
-/// How many random peers are looked at to choose one to evict (approximate LRU).
-const EVICTION_SAMPLE: usize = 8;
-
-impl<const N: usize> PeerSet<N> {
-    fn len(&self) -> usize {
-        self.leechers.len() + self.seeds.len()
-    }
-
-    fn vec(&mut self, seed: bool) -> &mut Vec<Entry<N>> {
-        if seed {
-            &mut self.seeds
-        } else {
-            &mut self.leechers
+impl<const N: usize> PeerList<N> {
+    fn find(&self, addr: [u8; N], port: u16) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(&(addr, port)).map(|&i| i as usize),
+            None => self
+                .entries
+                .iter()
+                .position(|e| e.addr == addr && e.port == port),
         }
     }
 
-    fn remove_at(&mut self, seed: bool, idx: usize) -> Entry<N> {
-        let v = self.vec(seed);
-        let e = v.swap_remove(idx);
-        let moved = v.get(idx).map(|m| (m.addr, m.port));
-        self.index.remove(&(e.addr, e.port));
-        if let Some(k) = moved
-            && let Some(slot) = self.index.get_mut(&k)
-        {
-            slot.idx = idx as u32;
+    fn push(&mut self, e: Entry<N>) {
+        self.entries.push(e);
+        let i = self.entries.len() - 1;
+        match &mut self.index {
+            Some(ix) => {
+                ix.insert((e.addr, e.port), i as u32);
+            }
+            None if self.entries.len() > INDEX_AT => self.rebuild_index(),
+            None => {}
+        }
+    }
+
+    fn rebuild_index(&mut self) {
+        let ix = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ((e.addr, e.port), i as u32))
+            .collect();
+        self.index = Some(Box::new(ix));
+    }
+
+    fn remove_at(&mut self, i: usize) -> Entry<N> {
+        let e = self.entries.swap_remove(i);
+        if let Some(ix) = &mut self.index {
+            ix.remove(&(e.addr, e.port));
+            if let Some(m) = self.entries.get(i) {
+                ix.insert((m.addr, m.port), i as u32);
+            }
+            if self.entries.len() < UNINDEX_AT {
+                self.index = None;
+            }
+        }
+        if self.entries.capacity() > 4 * self.entries.len().max(2) {
+            self.entries.shrink_to_fit();
         }
         e
     }
 
-    fn push(&mut self, e: Entry<N>, seed: bool) {
-        let v = self.vec(seed);
-        v.push(e);
-        let idx = (v.len() - 1) as u32;
-        self.index.insert((e.addr, e.port), Slot { seed, idx });
+    /// Removes entries last seen before `deadline`; returns (peers, seeds) removed.
+    fn expire(&mut self, deadline: u32) -> (usize, usize) {
+        let before = self.entries.len();
+        let seeds_before = self.entries.iter().filter(|e| e.seed).count();
+        self.entries.retain(|e| e.last >= deadline);
+        let removed = before - self.entries.len();
+        if removed == 0 {
+            return (0, 0);
+        }
+        let seeds_after = self.entries.iter().filter(|e| e.seed).count();
+        if self.entries.len() > INDEX_AT {
+            self.rebuild_index();
+        } else {
+            self.index = None;
+        }
+        if self.entries.capacity() > 4 * self.entries.len().max(2) {
+            self.entries.shrink_to_fit();
+        }
+        (removed, seeds_before - seeds_after)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn upsert(
-        &mut self,
-        addr: [u8; N],
-        port: u16,
-        seed: bool,
-        now: u32,
-        full: bool,
-        cap: usize,
-        rng: &mut Rng,
-    ) -> Upsert {
-        if let Some(slot) = self.index.get(&(addr, port)).copied() {
-            let idx = slot.idx as usize;
-            if slot.seed == seed {
-                self.vec(seed)[idx].last = now;
-                return Upsert::Updated { became_seed: false };
-            }
-            let mut e = self.remove_at(slot.seed, idx);
-            e.last = now;
-            self.push(e, seed);
-            return Upsert::Updated {
-                became_seed: seed && !slot.seed,
-            };
-        }
-        let mut evicted = false;
-        if full || self.len() >= cap {
-            // Spec §6: evict the stalest of a few randomly sampled peers of this swarm.
-            let n = self.len();
-            if n == 0 {
-                return Upsert::Refused;
-            }
-            let mut victim: Option<(bool, usize, u32)> = None;
-            for _ in 0..EVICTION_SAMPLE.min(n) {
-                let i = rng.below(n as u64) as usize;
-                let (s, j) = if i < self.leechers.len() {
-                    (false, i)
-                } else {
-                    (true, i - self.leechers.len())
-                };
-                let last = self.vec(s)[j].last;
-                if victim.is_none_or(|(_, _, l)| last < l) {
-                    victim = Some((s, j, last));
-                }
-            }
-            if let Some((s, j, _)) = victim {
-                self.remove_at(s, j);
-                evicted = true;
-            }
-        }
-        self.push(
-            Entry {
-                addr,
-                port,
-                last: now,
-            },
-            seed,
-        );
-        Upsert::Inserted { evicted }
-    }
-
-    fn remove(&mut self, addr: [u8; N], port: u16) -> bool {
-        match self.index.get(&(addr, port)).copied() {
-            Some(slot) => {
-                self.remove_at(slot.seed, slot.idx as usize);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn expire(&mut self, deadline: u32) -> usize {
-        let mut n = 0;
-        for seed in [false, true] {
-            let mut i = 0;
-            while i < self.vec(seed).len() {
-                if self.vec(seed)[i].last < deadline {
-                    self.remove_at(seed, i);
-                    n += 1;
-                } else {
-                    i += 1;
-                }
-            }
-        }
-        n
-    }
-
-    /// Writes up to `want` peers other than the requester, starting at a random place;
-    /// a seed requester gets leechers only.
+    /// Writes up to `want` peers other than `me`, starting at a random slot; a seed requester
+    /// gets leechers only. Returns how many were written.
     fn select(
         &self,
         me: ([u8; N], u16),
@@ -216,24 +162,15 @@ impl<const N: usize> PeerSet<N> {
         rng: &mut Rng,
         out: &mut [u8],
     ) -> usize {
-        let total = if seed {
-            self.leechers.len()
-        } else {
-            self.len()
-        };
+        let total = self.entries.len();
         if total == 0 || want == 0 {
             return 0;
         }
         let start = rng.below(total as u64) as usize;
         let mut count = 0;
         for k in 0..total {
-            let i = (start + k) % total;
-            let e = if i < self.leechers.len() {
-                &self.leechers[i]
-            } else {
-                &self.seeds[i - self.leechers.len()]
-            };
-            if (e.addr, e.port) == me {
+            let e = &self.entries[(start + k) % total];
+            if (seed && e.seed) || (e.addr, e.port) == me {
                 continue;
             }
             let at = count * (N + 2);
@@ -246,30 +183,62 @@ impl<const N: usize> PeerSet<N> {
         }
         count
     }
+
+    /// The index of the stalest of a few randomly sampled entries.
+    fn eviction_victim(&self, rng: &mut Rng) -> Option<usize> {
+        let n = self.entries.len();
+        (0..EVICTION_SAMPLE.min(n))
+            .map(|_| rng.below(n as u64) as usize)
+            .min_by_key(|&i| self.entries[i].last)
+    }
 }
 
-/// One swarm: its IPv4 and IPv6 peers and the completed counter.
+/// One swarm: its IPv4 peers inline, its IPv6 peers boxed (most swarms have none), counters.
 #[derive(Debug, Default)]
 pub(super) struct Swarm {
-    v4: PeerSet<4>,
-    v6: PeerSet<16>,
-    /// Completed downloads reported (each peer counted once, spec §6).
+    v4: PeerList<4>,
+    v6: Option<Box<PeerList<16>>>,
+    seeds: u32,
+    /// Completed downloads reported (each peer counted once, spec §5).
     pub(super) completed: u32,
+}
+
+/// The operations shared by both families, so `Swarm` dispatches once.
+macro_rules! with_list {
+    ($swarm:expr, $ip:expr, |$list:ident, $addr:ident| $body:expr, $none:expr) => {
+        match $ip {
+            IpAddr::V4(a) => {
+                let $addr = a.octets();
+                let $list = &mut $swarm.v4;
+                $body
+            }
+            IpAddr::V6(a) => {
+                let $addr = a.octets();
+                match $swarm.v6.as_deref_mut() {
+                    Some($list) => $body,
+                    None => $none,
+                }
+            }
+        }
+    };
 }
 
 impl Swarm {
     pub(super) fn seeders(&self) -> u32 {
-        (self.v4.seeds.len() + self.v6.seeds.len()) as u32
+        self.seeds
     }
 
     pub(super) fn leechers(&self) -> u32 {
-        (self.v4.leechers.len() + self.v6.leechers.len()) as u32
+        let all = self.v4.entries.len() + self.v6.as_ref().map_or(0, |l| l.entries.len());
+        all as u32 - self.seeds
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.v4.len() + self.v6.len() == 0
+        self.v4.entries.is_empty() && self.v6.as_ref().is_none_or(|l| l.entries.is_empty())
     }
 
+    /// Records an announce. `full`: the tracker is at its global peer limit; `cap`: the
+    /// per-swarm, per-family limit.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn upsert(
         &mut self,
@@ -281,22 +250,53 @@ impl Swarm {
         cap: usize,
         rng: &mut Rng,
     ) -> Upsert {
-        match ip {
-            IpAddr::V4(a) => self.v4.upsert(a.octets(), port, seed, now, full, cap, rng),
-            IpAddr::V6(a) => self.v6.upsert(a.octets(), port, seed, now, full, cap, rng),
+        if ip.is_ipv6() && self.v6.is_none() {
+            self.v6 = Some(Box::default());
         }
+        let seeds = &mut self.seeds;
+        with_list!(
+            self,
+            ip,
+            |list, addr| upsert_in(list, seeds, addr, port, seed, now, full, cap, rng),
+            Upsert::Refused
+        )
     }
 
     pub(super) fn remove(&mut self, ip: IpAddr, port: u16) -> bool {
-        match ip {
-            IpAddr::V4(a) => self.v4.remove(a.octets(), port),
-            IpAddr::V6(a) => self.v6.remove(a.octets(), port),
+        let seeds = &mut self.seeds;
+        let removed = with_list!(
+            self,
+            ip,
+            |list, addr| match list.find(addr, port) {
+                Some(i) => {
+                    if list.remove_at(i).seed {
+                        *seeds -= 1;
+                    }
+                    true
+                }
+                None => false,
+            },
+            false
+        );
+        if self.v6.as_ref().is_some_and(|l| l.entries.is_empty()) {
+            self.v6 = None;
         }
+        removed
     }
 
     /// Removes peers whose last announce is before `deadline`; returns how many.
     pub(super) fn expire(&mut self, deadline: u32) -> usize {
-        self.v4.expire(deadline) + self.v6.expire(deadline)
+        let (mut n, mut s) = self.v4.expire(deadline);
+        if let Some(l) = &mut self.v6 {
+            let (n6, s6) = l.expire(deadline);
+            n += n6;
+            s += s6;
+            if l.entries.is_empty() {
+                self.v6 = None;
+            }
+        }
+        self.seeds -= s as u32;
+        n
     }
 
     /// Peers of the requester's family for its reply.
@@ -311,7 +311,114 @@ impl Swarm {
     ) -> usize {
         match ip {
             IpAddr::V4(a) => self.v4.select((a.octets(), port), seed, want, rng, out),
-            IpAddr::V6(a) => self.v6.select((a.octets(), port), seed, want, rng, out),
+            IpAddr::V6(a) => self
+                .v6
+                .as_ref()
+                .map_or(0, |l| l.select((a.octets(), port), seed, want, rng, out)),
         }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn upsert_in<const N: usize>(
+    list: &mut PeerList<N>,
+    seeds: &mut u32,
+    addr: [u8; N],
+    port: u16,
+    seed: bool,
+    now: u32,
+    full: bool,
+    cap: usize,
+    rng: &mut Rng,
+) -> Upsert {
+    if let Some(i) = list.find(addr, port) {
+        let e = &mut list.entries[i];
+        let became_seed = seed && !e.seed;
+        if e.seed != seed {
+            if seed {
+                *seeds += 1;
+            } else {
+                *seeds -= 1;
+            }
+        }
+        e.seed = seed;
+        e.last = now;
+        return Upsert::Updated { became_seed };
+    }
+    let mut evicted = false;
+    if full || list.entries.len() >= cap {
+        // Spec §6: evict the stalest of a few randomly sampled peers of this swarm.
+        let Some(victim) = list.eviction_victim(rng) else {
+            return Upsert::Refused;
+        };
+        if list.remove_at(victim).seed {
+            *seeds -= 1;
+        }
+        evicted = true;
+    }
+    list.push(Entry {
+        addr,
+        port,
+        seed,
+        last: now,
+    });
+    if seed {
+        *seeds += 1;
+    }
+    Upsert::Inserted { evicted }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn sizes_stay_small() {
+        assert_eq!(size_of::<Entry<4>>(), 12);
+        assert_eq!(size_of::<Entry<16>>(), 24);
+        assert_eq!(size_of::<Swarm>(), 48);
+    }
+
+    #[test]
+    fn index_appears_and_goes_with_size() {
+        let mut s = Swarm::default();
+        let mut rng = Rng::new(1);
+        let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(i));
+        for i in 0..100 {
+            s.upsert(ip(i), 1, i % 2 == 0, 5, false, 1000, &mut rng);
+        }
+        assert!(s.v4.index.is_some());
+        assert_eq!((s.seeders(), s.leechers()), (50, 50));
+        // Lookups through the index find everyone; removals keep it consistent.
+        for i in (0..100).step_by(3) {
+            assert!(s.remove(ip(i), 1));
+        }
+        for i in 0..100 {
+            let known =
+                s.v4.find(ip(i).to_string().parse::<Ipv4Addr>().unwrap().octets(), 1);
+            assert_eq!(known.is_some(), i % 3 != 0, "{i}");
+        }
+        for i in 0..100 {
+            s.remove(ip(i), 1);
+        }
+        assert!(s.is_empty());
+        assert!(s.v4.index.is_none());
+        assert_eq!(s.seeders(), 0);
+    }
+
+    #[test]
+    fn v6_list_exists_only_while_used() {
+        let mut s = Swarm::default();
+        let mut rng = Rng::new(1);
+        let a = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(
+            s.upsert(a, 1, true, 0, false, 10, &mut rng),
+            Upsert::Inserted { evicted: false }
+        );
+        assert_eq!((s.seeders(), s.leechers()), (1, 0));
+        assert!(s.remove(a, 1));
+        assert!(s.v6.is_none());
+        assert_eq!(s.expire(100), 0);
     }
 }
