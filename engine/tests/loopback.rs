@@ -13,13 +13,20 @@ const TOTAL: usize = 64 << 20;
 const MSG: usize = 1 << 20;
 
 fn run_pair(client_cfg: Config, server_cfg: Config, rcfg: ReactorConfig) {
+    run_pair_on("127.0.0.1:0", TOTAL, client_cfg, server_cfg, rcfg);
+}
+
+fn run_pair_on(
+    bind: &str,
+    total: usize,
+    client_cfg: Config,
+    server_cfg: Config,
+    rcfg: ReactorConfig,
+) {
+    let bind: std::net::SocketAddr = bind.parse().unwrap();
     let (addr_tx, addr_rx) = mpsc::channel();
     let server = std::thread::spawn(move || {
-        let mut r = Reactor::bind(ReactorConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            ..rcfg
-        })
-        .unwrap();
+        let mut r = Reactor::bind(ReactorConfig { bind, ..rcfg }).unwrap();
         addr_tx.send(r.local_addr()).unwrap();
         let mut ep = st_engine::transport::Endpoint::new(server_cfg, 2);
         let mut h = None;
@@ -38,7 +45,7 @@ fn run_pair(client_cfg: Config, server_cfg: Config, rcfg: ReactorConfig) {
                     hash.update(&m);
                 }
             }
-            if got >= TOTAL || Instant::now() > deadline {
+            if got >= total || Instant::now() > deadline {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -59,14 +66,14 @@ fn run_pair(client_cfg: Config, server_cfg: Config, rcfg: ReactorConfig) {
     });
     let server_addr = addr_rx.recv().unwrap();
     let mut r = Reactor::bind(ReactorConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
+        bind,
         ..ReactorConfig::default()
     })
     .unwrap();
     let mut ep = st_engine::transport::Endpoint::new(client_cfg, 1);
     let now = r.now();
     let h = ep.connect(now, server_addr);
-    let mut data = vec![0u8; TOTAL];
+    let mut data = vec![0u8; total];
     Rng::new(99).fill(&mut data);
     let want = Sha256::digest(&data).to_vec();
     let mut off = 0;
@@ -78,14 +85,14 @@ fn run_pair(client_cfg: Config, server_cfg: Config, rcfg: ReactorConfig) {
                 connected = true;
             }
         }
-        while connected && off < TOTAL {
+        while connected && off < total {
             match ep.send(h, &data[off..off + MSG]) {
                 Ok(()) => off += MSG,
                 Err(SendError::Blocked) => break,
                 Err(e) => panic!("send: {e}"),
             }
         }
-        let done = off >= TOTAL && ep.unacked(h) == Some(0);
+        let done = off >= total && ep.unacked(h) == Some(0);
         if done || Instant::now() > deadline {
             ControlFlow::Break(())
         } else {
@@ -94,7 +101,7 @@ fn run_pair(client_cfg: Config, server_cfg: Config, rcfg: ReactorConfig) {
     })
     .unwrap();
     let (got, hash) = server.join().unwrap();
-    assert_eq!(got, TOTAL, "server received everything");
+    assert_eq!(got, total, "server received everything");
     assert_eq!(hash, want, "bytes intact");
     assert_eq!(ep.unacked(h), Some(0));
 }
@@ -123,5 +130,25 @@ fn loopback_64_mib_large_mtu_without_offloads() {
             gro: false,
             ..ReactorConfig::default()
         },
+    );
+}
+
+#[test]
+fn loopback_ipv6() {
+    // Skip where the machine has no IPv6 loopback.
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let server = Config {
+        accept: true,
+        ..Config::default()
+    };
+    run_pair_on(
+        "[::1]:0",
+        8 << 20,
+        Config::default(),
+        server,
+        ReactorConfig::default(),
     );
 }
