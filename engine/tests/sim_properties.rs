@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{Net, server_cfg, sizes};
 use st_engine::rng::Rng;
 use st_engine::sim::{PipeConfig, Sim, for_seeds};
-use st_engine::transport::{CloseReason, Config, Event, RespondError, code};
+use st_engine::transport::{CloseReason, Config, CongestionKind, Event, RespondError, code};
 use st_proto::packet::{self, Header, Packet, PacketType, Params};
 
 fn bottleneck(rate_bps: u64, one_way_ms: u64, queue: usize, loss: f64) -> PipeConfig {
@@ -483,5 +483,80 @@ fn request_response_retransmits_and_gives_up() {
         );
         // The dead node's request went out `request_attempts` times.
         let _ = dead;
+    });
+}
+
+#[test]
+fn ledbat_background_flow_yields_to_cubic() {
+    for_seeds(&[131], |seed| {
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                latency: Duration::from_millis(10),
+                ..PipeConfig::default()
+            },
+        );
+        // 40 Mbit/s with a deep queue (80 ms): CUBIC fills it, LEDBAT sees the delay and backs off.
+        let p = net.sim.add_pipe(bottleneck(40_000_000, 10, 400_000, 0.0));
+        let bg = Config {
+            congestion: CongestionKind::Ledbat,
+            ..Config::default()
+        };
+        let c1 = net.sim.add_node(bg);
+        let s1 = net.sim.add_node(server_cfg());
+        net.sim.route(c1, s1, p);
+        let f_bg = net.add_flow_between(c1, s1, vec![1 << 20; 200]);
+        // Alone, the background flow uses the link.
+        net.run_for(Duration::from_secs(3));
+        let b0 = net.flows[f_bg].recv_bytes;
+        net.run_for(Duration::from_secs(3));
+        let alone = goodput_bps(net.flows[f_bg].recv_bytes - b0, Duration::from_secs(3));
+        // A CUBIC flow arrives.
+        let c2 = net.sim.add_node(Config::default());
+        let s2 = net.sim.add_node(server_cfg());
+        net.sim.route(c2, s2, p);
+        let f_fg = net.add_flow_between(c2, s2, vec![1 << 20; 200]);
+        net.run_for(Duration::from_secs(3));
+        let (b1, f1) = (net.flows[f_bg].recv_bytes, net.flows[f_fg].recv_bytes);
+        net.run_for(Duration::from_secs(5));
+        let bg_bps = goodput_bps(net.flows[f_bg].recv_bytes - b1, Duration::from_secs(5));
+        let fg_bps = goodput_bps(net.flows[f_fg].recv_bytes - f1, Duration::from_secs(5));
+        eprintln!(
+            "seed {seed}: LEDBAT alone {:.1} Mbit/s; with CUBIC: LEDBAT {:.1}, CUBIC {:.1}",
+            alone / 1e6,
+            bg_bps / 1e6,
+            fg_bps / 1e6
+        );
+        assert!(alone >= 0.7 * 40e6, "background flow uses an idle link");
+        assert!(bg_bps < 0.25 * (bg_bps + fg_bps), "background flow yields");
+        assert!(bg_bps + fg_bps >= 0.7 * 40e6, "link stays utilised");
+    });
+}
+
+#[test]
+fn transfer_survives_a_healed_partition() {
+    for_seeds(&[141], |seed| {
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                loss: 0.02,
+                ..PipeConfig::default()
+            },
+        );
+        let f = net.add_flow(
+            Config::default(),
+            server_cfg(),
+            sizes(seed, 400_000, 40_000),
+        );
+        net.run_until(Duration::from_secs(5), |n| n.flows[f].next_recv > 3);
+        let (c, s) = (net.flows[f].c, net.flows[f].s);
+        let now = net.now();
+        net.sim
+            .partition(&[c], &[s], now, now + Duration::from_secs(8));
+        assert!(
+            net.run(Duration::from_secs(120)),
+            "seed {seed}: incomplete after the partition healed"
+        );
+        assert_eq!(net.flows[f].client_closed, None);
     });
 }

@@ -32,6 +32,8 @@ pub enum CongestionKind {
     Cubic,
     /// NewReno, RFC 9002 §7.3.
     NewReno,
+    /// LEDBAT, RFC 6817: delay-based background traffic that yields to other flows.
+    Ledbat,
 }
 
 impl CongestionKind {
@@ -40,6 +42,7 @@ impl CongestionKind {
         match self {
             CongestionKind::Cubic => Box::new(Cubic::new(mtu)),
             CongestionKind::NewReno => Box::new(NewReno::new(mtu)),
+            CongestionKind::Ledbat => Box::new(Ledbat::new(mtu)),
         }
     }
 }
@@ -218,6 +221,81 @@ impl Controller for Cubic {
     }
     fn in_slow_start(&self) -> bool {
         self.cwnd < self.ssthresh
+    }
+}
+
+/// LEDBAT (RFC 6817) for background transfers: grows while the queuing delay (latest RTT
+/// minus the minimum RTT) is below a 25 ms target and shrinks above it, so it uses spare
+/// capacity but gives way to loss-based flows, which fill the queue.
+#[derive(Debug)]
+pub struct Ledbat {
+    mtu: u64,
+    cwnd: u64,
+    recovery_start: Option<Time>,
+    slow_start: bool,
+}
+
+/// LEDBAT target queuing delay (RFC 6817 §2.5.1 caps it at 100 ms).
+pub const LEDBAT_TARGET: Duration = Duration::from_millis(25);
+
+impl Ledbat {
+    /// A controller for this MTU.
+    pub fn new(mtu: u64) -> Self {
+        Self {
+            mtu,
+            cwnd: initial_window(mtu),
+            recovery_start: None,
+            slow_start: true,
+        }
+    }
+}
+
+impl Controller for Ledbat {
+    fn on_sent(&mut self, _now: Time, _bytes: u64) {}
+
+    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) {
+        if self.recovery_start.is_some_and(|r| sent <= r) {
+            return;
+        }
+        let queuing = rtt.latest().saturating_sub(rtt.min());
+        let target = LEDBAT_TARGET.as_secs_f64();
+        if self.slow_start {
+            if queuing.as_secs_f64() < target / 2.0 {
+                self.cwnd += bytes;
+                return;
+            }
+            self.slow_start = false;
+        }
+        // RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
+        let off_target = ((target - queuing.as_secs_f64()) / target).clamp(-1.0, 1.0);
+        let delta = off_target * bytes as f64 * self.mtu as f64 / self.cwnd as f64;
+        let next = (self.cwnd as f64 + delta).max(2.0 * self.mtu as f64);
+        self.cwnd = next as u64;
+    }
+
+    fn on_congestion_event(&mut self, now: Time, sent: Time, persistent: bool) {
+        if self.recovery_start.is_some_and(|r| sent <= r) && !persistent {
+            return;
+        }
+        self.recovery_start = Some(now);
+        self.slow_start = false;
+        self.cwnd = (self.cwnd / 2).max(2 * self.mtu);
+        if persistent {
+            self.cwnd = 2 * self.mtu;
+        }
+    }
+
+    fn on_mtu(&mut self, mtu: u64) {
+        self.mtu = mtu;
+        self.cwnd = self.cwnd.max(2 * mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.cwnd
+    }
+
+    fn in_slow_start(&self) -> bool {
+        self.slow_start
     }
 }
 

@@ -447,7 +447,7 @@ impl Connection {
         self.r_base += 4 + len as u64;
         self.r_ranges.remove_below(self.r_base);
         // Flow control credit (spec §8.3).
-        if self.local_max_data - self.r_base < self.window / 2 && !self.is_closed() {
+        if self.local_max_data.saturating_sub(self.r_base) < self.window / 2 && !self.is_closed() {
             self.local_max_data = self.r_base + self.window;
             self.max_data_pending = true;
         }
@@ -734,8 +734,8 @@ impl Connection {
                 p.done = true;
                 let p = *p;
                 newly = true;
-                self.in_flight -= u64::from(p.size);
-                self.eliciting_in_flight -= 1;
+                self.in_flight = self.in_flight.saturating_sub(u64::from(p.size));
+                self.eliciting_in_flight = self.eliciting_in_flight.saturating_sub(1);
                 self.loss_rate *= 1.0 - 1.0 / 128.0;
                 if p.mtu_probe {
                     if let Some((ppn, size)) = self.mtu_probe
@@ -806,8 +806,8 @@ impl Connection {
                 p.done = true;
                 let p = *p;
                 self.stats.packets_lost += 1;
-                self.in_flight -= u64::from(p.size);
-                self.eliciting_in_flight -= 1;
+                self.in_flight = self.in_flight.saturating_sub(u64::from(p.size));
+                self.eliciting_in_flight = self.eliciting_in_flight.saturating_sub(1);
                 if let Some((off, len)) = p.stream {
                     self.requeue(off, off + u64::from(len));
                 }
