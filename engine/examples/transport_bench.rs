@@ -106,14 +106,32 @@ fn main() {
                     got += m.len() as u64;
                 }
             }
-            if closed { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if closed {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .expect("reactor");
         let (t0, c0) = first.unwrap_or((Instant::now(), cpu_seconds()));
-        let stats = h.and_then(|c| ep.stats(c)).map(|s| format!("mtu={}", s.mtu)).unwrap_or_default();
-        report("receiver", got, t0.elapsed().as_secs_f64(), cpu_seconds() - c0, &r, &stats);
+        let stats = h
+            .and_then(|c| ep.stats(c))
+            .map(|s| format!("mtu={}", s.mtu))
+            .unwrap_or_default();
+        report(
+            "receiver",
+            got,
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+            &r,
+            &stats,
+        );
     } else if let Some(addr) = connect {
-        rcfg.bind = if addr.is_ipv6() { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+        rcfg.bind = if addr.is_ipv6() {
+            "[::]:0".parse().unwrap()
+        } else {
+            "0.0.0.0:0".parse().unwrap()
+        };
         let mut r = Reactor::bind(rcfg).expect("bind");
         let mut ep = Endpoint::new(cfg, 0xc11e);
         let h = ep.connect(r.now(), addr);
@@ -156,9 +174,18 @@ fn main() {
         })
         .expect("reactor");
         let (t0, c0) = start.unwrap_or((Instant::now(), cpu_seconds()));
-        report("sender", sent, t0.elapsed().as_secs_f64(), cpu_seconds() - c0, &r, "");
+        report(
+            "sender",
+            sent,
+            t0.elapsed().as_secs_f64(),
+            cpu_seconds() - c0,
+            &r,
+            "",
+        );
     } else {
-        eprintln!("usage: transport_bench --listen ADDR | --connect ADDR [--bytes N] [--msg N] [--mtu N]");
+        eprintln!(
+            "usage: transport_bench --listen ADDR | --connect ADDR [--bytes N] [--msg N] [--mtu N]"
+        );
         std::process::exit(2);
     }
 }
