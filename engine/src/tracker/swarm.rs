@@ -1,21 +1,15 @@
 //! One swarm's peer table, laid out for memory first: a tracker under load holds a million
-//! swarms, most with one or two peers, so a swarm is 48 bytes plus its peers (12 bytes per IPv4
-//! peer, 24 per IPv6 peer). Peers of each family live in one dense vector (seeds and leechers
-//! together, a flag telling them apart); small swarms are searched linearly, and a swarm that
-//! grows past [`INDEX_AT`] peers of a family gets a hash index from (address, port) to slot.
-//! Removal is `swap_remove` with the moved entry's index fixed up.
+//! swarms, most with one or two peers, so a swarm is 40 bytes plus its peers (12 bytes per IPv4
+//! peer, 24 per IPv6 peer). Peers of each family live in one vector sorted by (address, port),
+//! seeds and leechers together with a flag telling them apart; lookups are binary searches
+//! (as opentracker does), inserts and removals shift the tail.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::rng::Rng;
 
 use super::canonical_ip;
 
-/// A family's peer count from which lookups go through a hash index.
-const INDEX_AT: usize = 32;
-/// Below this count the index is dropped again (hysteresis).
-const UNINDEX_AT: usize = 16;
 /// How many random peers are looked at to choose one to evict (approximate LRU).
 const EVICTION_SAMPLE: usize = 8;
 
@@ -71,61 +65,35 @@ struct Entry<const N: usize> {
     last: u32,
 }
 
-/// (address, port) → slot in a family's entry vector.
-type Index<const N: usize> = HashMap<([u8; N], u16), u32>;
-
-/// The peers of one family.
+/// The peers of one family, sorted by (address, port): lookups are binary searches, and
+/// there is no index to pay for (a hash index cost more memory than the peers themselves).
 #[derive(Debug, Default)]
 struct PeerList<const N: usize> {
     entries: Vec<Entry<N>>,
-    index: Option<Box<Index<N>>>,
 }
 
 impl<const N: usize> PeerList<N> {
+    /// `Ok(slot)` if present, else `Err(where it would go)`.
+    fn search(&self, addr: [u8; N], port: u16) -> Result<usize, usize> {
+        self.entries
+            .binary_search_by(|e| (e.addr, e.port).cmp(&(addr, port)))
+    }
+
     fn find(&self, addr: [u8; N], port: u16) -> Option<usize> {
-        match &self.index {
-            Some(ix) => ix.get(&(addr, port)).map(|&i| i as usize),
-            None => self
-                .entries
-                .iter()
-                .position(|e| e.addr == addr && e.port == port),
-        }
+        self.search(addr, port).ok()
     }
 
-    fn push(&mut self, e: Entry<N>) {
-        self.entries.push(e);
-        let i = self.entries.len() - 1;
-        match &mut self.index {
-            Some(ix) => {
-                ix.insert((e.addr, e.port), i as u32);
-            }
-            None if self.entries.len() > INDEX_AT => self.rebuild_index(),
-            None => {}
+    fn insert(&mut self, at: usize, e: Entry<N>) {
+        if self.entries.len() == self.entries.capacity() {
+            // Grow by half rather than double: most swarms are small and stay so.
+            self.entries.reserve_exact((self.entries.len() / 2).max(1));
         }
-    }
-
-    fn rebuild_index(&mut self) {
-        let ix = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| ((e.addr, e.port), i as u32))
-            .collect();
-        self.index = Some(Box::new(ix));
+        self.entries.insert(at, e);
     }
 
     fn remove_at(&mut self, i: usize) -> Entry<N> {
-        let e = self.entries.swap_remove(i);
-        if let Some(ix) = &mut self.index {
-            ix.remove(&(e.addr, e.port));
-            if let Some(m) = self.entries.get(i) {
-                ix.insert((m.addr, m.port), i as u32);
-            }
-            if self.entries.len() < UNINDEX_AT {
-                self.index = None;
-            }
-        }
-        if self.entries.capacity() > 4 * self.entries.len().max(2) {
+        let e = self.entries.remove(i);
+        if self.entries.capacity() > 2 * self.entries.len().max(2) {
             self.entries.shrink_to_fit();
         }
         e
@@ -141,12 +109,7 @@ impl<const N: usize> PeerList<N> {
             return (0, 0);
         }
         let seeds_after = self.entries.iter().filter(|e| e.seed).count();
-        if self.entries.len() > INDEX_AT {
-            self.rebuild_index();
-        } else {
-            self.index = None;
-        }
-        if self.entries.capacity() > 4 * self.entries.len().max(2) {
+        if self.entries.capacity() > 2 * self.entries.len().max(2) {
             self.entries.shrink_to_fit();
         }
         (removed, seeds_before - seeds_after)
@@ -331,8 +294,15 @@ fn upsert_in<const N: usize>(
     cap: usize,
     rng: &mut Rng,
 ) -> Upsert {
-    if let Some(i) = list.find(addr, port) {
-        let e = &mut list.entries[i];
+    let at = match list.search(addr, port) {
+        Ok(i) => i,
+        Err(at) => at,
+    };
+    if let Some(e) = list
+        .entries
+        .get_mut(at)
+        .filter(|e| e.addr == addr && e.port == port)
+    {
         let became_seed = seed && !e.seed;
         if e.seed != seed {
             if seed {
@@ -346,6 +316,7 @@ fn upsert_in<const N: usize>(
         return Upsert::Updated { became_seed };
     }
     let mut evicted = false;
+    let mut at = at;
     if full || list.entries.len() >= cap {
         // Spec §6: evict the stalest of a few randomly sampled peers of this swarm.
         let Some(victim) = list.eviction_victim(rng) else {
@@ -354,14 +325,20 @@ fn upsert_in<const N: usize>(
         if list.remove_at(victim).seed {
             *seeds -= 1;
         }
+        if victim < at {
+            at -= 1;
+        }
         evicted = true;
     }
-    list.push(Entry {
-        addr,
-        port,
-        seed,
-        last: now,
-    });
+    list.insert(
+        at,
+        Entry {
+            addr,
+            port,
+            seed,
+            last: now,
+        },
+    );
     if seed {
         *seeds += 1;
     }
@@ -377,20 +354,19 @@ mod tests {
     fn sizes_stay_small() {
         assert_eq!(size_of::<Entry<4>>(), 12);
         assert_eq!(size_of::<Entry<16>>(), 24);
-        assert_eq!(size_of::<Swarm>(), 48);
+        assert_eq!(size_of::<Swarm>(), 40);
     }
 
     #[test]
-    fn index_appears_and_goes_with_size() {
+    fn lookups_inserts_and_removals_stay_consistent() {
         let mut s = Swarm::default();
         let mut rng = Rng::new(1);
         let ip = |i: u32| IpAddr::V4(Ipv4Addr::from(i));
         for i in 0..100 {
             s.upsert(ip(i), 1, i % 2 == 0, 5, false, 1000, &mut rng);
         }
-        assert!(s.v4.index.is_some());
         assert_eq!((s.seeders(), s.leechers()), (50, 50));
-        // Lookups through the index find everyone; removals keep it consistent.
+        // Binary search finds everyone; removals keep the order.
         for i in (0..100).step_by(3) {
             assert!(s.remove(ip(i), 1));
         }
@@ -399,11 +375,15 @@ mod tests {
                 s.v4.find(ip(i).to_string().parse::<Ipv4Addr>().unwrap().octets(), 1);
             assert_eq!(known.is_some(), i % 3 != 0, "{i}");
         }
+        assert!(
+            s.v4.entries
+                .windows(2)
+                .all(|w| (w[0].addr, w[0].port) < (w[1].addr, w[1].port))
+        );
         for i in 0..100 {
             s.remove(ip(i), 1);
         }
         assert!(s.is_empty());
-        assert!(s.v4.index.is_none());
         assert_eq!(s.seeders(), 0);
     }
 
