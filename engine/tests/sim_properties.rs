@@ -560,3 +560,67 @@ fn transfer_survives_a_healed_partition() {
         assert_eq!(net.flows[f].client_closed, None);
     });
 }
+
+#[test]
+fn one_server_many_clients() {
+    for_seeds(&[151], |seed| {
+        let mut net = Net::new(
+            seed,
+            PipeConfig {
+                loss: 0.02,
+                jitter: Duration::from_millis(2),
+                ..PipeConfig::default()
+            },
+        );
+        let s = net.sim.add_node(server_cfg());
+        for i in 0..24u64 {
+            let c = net.sim.add_node(Config::default());
+            net.add_flow_between(c, s, sizes(seed ^ i, 60_000, 20_000));
+        }
+        assert!(
+            net.run(Duration::from_secs(60)),
+            "seed {seed}: not every client finished"
+        );
+        assert_eq!(net.sim.endpoint(s).unwrap().connection_count(), 24);
+    });
+}
+
+#[test]
+fn cookie_is_bound_to_address_cid_and_time() {
+    use st_engine::time::Time;
+    use st_engine::transport::Endpoint;
+    let mut server = Endpoint::new(server_cfg(), 5);
+    let caddr: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+    let other: SocketAddr = "10.0.0.9:1000".parse().unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let t0 = Time::from_micros(100_000_000);
+    let mut retry_cookie = |server: &mut Endpoint, now: Time, cid: u64| {
+        server.handle(now, caddr, &initial(cid, [0; 16]));
+        let t = server.poll_transmit(now, &mut buf).expect("RETRY");
+        assert_eq!(t.len, 48, "RETRY is 48 bytes for a 1200-byte INITIAL");
+        match packet::parse(&buf[..t.len]).unwrap() {
+            Packet::Retry { hdr, cookie } => {
+                assert_eq!(hdr.dcid, cid);
+                cookie
+            }
+            p => panic!("expected RETRY, got {p:?}"),
+        }
+    };
+    let c42 = retry_cookie(&mut server, t0, 42);
+    let c44 = retry_cookie(&mut server, t0, 44);
+    assert_eq!(server.connection_count(), 0, "no state before the echo");
+    // Wrong cid, wrong address: refused, still no state.
+    server.handle(t0, caddr, &initial(43, c42));
+    server.handle(t0, other, &initial(42, c42));
+    assert_eq!(server.connection_count(), 0);
+    // Too late (two cookie windows later): refused.
+    server.handle(t0 + Duration::from_secs(25), caddr, &initial(44, c44));
+    assert_eq!(server.connection_count(), 0);
+    assert_eq!(server.endpoint_stats().bad_cookies, 3);
+    // In time, right address and cid: a connection.
+    server.handle(t0 + Duration::from_secs(5), caddr, &initial(42, c42));
+    assert_eq!(server.connection_count(), 1);
+    // A repeated INITIAL maps to the same connection.
+    server.handle(t0 + Duration::from_secs(5), caddr, &initial(42, c42));
+    assert_eq!(server.connection_count(), 1);
+}

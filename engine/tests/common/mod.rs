@@ -111,29 +111,51 @@ impl Net {
                 }
             }
         }
+        // Server-side events, routed to flows by the client's address.
+        let mut servers: Vec<NodeId> = self.flows.iter().map(|f| f.s).collect();
+        servers.sort();
+        servers.dedup();
+        for s in servers {
+            let mut evs = Vec::new();
+            if let Some(ep) = self.sim.endpoint(s) {
+                while let Some(ev) = ep.poll_event() {
+                    let remote = match &ev {
+                        Event::Connected(h) => ep.remote(*h),
+                        _ => None,
+                    };
+                    evs.push((ev, remote));
+                }
+            }
+            for (ev, remote) in evs {
+                match ev {
+                    Event::Connected(h) => {
+                        let flows = &mut self.flows;
+                        let sim = &self.sim;
+                        if let Some(f) = flows
+                            .iter_mut()
+                            .find(|f| f.s == s && f.sh.is_none() && Some(sim.addr(f.c)) == remote)
+                        {
+                            f.sh = Some(h);
+                        }
+                    }
+                    Event::Closed(h, r) => {
+                        if let Some(f) = self.flows.iter_mut().find(|f| f.s == s && f.sh == Some(h))
+                        {
+                            f.server_closed = Some(r);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
         for fi in 0..self.flows.len() {
-            let (c, s) = (self.flows[fi].c, self.flows[fi].s);
+            let c = self.flows[fi].c;
             if let Some(ep) = self.sim.endpoint(c) {
                 while let Some(ev) = ep.poll_event() {
                     let f = &mut self.flows[fi];
                     match ev {
                         Event::Connected(h) if h == f.ch => f.connected = true,
                         Event::Closed(h, r) if h == f.ch => f.client_closed = Some(r),
-                        _ => {}
-                    }
-                }
-            }
-            if let Some(ep) = self.sim.endpoint(s) {
-                let mut evs = Vec::new();
-                while let Some(ev) = ep.poll_event() {
-                    evs.push(ev);
-                }
-                for ev in evs {
-                    // Route server events to the flow whose server node this is.
-                    let f = &mut self.flows[fi];
-                    match ev {
-                        Event::Connected(h) => f.sh = Some(h),
-                        Event::Closed(h, r) if Some(h) == f.sh => f.server_closed = Some(r),
                         _ => {}
                     }
                 }
