@@ -265,3 +265,22 @@ fn roundtrip_arbitrary_bytes_never_panics() {
         }
     }
 }
+
+#[test]
+fn golden_initial() {
+    // Spec §11: INITIAL from client cid 0102030405060708, attempt 1, no cookie, the ACCEPT
+    // vector's parameters, zero padding to 1200 bytes.
+    let p = Packet::Initial {
+        hdr: hdr(PacketType::Initial, 0, 0x0102030405060708, 1),
+        cookie: [0; 16],
+        params: params(),
+        padding: MIN_INITIAL_LEN - HEADER_LEN - COOKIE_LEN - PARAMS_LEN,
+    };
+    let mut buf = vec![0u8; 1200];
+    let n = emit(&p, &mut buf).unwrap();
+    assert_eq!(n, 1200);
+    assert_eq!(hex(&buf[..84]), INITIAL_PREFIX);
+    assert!(buf[84..].iter().all(|&b| b == 0));
+}
+
+const INITIAL_PREFIX: &str = "5354010100000000000000000102030405060708000000000000000113f6a62b0000000000000000000000000000000000400000000000000080000000007530001905c0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
