@@ -87,6 +87,7 @@ pub struct Endpoint {
     next_request: u64,
     requests: BTreeMap<u64, PendingRequest>,
     rr: usize,
+    generations: Vec<u32>,
     stats: EndpointStats,
 }
 
@@ -115,6 +116,7 @@ impl Endpoint {
             next_request: 1,
             requests: BTreeMap::new(),
             rr: 0,
+            generations: Vec::new(),
             stats: EndpointStats::default(),
         }
     }
@@ -196,12 +198,37 @@ impl Endpoint {
         }
     }
 
+    fn insert(&mut self, c: Connection) -> usize {
+        let k = self.conns.insert(c);
+        if self.generations.len() <= k {
+            self.generations.resize(k + 1, 0);
+        }
+        self.generations[k] = self.generations[k].wrapping_add(1);
+        k
+    }
+
+    fn slot(&self, h: ConnHandle) -> Option<usize> {
+        (self.generations.get(h.index) == Some(&h.generation) && self.conns.contains(h.index))
+            .then_some(h.index)
+    }
+
+    fn get(&self, h: ConnHandle) -> Option<&Connection> {
+        self.slot(h).and_then(|k| self.conns.get(k))
+    }
+
+    fn get_mut(&mut self, h: ConnHandle) -> Option<&mut Connection> {
+        self.slot(h).and_then(|k| self.conns.get_mut(k))
+    }
+
     fn flush(&mut self, k: usize) {
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
         while let Some(e) = c.events.pop_front() {
-            let h = ConnHandle(k);
+            let h = ConnHandle {
+                index: k,
+                generation: self.generations[k],
+            };
             self.events.push_back(match e {
                 ConnEvent::Connected => Event::Connected(h),
                 ConnEvent::Readable => Event::Readable(h),
@@ -280,7 +307,7 @@ impl Endpoint {
                 let seed = self.rng.next_u64();
                 let c =
                     Connection::server(now, &self.cfg, cid, hdr.scid, remote, &params, token, seed);
-                let k = self.conns.insert(c);
+                let k = self.insert(c);
                 self.by_cid.insert(cid, k);
                 self.by_initial.insert((remote, hdr.scid), k);
                 self.flush(k);
@@ -491,67 +518,68 @@ impl Endpoint {
         let token = self.reset_token(cid);
         let seed = self.rng.next_u64();
         let c = Connection::client(now, &self.cfg, cid, remote, token, seed);
-        let k = self.conns.insert(c);
+        let k = self.insert(c);
         self.by_cid.insert(cid, k);
-        ConnHandle(k)
+        ConnHandle {
+            index: k,
+            generation: self.generations[k],
+        }
     }
 
     /// Queues one message. Fails with [`SendError::Blocked`] when the send buffer is full.
     pub fn send(&mut self, h: ConnHandle, msg: &[u8]) -> Result<(), SendError> {
-        self.conns.get_mut(h.0).ok_or(SendError::Closed)?.send(msg)
+        self.get_mut(h).ok_or(SendError::Closed)?.send(msg)
     }
 
     /// Takes the next complete message, in order.
     pub fn recv(&mut self, h: ConnHandle) -> Option<Vec<u8>> {
-        self.conns.get_mut(h.0)?.recv()
+        self.get_mut(h)?.recv()
     }
 
     /// Closes at once with an application code (spec §7.1).
     pub fn close(&mut self, now: Time, h: ConnHandle, code: u32, reason: &[u8]) {
-        if let Some(c) = self.conns.get_mut(h.0) {
+        if let Some(c) = self.get_mut(h) {
             c.close(now, code, reason, CloseReason::Local(code));
-            self.flush(h.0);
+            self.flush(h.index);
         }
     }
 
     /// Closes gracefully once everything sent so far is acknowledged.
     pub fn finish(&mut self, now: Time, h: ConnHandle) {
-        if let Some(c) = self.conns.get_mut(h.0) {
+        if let Some(c) = self.get_mut(h) {
             c.finish(now);
-            self.flush(h.0);
+            self.flush(h.index);
         }
     }
 
     /// Counters of a connection.
     pub fn stats(&self, h: ConnHandle) -> Option<ConnStats> {
-        self.conns.get(h.0).map(|c| c.stats())
+        self.get(h).map(|c| c.stats())
     }
 
     /// Bytes written with [`Self::send`] and not yet acknowledged.
     pub fn unacked(&self, h: ConnHandle) -> Option<u64> {
-        self.conns.get(h.0).map(|c| c.unacked_bytes())
+        self.get(h).map(|c| c.unacked_bytes())
     }
 
     /// `(local cid, remote cid)` of a connection.
     pub fn cids(&self, h: ConnHandle) -> Option<(u64, u64)> {
-        self.conns.get(h.0).map(|c| (c.local_cid, c.remote_cid))
+        self.get(h).map(|c| (c.local_cid, c.remote_cid))
     }
 
     /// Peer address of a connection.
     pub fn remote(&self, h: ConnHandle) -> Option<SocketAddr> {
-        self.conns.get(h.0).map(|c| c.remote)
+        self.get(h).map(|c| c.remote)
     }
 
     /// True if the handle names a live connection.
     pub fn is_open(&self, h: ConnHandle) -> bool {
-        self.conns.get(h.0).is_some_and(|c| !c.is_closed())
+        self.get(h).is_some_and(|c| !c.is_closed())
     }
 
     /// True if a server connection has not yet heard from its client after ACCEPT.
     pub fn is_unconfirmed(&self, h: ConnHandle) -> bool {
-        self.conns
-            .get(h.0)
-            .is_some_and(|c| c.is_server_unconfirmed())
+        self.get(h).is_some_and(|c| c.is_server_unconfirmed())
     }
 
     /// Sends an idempotent request (spec §9), retransmitted with backoff until answered
@@ -600,5 +628,29 @@ fn packet_body_len(p: &Packet<'_>) -> usize {
         Packet::Close { reason, .. } => reason.len() + 6,
         Packet::Data { frames, .. } => frames.len(),
         _ => packet::MIN_INITIAL_LEN,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_handle_never_names_a_new_connection() {
+        let mut ep = Endpoint::new(Config::default(), 1);
+        let remote: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+        let now = Time::from_micros(1);
+        let h1 = ep.connect(now, remote);
+        ep.close(now, h1, 0x100, b"");
+        assert_eq!(
+            ep.connection_count(),
+            0,
+            "closed before the handshake: gone at once"
+        );
+        let h2 = ep.connect(now, remote);
+        assert_ne!(h1, h2);
+        assert!(ep.is_open(h2) && !ep.is_open(h1));
+        assert_eq!(ep.send(h1, b"x"), Err(SendError::Closed));
+        assert!(ep.stats(h1).is_none() && ep.stats(h2).is_some());
     }
 }

@@ -120,9 +120,13 @@ impl Config {
     }
 }
 
-/// Handle of a connection inside an [`Endpoint`].
+/// Handle of a connection inside an [`Endpoint`]. A handle outlives its connection safely: once
+/// the connection is gone, the handle never names another one (slots carry a generation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnHandle(pub usize);
+pub struct ConnHandle {
+    index: usize,
+    generation: u32,
+}
 
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
