@@ -180,7 +180,13 @@ impl Sim {
     }
 
     /// Adds a node running an endpoint with `cfg`.
-    pub fn add_node(&mut self, cfg: Config) -> NodeId {
+    pub fn add_node(&mut self, mut cfg: Config) -> NodeId {
+        if cfg.secret.is_none() {
+            // A node keeps its secret across crash/restart.
+            let mut s = [0u8; 32];
+            self.rng.fill(&mut s);
+            cfg.secret = Some(s);
+        }
         let i = self.nodes.len();
         let addr = SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8 + 1)),

@@ -87,6 +87,7 @@ pub struct Endpoint {
     next_request: u64,
     requests: BTreeMap<u64, PendingRequest>,
     rr: usize,
+    secret: [u8; 32],
     generations: Vec<u32>,
     stats: EndpointStats,
 }
@@ -104,7 +105,13 @@ impl Endpoint {
     pub fn new(cfg: Config, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let requester_id = rng.nonzero();
+        let secret = cfg.secret.unwrap_or_else(|| {
+            let mut s = [0u8; 32];
+            rng.fill(&mut s);
+            s
+        });
         Self {
+            secret,
             cfg,
             rng,
             conns: Slab::new(),
@@ -138,7 +145,7 @@ impl Endpoint {
 
     fn keyed(&self, parts: &[&[u8]]) -> [u8; 16] {
         let mut h = Sha256::new();
-        h.update(self.cfg.secret);
+        h.update(self.secret);
         for p in parts {
             h.update(p);
         }

@@ -68,8 +68,10 @@ pub struct Config {
     pub max_connections: usize,
     /// Cookie time window (spec §5.2).
     pub cookie_lifetime: Duration,
-    /// Node secret for cookies and reset tokens; keep it stable across restarts.
-    pub secret: [u8; 32],
+    /// Node secret keying cookies and reset tokens (spec §5.2, §7.2). Set it from a random
+    /// value kept across restarts so that a restarted node can reset its old connections. `None`
+    /// derives one from the endpoint's seed (fine when the seed itself is random).
+    pub secret: Option<[u8; 32]>,
     /// First retransmission delay of a request.
     pub request_timeout: Duration,
     /// Attempts before a request is given up.
@@ -97,7 +99,7 @@ impl Default for Config {
             serve_requests: false,
             max_connections: 4096,
             cookie_lifetime: Duration::from_secs(10),
-            secret: [0x5a; 32],
+            secret: None,
             request_timeout: Duration::from_millis(250),
             request_attempts: 4,
             max_segments: 64,
