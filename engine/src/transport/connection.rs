@@ -441,8 +441,7 @@ impl Connection {
             self.readable_signalled = false;
             return None;
         };
-        let mut msg = vec![0u8; len];
-        self.rbuf.read_at(4, &mut msg);
+        let msg = self.rbuf.to_vec(4, len);
         self.rbuf.consume(4 + len);
         self.r_base += 4 + len as u64;
         self.r_ranges.remove_below(self.r_base);

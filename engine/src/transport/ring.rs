@@ -64,6 +64,20 @@ impl Ring {
         out[..first].copy_from_slice(&self.buf[start..start + first]);
         out[first..].copy_from_slice(&self.buf[..n - first]);
     }
+    /// Copies `len` bytes starting `off` bytes from the head into a new vector (no zeroing).
+    pub(crate) fn to_vec(&self, off: usize, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len);
+        if len == 0 {
+            return v;
+        }
+        let cap = self.buf.len();
+        let start = (self.head + off) & (cap - 1);
+        let first = (cap - start).min(len);
+        v.extend_from_slice(&self.buf[start..start + first]);
+        v.extend_from_slice(&self.buf[..len - first]);
+        v
+    }
+
     /// Drops `n` bytes from the head.
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
@@ -94,5 +108,7 @@ mod tests {
         let mut o = [0u8; 2];
         r.read_at(7600, &mut o);
         assert_eq!(&o, b"xy");
+        assert_eq!(r.to_vec(0, 7500), data[2500..]);
+        assert_eq!(r.to_vec(7600, 2), b"xy");
     }
 }
