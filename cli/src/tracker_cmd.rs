@@ -114,9 +114,12 @@ fn stats_line(r: &Report, last: Option<&Report>) -> String {
     let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 / dt;
     let s = &r.stats;
     format!(
-        "stats: {:.0} connect/s, {:.0} announce/s, {:.0} scrape/s; {} swarms, {} peers; dropped {} malformed, {} bad connection ids; {} expired, {} evicted, {} refused by limits",
+        "stats: {} connects ({:.1}/s), {} announces ({:.1}/s), {} scrapes ({:.1}/s); {} swarms, {} peers; dropped {} malformed, {} bad connection ids; {} expired, {} evicted, {} refused by limits",
+        s.connects,
         rate(s.connects, base.connects),
+        s.announces,
         rate(s.announces, base.announces),
+        s.scrapes,
         rate(s.scrapes, base.scrapes),
         r.swarms,
         r.peers,

@@ -83,7 +83,7 @@ impl Server {
         Time::from_micros(1_000_000 + self.start.elapsed().as_micros() as u64)
     }
 
-    /// Runs until `stop` is set, calling `report` every `stats_every`.
+    /// Runs until `stop` is set, calling `report` every `stats_every` and once more at the end.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
@@ -130,6 +130,14 @@ impl Server {
             }
         }
         info!("tracker stopping");
+        // A last report, so the final counters are never lost with the process.
+        let (swarms, peers) = self.tracker.sizes();
+        report(&Report {
+            stats: self.tracker.stats().clone(),
+            swarms,
+            peers,
+            uptime: self.start.elapsed(),
+        });
         Ok(())
     }
 
