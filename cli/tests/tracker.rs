@@ -18,8 +18,13 @@ struct TrackerProc {
 
 impl TrackerProc {
     fn start() -> TrackerProc {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> TrackerProc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
             .args(["udp-tracker", "--port", "0", "--bind", "127.0.0.1"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -256,8 +261,12 @@ fn native_protocol_over_real_sockets() {
 }
 
 #[test]
-fn stops_cleanly_on_sigterm() {
-    let mut t = TrackerProc::start();
+fn stops_cleanly_on_sigterm_and_leaves_final_stats() {
+    let prom = std::env::temp_dir().join(format!("st-tracker-{}.prom", std::process::id()));
+    let _ = std::fs::remove_file(&prom);
+    let mut t = TrackerProc::start_with(&["--stats-file", prom.to_str().unwrap()]);
+    let c = client();
+    bep15_connect(&c, t.addr);
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
         libc::kill(t.child.id() as i32, libc::SIGTERM);
@@ -271,6 +280,13 @@ fn stops_cleanly_on_sigterm() {
         assert!(Instant::now() < deadline, "tracker did not stop");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let text = std::fs::read_to_string(&prom).expect("stats file written at exit");
+    assert!(
+        text.contains("st_tracker_requests_total{kind=\"connect\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE st_tracker_peers gauge"), "{text}");
+    let _ = std::fs::remove_file(&prom);
 }
 
 #[test]
