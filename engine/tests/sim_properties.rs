@@ -81,18 +81,18 @@ fn two_flows_share_a_bottleneck_fairly() {
             let c = net.sim.add_node(Config::default());
             let s = net.sim.add_node(server_cfg());
             net.sim.route(c, s, p);
-            ids.push(net.add_flow_between(c, s, vec![1 << 20; 200]));
+            ids.push(net.add_flow_between(c, s, vec![256 << 10; 2000]));
         }
-        net.run_for(Duration::from_secs(4));
+        net.run_for(Duration::from_secs(5));
         let before: Vec<u64> = ids.iter().map(|&i| net.flows[i].recv_bytes).collect();
-        net.run_for(Duration::from_secs(8));
+        net.run_for(Duration::from_secs(15));
         let x: Vec<f64> = ids
             .iter()
             .zip(&before)
             .map(|(&i, b)| (net.flows[i].recv_bytes - b) as f64)
             .collect();
         let jain = (x[0] + x[1]).powi(2) / (2.0 * (x[0] * x[0] + x[1] * x[1]));
-        let util = goodput_bps((x[0] + x[1]) as u64, Duration::from_secs(8));
+        let util = goodput_bps((x[0] + x[1]) as u64, Duration::from_secs(15));
         eprintln!(
             "seed {seed}: Jain {jain:.3}, total {:.1} Mbit/s",
             util / 1e6
@@ -623,4 +623,30 @@ fn cookie_is_bound_to_address_cid_and_time() {
     // A repeated INITIAL maps to the same connection.
     server.handle(t0 + Duration::from_secs(5), caddr, &initial(42, c42));
     assert_eq!(server.connection_count(), 1);
+}
+
+#[test]
+fn mtu_black_hole_appearing_mid_transfer_is_detected() {
+    for_seeds(&[171], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let f = net.add_flow(Config::default(), server_cfg(), vec![30_000; 100]);
+        net.run_until(Duration::from_secs(10), |n| n.flows[f].next_recv > 10);
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        assert_eq!(net.sim.endpoint(c).unwrap().stats(ch).unwrap().mtu, 1472);
+        // The path now silently drops anything above 1300 bytes.
+        let p = net.sim.pipe_of(c, s);
+        net.sim.set_pipe(
+            p,
+            PipeConfig {
+                mtu: 1300,
+                ..PipeConfig::default()
+            },
+        );
+        assert!(
+            net.run(Duration::from_secs(60)),
+            "seed {seed}: stalled in the black hole"
+        );
+        assert_eq!(net.sim.endpoint(c).unwrap().stats(ch).unwrap().mtu, 1200);
+        assert!(net.sim.pipe_stats(p).mtu_drops > 0);
+    });
 }
