@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod packet;
+pub mod peer;
 pub mod st_file;
 pub mod tracker;

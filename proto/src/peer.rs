@@ -1,0 +1,356 @@
+//! The peer protocol's messages (normative text: `spec/peer.md`).
+//!
+//! Every peer message is one transport message (the transport frames, orders and delivers it
+//! whole), so a message needs no length prefix: the first byte is its type and the rest is a
+//! fixed body, except HAVE_MAP (a bitmap) and DATA (block bytes) whose lengths are what remains.
+//! Parsing borrows from the input and checks every length and limit before use; emitting
+//! writes into a caller's buffer.
+
+use zerocopy::byteorder::network_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// The peer protocol version this code speaks.
+pub const PEER_VERSION: u8 = 1;
+/// Largest block a REQUEST may ask for and a DATA may carry: 256 KiB.
+pub const MAX_BLOCK: u32 = 256 * 1024;
+/// Header bytes of a DATA message before the block (type, fragment, offset).
+pub const DATA_HEADER_LEN: usize = 9;
+
+/// Message types (spec §2).
+pub mod msg {
+    /// HANDSHAKE
+    pub const HANDSHAKE: u8 = 0x01;
+    /// HAVE_MAP
+    pub const HAVE_MAP: u8 = 0x02;
+    /// HAVE
+    pub const HAVE: u8 = 0x03;
+    /// INTERESTED
+    pub const INTERESTED: u8 = 0x04;
+    /// NOT_INTERESTED
+    pub const NOT_INTERESTED: u8 = 0x05;
+    /// CHOKE
+    pub const CHOKE: u8 = 0x06;
+    /// UNCHOKE
+    pub const UNCHOKE: u8 = 0x07;
+    /// REQUEST
+    pub const REQUEST: u8 = 0x08;
+    /// DATA
+    pub const DATA: u8 = 0x09;
+    /// CANCEL
+    pub const CANCEL: u8 = 0x0A;
+    /// REJECT
+    pub const REJECT: u8 = 0x0B;
+}
+
+/// HANDSHAKE body (55 bytes after the type byte).
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct Handshake {
+    /// Peer protocol version ([`PEER_VERSION`]).
+    pub version: u8,
+    /// Capability bits; unknown bits are ignored (spec §3).
+    pub capabilities: U32,
+    /// The swarm both sides must be in.
+    pub swarm_id: [u8; 32],
+    /// The sender's random peer id (detects self-connections and duplicates).
+    pub peer_id: [u8; 16],
+    /// The UDP port the sender accepts connections on (0: it does not).
+    pub listen_port: U16,
+}
+
+/// A block reference: REQUEST, CANCEL and REJECT bodies (12 bytes).
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct BlockRef {
+    /// Fragment index.
+    pub fragment: U32,
+    /// Byte offset within the fragment.
+    pub offset: U32,
+    /// Length in bytes, 1..=[`MAX_BLOCK`].
+    pub length: U32,
+}
+
+/// A parsed peer message; borrowed parts point into the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// Opens the conversation (spec §3).
+    Handshake(&'a Handshake),
+    /// Which fragments the sender has: bit i (most significant bit first) = fragment i.
+    HaveMap(&'a [u8]),
+    /// The sender now has this fragment (verified).
+    Have(u32),
+    /// The sender wants fragments the receiver has.
+    Interested,
+    /// The sender wants nothing from the receiver.
+    NotInterested,
+    /// The sender will not serve requests (pending ones are dropped, spec §5).
+    Choke,
+    /// The sender will serve requests.
+    Unchoke,
+    /// Asks for a block.
+    Request(BlockRef),
+    /// A block: fragment, offset, bytes.
+    Data {
+        /// Fragment index.
+        fragment: u32,
+        /// Offset in the fragment.
+        offset: u32,
+        /// The bytes.
+        bytes: &'a [u8],
+    },
+    /// Withdraws a request.
+    Cancel(BlockRef),
+    /// Refuses a request (the requester asks elsewhere).
+    Reject(BlockRef),
+}
+
+/// Why a message was refused (the connection is then closed: spec §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    /// No bytes at all.
+    #[error("empty message")]
+    Empty,
+    /// A type byte this version does not know.
+    #[error("unknown message type 0x{0:02x}")]
+    UnknownType(u8),
+    /// The body has the wrong length for its type.
+    #[error("message type 0x{0:02x} has a wrong length")]
+    Length(u8),
+    /// A block length of 0 or over [`MAX_BLOCK`].
+    #[error("block length out of range")]
+    BlockLength,
+}
+
+/// Parses one peer message.
+pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
+    let (&ty, body) = buf.split_first().ok_or(PeerError::Empty)?;
+    let exact = |n: usize| {
+        if body.len() == n {
+            Ok(())
+        } else {
+            Err(PeerError::Length(ty))
+        }
+    };
+    let block = |body: &[u8]| -> Result<BlockRef, PeerError> {
+        let b = BlockRef::read_from_bytes(body).map_err(|_| PeerError::Length(ty))?;
+        if b.length.get() == 0 || b.length.get() > MAX_BLOCK {
+            return Err(PeerError::BlockLength);
+        }
+        Ok(b)
+    };
+    Ok(match ty {
+        msg::HANDSHAKE => {
+            Message::Handshake(Handshake::ref_from_bytes(body).map_err(|_| PeerError::Length(ty))?)
+        }
+        msg::HAVE_MAP => Message::HaveMap(body),
+        msg::HAVE => {
+            exact(4)?;
+            Message::Have(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+        }
+        msg::INTERESTED => exact(0).map(|()| Message::Interested)?,
+        msg::NOT_INTERESTED => exact(0).map(|()| Message::NotInterested)?,
+        msg::CHOKE => exact(0).map(|()| Message::Choke)?,
+        msg::UNCHOKE => exact(0).map(|()| Message::Unchoke)?,
+        msg::REQUEST => Message::Request(block(body)?),
+        msg::CANCEL => Message::Cancel(block(body)?),
+        msg::REJECT => Message::Reject(block(body)?),
+        msg::DATA => {
+            if body.len() < 8 {
+                return Err(PeerError::Length(ty));
+            }
+            let bytes = &body[8..];
+            if bytes.is_empty() || bytes.len() > MAX_BLOCK as usize {
+                return Err(PeerError::BlockLength);
+            }
+            Message::Data {
+                fragment: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                offset: u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                bytes,
+            }
+        }
+        other => return Err(PeerError::UnknownType(other)),
+    })
+}
+
+/// Appends one message to `out` (a transport message buffer).
+pub fn emit(m: &Message<'_>, out: &mut Vec<u8>) {
+    match m {
+        Message::Handshake(h) => {
+            out.push(msg::HANDSHAKE);
+            out.extend_from_slice(h.as_bytes());
+        }
+        Message::HaveMap(bits) => {
+            out.push(msg::HAVE_MAP);
+            out.extend_from_slice(bits);
+        }
+        Message::Have(i) => {
+            out.push(msg::HAVE);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        Message::Interested => out.push(msg::INTERESTED),
+        Message::NotInterested => out.push(msg::NOT_INTERESTED),
+        Message::Choke => out.push(msg::CHOKE),
+        Message::Unchoke => out.push(msg::UNCHOKE),
+        Message::Request(b) => {
+            out.push(msg::REQUEST);
+            out.extend_from_slice(b.as_bytes());
+        }
+        Message::Cancel(b) => {
+            out.push(msg::CANCEL);
+            out.extend_from_slice(b.as_bytes());
+        }
+        Message::Reject(b) => {
+            out.push(msg::REJECT);
+            out.extend_from_slice(b.as_bytes());
+        }
+        Message::Data {
+            fragment,
+            offset,
+            bytes,
+        } => {
+            out.push(msg::DATA);
+            out.extend_from_slice(&fragment.to_be_bytes());
+            out.extend_from_slice(&offset.to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// A block reference from plain numbers.
+pub fn block(fragment: u32, offset: u32, length: u32) -> BlockRef {
+    BlockRef {
+        fragment: fragment.into(),
+        offset: offset.into(),
+        length: length.into(),
+    }
+}
+
+/// Checks a HAVE_MAP against the swarm's fragment count (spec §4): exactly ⌈n/8⌉ bytes, and
+/// the padding bits after fragment n − 1 are zero.
+pub fn check_have_map(bits: &[u8], fragments: u32) -> bool {
+    let n = fragments as usize;
+    if bits.len() != n.div_ceil(8) {
+        return false;
+    }
+    let spare = bits.len() * 8 - n;
+    spare == 0 || bits.last().is_some_and(|&b| b & ((1u8 << spare) - 1) == 0)
+}
+
+/// The fuzzing invariant (`fuzz/fuzz_targets/packet.rs` may call it): a message that parses
+/// re-emits to the same bytes.
+pub fn fuzz_check(data: &[u8]) -> Result<(), String> {
+    if let Ok(m) = parse(data) {
+        let mut out = Vec::new();
+        emit(&m, &mut out);
+        if out != data {
+            return Err(format!("{m:?} re-emits differently"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(m: Message<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        emit(&m, &mut out);
+        assert_eq!(parse(&out), Ok(m));
+        out
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let h = Handshake {
+            version: 1,
+            capabilities: 0.into(),
+            swarm_id: [0xAA; 32],
+            peer_id: [0xBB; 16],
+            listen_port: 6881.into(),
+        };
+        let b = round(Message::Handshake(&h));
+        assert_eq!(b.len(), 56);
+        assert_eq!(&b[..6], &[0x01, 0x01, 0, 0, 0, 0]);
+        assert_eq!(&b[54..], &[0x1A, 0xE1]);
+        assert_eq!(round(Message::Have(258)), vec![0x03, 0, 0, 1, 2]);
+        assert_eq!(
+            round(Message::Request(block(1, 16384, 16384))),
+            vec![0x08, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0]
+        );
+        assert_eq!(
+            round(Message::Data {
+                fragment: 2,
+                offset: 0,
+                bytes: b"xy"
+            }),
+            vec![0x09, 0, 0, 0, 2, 0, 0, 0, 0, b'x', b'y']
+        );
+        for (m, t) in [
+            (Message::Interested, 4u8),
+            (Message::NotInterested, 5),
+            (Message::Choke, 6),
+            (Message::Unchoke, 7),
+        ] {
+            assert_eq!(round(m), vec![t]);
+        }
+        round(Message::Cancel(block(0, 0, 1)));
+        round(Message::Reject(block(0, 0, MAX_BLOCK)));
+        round(Message::HaveMap(&[0b1010_0000]));
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        assert_eq!(parse(&[]), Err(PeerError::Empty));
+        assert_eq!(parse(&[0x77]), Err(PeerError::UnknownType(0x77)));
+        assert_eq!(parse(&[0x04, 0]), Err(PeerError::Length(0x04)));
+        assert_eq!(parse(&[0x03, 0, 0, 0]), Err(PeerError::Length(0x03)));
+        assert_eq!(parse(&[0x01; 40]), Err(PeerError::Length(0x01)));
+        let mut r = vec![0x08];
+        r.extend(block(0, 0, 0).as_bytes());
+        assert_eq!(parse(&r), Err(PeerError::BlockLength));
+        let mut r = vec![0x08];
+        r.extend(block(0, 0, MAX_BLOCK + 1).as_bytes());
+        assert_eq!(parse(&r), Err(PeerError::BlockLength));
+        assert_eq!(
+            parse(&[0x09, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(PeerError::BlockLength)
+        );
+        let big = vec![0u8; 9 + MAX_BLOCK as usize + 1];
+        let mut big = big;
+        big[0] = 0x09;
+        assert_eq!(parse(&big), Err(PeerError::BlockLength));
+    }
+
+    #[test]
+    fn have_maps_are_checked() {
+        assert!(check_have_map(&[0xFF, 0x80], 9));
+        assert!(!check_have_map(&[0xFF, 0xC0], 9), "padding bit set");
+        assert!(!check_have_map(&[0xFF], 9), "too short");
+        assert!(!check_have_map(&[0xFF, 0, 0], 9), "too long");
+        assert!(check_have_map(&[0xFF], 8));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x = 7u64;
+        for len in 0..600 {
+            let mut b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    (x >> 56) as u8
+                })
+                .collect();
+            for t in 0..13u8 {
+                if let Some(f) = b.first_mut() {
+                    *f = t;
+                }
+                fuzz_check(&b).unwrap();
+            }
+        }
+    }
+}
