@@ -7,7 +7,8 @@
 #    legitimate on lo whose MTU is 65536). Reports goodput (receiver side) and CPU seconds per
 #    GiB on each side (getrusage of the process).
 #  - iperf3 TCP, one stream, 10 s; iperf3 UDP `-u -b 0 -l 1472`, 10 s (received Gbit/s
-#    computed from datagrams that arrived), same pinning.
+#    computed from datagrams that arrived), same pinning. Their CPU s/GiB come from iperf3's
+#    own CPU utilisation figures (host = sender, remote = receiver) over the bytes received.
 #
 # Usage:  flock /tmp/st-cpu.lock bash bench/transport.sh
 # Env:    BYTES=1G RUNS=3 MTUS="16000" PORT=17400
@@ -57,11 +58,16 @@ for i in $(seq 1 "$RUNS"); do
   ours "st-default-$i"
   for m in $MTUS; do ours "st-mtu$m-$i" --mtu "$m"; done
   iperf_run "tcp-$i"
-  g=$(jq -r '.end.sum_received.bits_per_second/1e9' "$WORK/iperf-tcp-$i.json")
-  echo "iperf-tcp-$i gbps=$g" | tee -a "$WORK/results.txt"
+  read -r g rx tx < <(jq -r '[.end.sum_received.bits_per_second/1e9,
+      (.end.cpu_utilization_percent.remote_total/100*.end.sum_received.seconds)/(.end.sum_received.bytes/1073741824),
+      (.end.cpu_utilization_percent.host_total/100*.end.sum_received.seconds)/(.end.sum_received.bytes/1073741824)] | @tsv' "$WORK/iperf-tcp-$i.json")
+  echo "iperf-tcp-$i gbps=$g rx_cpu_per_gib=$rx tx_cpu_per_gib=$tx" | tee -a "$WORK/results.txt"
   iperf_run "udp-$i" -u -b 0 -l 1472
-  g=$(jq -r '((.end.sum.packets-.end.sum.lost_packets)*1472*8/.end.sum.seconds/1e9)' "$WORK/iperf-udp-$i.json")
-  echo "iperf-udp1472-$i gbps=$g" | tee -a "$WORK/results.txt"
+  read -r g rx tx < <(jq -r '((.end.sum.packets-.end.sum.lost_packets)*1472) as $b |
+      [($b*8/.end.sum.seconds/1e9),
+       (.end.cpu_utilization_percent.remote_total/100*.end.sum.seconds)/($b/1073741824),
+       (.end.cpu_utilization_percent.host_total/100*.end.sum.seconds)/($b/1073741824)] | @tsv' "$WORK/iperf-udp-$i.json")
+  echo "iperf-udp1472-$i gbps=$g rx_cpu_per_gib=$rx tx_cpu_per_gib=$tx" | tee -a "$WORK/results.txt"
 done
 
 echo
