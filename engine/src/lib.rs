@@ -7,6 +7,7 @@ pub mod net;
 pub mod reactor;
 pub mod rng;
 pub mod sim;
+pub mod storage;
 pub mod time;
 pub mod tracker;
 pub mod transport;

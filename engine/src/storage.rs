@@ -1,0 +1,481 @@
+//! Storage: the shared data on disk, for seeding and fetching (`spec/peer.md` §8).
+//!
+//! Owns the files of one swarm: where they go (always inside the output directory), the
+//! `.part` names they carry until every fragment is verified, positioned reads and writes
+//! across file boundaries (`pread`/`pwrite`, no whole-file buffers, no mmap), and the resume
+//! file that records which fragments are verified **and durably written**.
+//!
+//! Durability rule: a fragment enters the resume file only after the data files were fsynced,
+//! and the resume file is replaced atomically (write, fsync, rename, fsync the directory). So
+//! after a crash at any moment the resume file names only fragments whose bytes are on disk;
+//! everything else is checked again or fetched again. This module does blocking IO: callers
+//! keep it off the network reactor (a disk thread).
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use st_proto::st_file::{FileMap, Hash, Info, Span};
+
+/// Magic of the resume file.
+const RESUME_MAGIC: [u8; 4] = *b"STRS";
+/// Version of the resume file layout.
+const RESUME_VERSION: u8 = 1;
+
+/// One swarm's data on disk.
+pub struct Storage {
+    fragment_length: u32,
+    total_length: u64,
+    hashes: Vec<Hash>,
+    swarm_id: Hash,
+    map: FileMap,
+    lengths: Vec<u64>,
+    /// Where each file ends up.
+    finals: Vec<PathBuf>,
+    /// Where each file is while incomplete (equal to `finals` when seeding).
+    parts: Vec<PathBuf>,
+    files: Vec<File>,
+    /// Fragments verified in memory.
+    verified: Vec<bool>,
+    /// Fragments recorded in the resume file (a subset of `verified`).
+    recorded: Vec<bool>,
+    resume_path: Option<PathBuf>,
+    complete: bool,
+}
+
+/// What opening for a fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeState {
+    /// Fragments trusted from the resume file.
+    pub trusted: usize,
+    /// Why the resume file was ignored, if it was there but unusable.
+    pub ignored: Option<String>,
+}
+
+fn io_err(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+impl Storage {
+    /// Opens (creating as needed) the `.part` files of a fetch into `out_dir`, preallocated,
+    /// and loads the resume file if one matches this swarm. The data's final place is
+    /// `out_dir/NAME` (a file, or a directory holding the file list).
+    pub fn open_for_fetch(
+        info: &Info,
+        swarm_id: Hash,
+        out_dir: &Path,
+    ) -> io::Result<(Storage, ResumeState)> {
+        let finals = final_paths(info, out_dir);
+        let parts: Vec<PathBuf> = finals.iter().map(|p| part_name(p)).collect();
+        let lengths = info.file_lengths();
+        let mut files = Vec::with_capacity(parts.len());
+        for (p, &len) in parts.iter().zip(&lengths) {
+            ensure_parent_inside(out_dir, p)?;
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(p)
+                .map_err(|e| io_err(format!("cannot open {}: {e}", p.display())))?;
+            preallocate(&f, len)
+                .map_err(|e| io_err(format!("cannot allocate {}: {e}", p.display())))?;
+            files.push(f);
+        }
+        let n = info.hashes.len();
+        let resume_path = resume_name(out_dir, &info.name);
+        let mut s = Storage {
+            fragment_length: info.fragment_length,
+            total_length: info.total_length,
+            hashes: info.hashes.clone(),
+            swarm_id,
+            map: FileMap::new(&lengths),
+            lengths,
+            finals,
+            parts,
+            files,
+            verified: vec![false; n],
+            recorded: vec![false; n],
+            resume_path: Some(resume_path),
+            complete: false,
+        };
+        let state = s.load_resume();
+        Ok((s, state))
+    }
+
+    /// Opens existing, complete data at `path` (the file itself, or the shared directory) for
+    /// seeding, read-only. The caller verifies it ([`Storage::verify`]) before serving.
+    pub fn open_for_seed(info: &Info, swarm_id: Hash, path: &Path) -> io::Result<Storage> {
+        let finals: Vec<PathBuf> = match &info.files {
+            None => vec![path.to_path_buf()],
+            Some(files) => files
+                .iter()
+                .map(|f| f.path.iter().fold(path.to_path_buf(), |p, c| p.join(c)))
+                .collect(),
+        };
+        let mut files = Vec::with_capacity(finals.len());
+        for p in &finals {
+            files.push(
+                File::open(p).map_err(|e| io_err(format!("cannot read {}: {e}", p.display())))?,
+            );
+        }
+        let n = info.hashes.len();
+        let lengths = info.file_lengths();
+        Ok(Storage {
+            fragment_length: info.fragment_length,
+            total_length: info.total_length,
+            hashes: info.hashes.clone(),
+            swarm_id,
+            map: FileMap::new(&lengths),
+            lengths,
+            parts: finals.clone(),
+            finals,
+            files,
+            verified: vec![false; n],
+            recorded: vec![false; n],
+            resume_path: None,
+            complete: false,
+        })
+    }
+
+    /// Number of fragments.
+    pub fn fragment_count(&self) -> u32 {
+        self.hashes.len() as u32
+    }
+
+    /// Length of fragment `i` (the last may be short).
+    pub fn fragment_len(&self, i: u32) -> u32 {
+        let start = u64::from(i) * u64::from(self.fragment_length);
+        (self.total_length.saturating_sub(start)).min(u64::from(self.fragment_length)) as u32
+    }
+
+    /// True if fragment `i` is verified.
+    pub fn has(&self, i: u32) -> bool {
+        self.verified.get(i as usize).copied().unwrap_or(false)
+    }
+
+    /// Verified fragments.
+    pub fn verified_count(&self) -> usize {
+        self.verified.iter().filter(|&&v| v).count()
+    }
+
+    /// Bytes in verified fragments.
+    pub fn verified_bytes(&self) -> u64 {
+        (0..self.fragment_count())
+            .filter(|&i| self.has(i))
+            .map(|i| u64::from(self.fragment_len(i)))
+            .sum()
+    }
+
+    fn spans(&self, fragment: u32, offset: u32, len: usize) -> io::Result<Vec<Span>> {
+        let flen = self.fragment_len(fragment);
+        let end = u64::from(offset) + len as u64;
+        if fragment >= self.fragment_count() || end > u64::from(flen) {
+            return Err(io_err(format!(
+                "block {fragment}:{offset}+{len} outside the fragment ({flen} bytes)"
+            )));
+        }
+        let start = u64::from(fragment) * u64::from(self.fragment_length) + u64::from(offset);
+        Ok(self.map.spans(start, len as u64))
+    }
+
+    /// Writes `data` at `offset` of `fragment`, across file boundaries.
+    pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        let mut at = 0usize;
+        for s in self.spans(fragment, offset, data.len())? {
+            let chunk = &data[at..at + s.len as usize];
+            self.files[s.file]
+                .write_all_at(chunk, s.offset)
+                .map_err(|e| {
+                    io_err(format!(
+                        "cannot write {}: {e}",
+                        self.parts[s.file].display()
+                    ))
+                })?;
+            at += s.len as usize;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of `fragment`.
+    pub fn read(&self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        let mut at = 0usize;
+        for s in self.spans(fragment, offset, buf.len())? {
+            self.files[s.file]
+                .read_exact_at(&mut buf[at..at + s.len as usize], s.offset)
+                .map_err(|e| {
+                    io_err(format!("cannot read {}: {e}", self.parts[s.file].display()))
+                })?;
+            at += s.len as usize;
+        }
+        Ok(())
+    }
+
+    /// Reads fragment `i` back and checks its SHA-256; marks it verified if it matches.
+    pub fn verify(&mut self, i: u32) -> io::Result<bool> {
+        let mut buf = vec![0u8; self.fragment_len(i) as usize];
+        self.read(i, 0, &mut buf)?;
+        let ok = <[u8; 32]>::from(Sha256::digest(&buf)) == self.hashes[i as usize];
+        if ok {
+            self.verified[i as usize] = true;
+        }
+        Ok(ok)
+    }
+
+    /// Checks a fragment already assembled in memory; on a match writes it and marks it
+    /// verified. Returns whether it matched (a mismatch writes nothing).
+    pub fn store_fragment(&mut self, i: u32, data: &[u8]) -> io::Result<bool> {
+        if data.len() != self.fragment_len(i) as usize
+            || <[u8; 32]>::from(Sha256::digest(data)) != self.hashes[i as usize]
+        {
+            return Ok(false);
+        }
+        self.write(i, 0, data)?;
+        self.verified[i as usize] = true;
+        Ok(true)
+    }
+
+    /// Makes every verified fragment durable and records it in the resume file: fsync the
+    /// data first, then replace the resume file atomically. Returns how many are recorded.
+    pub fn sync_resume(&mut self) -> io::Result<usize> {
+        let Some(path) = self.resume_path.clone() else {
+            return Ok(0);
+        };
+        if self.verified == self.recorded {
+            return Ok(self.recorded.iter().filter(|&&r| r).count());
+        }
+        for (f, p) in self.files.iter().zip(&self.parts) {
+            f.sync_data()
+                .map_err(|e| io_err(format!("cannot sync {}: {e}", p.display())))?;
+        }
+        let snapshot = self.verified.clone();
+        let bytes = encode_resume(&self.swarm_id, &snapshot);
+        write_atomically(&path, &bytes)?;
+        self.recorded = snapshot;
+        Ok(self.recorded.iter().filter(|&&r| r).count())
+    }
+
+    fn load_resume(&mut self) -> ResumeState {
+        let Some(path) = &self.resume_path else {
+            return ResumeState {
+                trusted: 0,
+                ignored: None,
+            };
+        };
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return ResumeState {
+                    trusted: 0,
+                    ignored: None,
+                };
+            }
+            Err(e) => {
+                return ResumeState {
+                    trusted: 0,
+                    ignored: Some(e.to_string()),
+                };
+            }
+        };
+        match decode_resume(&bytes, &self.swarm_id, self.hashes.len()) {
+            Ok(bits) => {
+                self.verified.clone_from(&bits);
+                self.recorded = bits;
+                ResumeState {
+                    trusted: self.verified_count(),
+                    ignored: None,
+                }
+            }
+            Err(why) => ResumeState {
+                trusted: 0,
+                ignored: Some(why),
+            },
+        }
+    }
+
+    /// Fragments not yet verified.
+    pub fn missing(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.fragment_count()).filter(|&i| !self.has(i))
+    }
+
+    /// Once every fragment is verified: fsync, move every `.part` file to its final name,
+    /// fsync the directories, remove the resume file. Refuses if anything is unverified.
+    pub fn finish(&mut self) -> io::Result<()> {
+        if self.complete {
+            return Ok(());
+        }
+        if let Some(i) = self.missing().next() {
+            return Err(io_err(format!(
+                "fragment {i} is not verified; refusing to finish"
+            )));
+        }
+        for (f, p) in self.files.iter().zip(&self.parts) {
+            f.sync_all()
+                .map_err(|e| io_err(format!("cannot sync {}: {e}", p.display())))?;
+        }
+        for (part, fin) in self.parts.iter().zip(&self.finals) {
+            if part != fin {
+                fs::rename(part, fin).map_err(|e| {
+                    io_err(format!("cannot move {} into place: {e}", fin.display()))
+                })?;
+                if let Some(dir) = fin.parent() {
+                    File::open(dir).and_then(|d| d.sync_all())?;
+                }
+            }
+        }
+        self.parts.clone_from(&self.finals);
+        if let Some(r) = &self.resume_path {
+            match fs::remove_file(r) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.complete = true;
+        Ok(())
+    }
+
+    /// Final paths of the files.
+    pub fn final_paths(&self) -> &[PathBuf] {
+        &self.finals
+    }
+
+    /// Lengths of the files.
+    pub fn file_lengths(&self) -> &[u64] {
+        &self.lengths
+    }
+}
+
+/// Where the data of `info` ends up under `out_dir`. Names were checked by the `.st` decoder
+/// (no separators, no `..`), so every path stays inside `out_dir`.
+pub fn final_paths(info: &Info, out_dir: &Path) -> Vec<PathBuf> {
+    let top = out_dir.join(&info.name);
+    match &info.files {
+        None => vec![top],
+        Some(files) => files
+            .iter()
+            .map(|f| f.path.iter().fold(top.clone(), |p, c| p.join(c)))
+            .collect(),
+    }
+}
+
+fn part_name(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// The resume file of swarm NAME: `out_dir/.NAME.st-resume`.
+pub fn resume_name(out_dir: &Path, name: &str) -> PathBuf {
+    out_dir.join(format!(".{name}.st-resume"))
+}
+
+/// Creates the directories between `out_dir` and `path`, refusing to go through anything that
+/// is not a real directory (a symlink planted there could lead outside `out_dir`).
+fn ensure_parent_inside(out_dir: &Path, path: &Path) -> io::Result<()> {
+    let rel = path
+        .parent()
+        .and_then(|p| p.strip_prefix(out_dir).ok())
+        .ok_or_else(|| {
+            io_err(format!(
+                "{} is outside {}",
+                path.display(),
+                out_dir.display()
+            ))
+        })?;
+    let mut at = out_dir.to_path_buf();
+    for c in rel.components() {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io_err(format!(
+                    "{} exists and is not a directory (symlinks are not followed)",
+                    at.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at)?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn preallocate(f: &File, len: u64) -> io::Result<()> {
+    if len == 0 || f.metadata()?.len() >= len {
+        return Ok(());
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on an fd we own, with in-range arguments.
+    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
+    match rc {
+        0 => Ok(()),
+        libc::ENOSPC => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+        // Filesystems without fallocate: a sparse file of the right size.
+        _ => f.set_len(len),
+    }
+}
+
+fn encode_resume(swarm_id: &Hash, bits: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(45 + bits.len() / 8 + 32);
+    out.extend_from_slice(&RESUME_MAGIC);
+    out.push(RESUME_VERSION);
+    out.extend_from_slice(swarm_id);
+    out.extend_from_slice(&(bits.len() as u32).to_be_bytes());
+    for chunk in bits.chunks(8) {
+        let mut b = 0u8;
+        for (k, &v) in chunk.iter().enumerate() {
+            if v {
+                b |= 0x80 >> k;
+            }
+        }
+        out.push(b);
+    }
+    let digest = Sha256::digest(&out);
+    out.extend_from_slice(&digest);
+    out
+}
+
+fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, String> {
+    let want = 4 + 1 + 32 + 4 + n.div_ceil(8) + 32;
+    if bytes.len() != want {
+        return Err("resume file has the wrong size".into());
+    }
+    let (body, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != digest {
+        return Err("resume file is corrupt (checksum mismatch)".into());
+    }
+    if body[..4] != RESUME_MAGIC || body[4] != RESUME_VERSION {
+        return Err("not a resume file of this version".into());
+    }
+    if &body[5..37] != swarm_id {
+        return Err("resume file belongs to another swarm".into());
+    }
+    if u32::from_be_bytes([body[37], body[38], body[39], body[40]]) as usize != n {
+        return Err("resume file has another fragment count".into());
+    }
+    let bits = &body[41..];
+    Ok((0..n)
+        .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
+        .collect())
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = part_name(path);
+    {
+        let f = File::create(&tmp)?;
+        f.write_all_at(bytes, 0)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,227 @@
+//! Storage tests on real files in a scratch directory.
+
+use std::path::PathBuf;
+
+use st_proto::st_file::{FileEntry, Info};
+
+use super::*;
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("st-storage-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn info_for(name: &str, all: &[u8], files: Option<Vec<FileEntry>>) -> Info {
+    let fragment_length = 16384;
+    Info {
+        name: name.into(),
+        total_length: all.len() as u64,
+        fragment_length,
+        files,
+        hashes: all
+            .chunks(fragment_length as usize)
+            .map(|c| Sha256::digest(c).into())
+            .collect(),
+    }
+}
+
+fn fragment(all: &[u8], i: u32) -> &[u8] {
+    let s = i as usize * 16384;
+    &all[s..(s + 16384).min(all.len())]
+}
+
+#[test]
+fn single_file_fetch_ends_in_place_with_no_leftovers() {
+    let d = Scratch::new("single");
+    let all = data(50_000, 1);
+    let info = info_for("blob.bin", &all, None);
+    let (mut s, state) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    assert_eq!(
+        state,
+        ResumeState {
+            trusted: 0,
+            ignored: None
+        }
+    );
+    assert!(d.0.join("blob.bin.part").exists());
+    assert!(
+        !d.0.join("blob.bin").exists(),
+        "never under the final name before the end"
+    );
+    // Out of order, and one bad fragment that must not be stored.
+    assert!(!s.store_fragment(2, &data(all.len() - 32768, 9)).unwrap());
+    for i in [3u32, 0, 2, 1] {
+        assert!(
+            s.store_fragment(i, fragment(&all, i)).unwrap(),
+            "fragment {i}"
+        );
+    }
+    assert!(s.finish().is_ok());
+    assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
+    assert!(!d.0.join("blob.bin.part").exists());
+    assert!(!resume_name(&d.0, "blob.bin").exists());
+}
+
+#[test]
+fn finish_refuses_unverified_data() {
+    let d = Scratch::new("refuse");
+    let all = data(40_000, 2);
+    let info = info_for("x", &all, None);
+    let (mut s, _) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    s.store_fragment(0, fragment(&all, 0)).unwrap();
+    assert!(s.finish().is_err());
+    assert!(!d.0.join("x").exists());
+}
+
+#[test]
+fn directory_with_empty_and_nested_files() {
+    let d = Scratch::new("dir");
+    let parts = [data(20_000, 3), vec![], data(30_000, 4)];
+    let all: Vec<u8> = parts.concat();
+    let files = vec![
+        FileEntry {
+            path: vec!["a.bin".into()],
+            length: 20_000,
+        },
+        FileEntry {
+            path: vec!["b".into(), "empty".into()],
+            length: 0,
+        },
+        FileEntry {
+            path: vec!["b".into(), "c".into(), "d.bin".into()],
+            length: 30_000,
+        },
+    ];
+    let info = info_for("tree", &all, Some(files));
+    let (mut s, _) = Storage::open_for_fetch(&info, [1; 32], &d.0).unwrap();
+    for i in 0..s.fragment_count() {
+        // Fragment 1 spans a.bin, the empty file and d.bin.
+        assert!(s.store_fragment(i, fragment(&all, i)).unwrap());
+    }
+    s.finish().unwrap();
+    assert_eq!(fs::read(d.0.join("tree/a.bin")).unwrap(), parts[0]);
+    assert_eq!(fs::read(d.0.join("tree/b/empty")).unwrap(), b"");
+    assert_eq!(fs::read(d.0.join("tree/b/c/d.bin")).unwrap(), parts[2]);
+    // And it reads back for seeding.
+    let mut seed = Storage::open_for_seed(&info, [1; 32], &d.0.join("tree")).unwrap();
+    for i in 0..seed.fragment_count() {
+        assert!(seed.verify(i).unwrap());
+    }
+    let mut buf = vec![0u8; 100];
+    seed.read(1, 16384 - 20_000 % 16384 - 50, &mut buf).unwrap();
+}
+
+#[test]
+fn resume_trusts_exactly_what_was_recorded() {
+    let d = Scratch::new("resume");
+    let all = data(100_000, 5);
+    let info = info_for("big", &all, None);
+    let id = [3; 32];
+    {
+        let (mut s, _) = Storage::open_for_fetch(&info, id, &d.0).unwrap();
+        for i in [0u32, 2, 5] {
+            s.store_fragment(i, fragment(&all, i)).unwrap();
+        }
+        assert_eq!(s.sync_resume().unwrap(), 3);
+        // Written and verified in memory after the last sync: lost on a crash (not recorded).
+        s.store_fragment(4, fragment(&all, 4)).unwrap();
+        // "Crash": dropped without finish.
+    }
+    let (mut s, state) = Storage::open_for_fetch(&info, id, &d.0).unwrap();
+    assert_eq!(state.trusted, 3);
+    assert_eq!(s.missing().collect::<Vec<_>>(), vec![1, 3, 4, 6]);
+    // The unrecorded fragment 4 is on disk and passes a check; 1 does not (zeros).
+    assert!(s.verify(4).unwrap());
+    assert!(!s.verify(1).unwrap());
+    for i in [1u32, 3, 6] {
+        s.store_fragment(i, fragment(&all, i)).unwrap();
+    }
+    s.finish().unwrap();
+    assert_eq!(fs::read(d.0.join("big")).unwrap(), all);
+}
+
+#[test]
+fn bad_resume_files_are_ignored() {
+    let d = Scratch::new("badresume");
+    let all = data(40_000, 6);
+    let info = info_for("f", &all, None);
+    {
+        let (mut s, _) = Storage::open_for_fetch(&info, [1; 32], &d.0).unwrap();
+        s.store_fragment(0, fragment(&all, 0)).unwrap();
+        s.sync_resume().unwrap();
+    }
+    // Another swarm id: nothing trusted.
+    let (_, state) = Storage::open_for_fetch(&info, [2; 32], &d.0).unwrap();
+    assert_eq!(state.trusted, 0);
+    assert!(state.ignored.unwrap().contains("another swarm"));
+    // A flipped bit: nothing trusted.
+    let r = resume_name(&d.0, "f");
+    let mut b = fs::read(&r).unwrap();
+    b[41] ^= 0x40;
+    fs::write(&r, &b).unwrap();
+    let (_, state) = Storage::open_for_fetch(&info, [1; 32], &d.0).unwrap();
+    assert_eq!(state.trusted, 0);
+    assert!(state.ignored.unwrap().contains("corrupt"));
+}
+
+#[test]
+fn symlinks_cannot_lead_outside_the_output_directory() {
+    let d = Scratch::new("symlink");
+    let outside = Scratch::new("symlink-outside");
+    let out = d.0.join("out");
+    fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside.0, out.join("tree")).unwrap();
+    let all = data(20_000, 7);
+    let files = vec![FileEntry {
+        path: vec!["evil".into()],
+        length: 20_000,
+    }];
+    let info = info_for("tree", &all, Some(files));
+    let err = Storage::open_for_fetch(&info, [1; 32], &out)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(
+        fs::read_dir(&outside.0).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+    // A symlink planted at the .part name of a single file is not followed either.
+    let info = info_for("f", &all, None);
+    std::os::unix::fs::symlink(outside.0.join("victim"), out.join("f.part")).unwrap();
+    assert!(Storage::open_for_fetch(&info, [1; 32], &out).is_err());
+    assert!(!outside.0.join("victim").exists());
+}
+
+#[test]
+fn out_of_range_blocks_are_errors() {
+    let d = Scratch::new("range");
+    let all = data(20_000, 8);
+    let info = info_for("f", &all, None);
+    let (mut s, _) = Storage::open_for_fetch(&info, [1; 32], &d.0).unwrap();
+    assert!(
+        s.write(1, 3616, b"x").is_err(),
+        "past the short last fragment"
+    );
+    assert!(s.write(2, 0, b"x").is_err(), "no such fragment");
+    let mut b = [0u8; 10];
+    assert!(s.read(0, 16380, &mut b).is_err());
+}
