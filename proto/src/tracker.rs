@@ -113,7 +113,7 @@ pub struct ConnectResponse {
     pub connection_id: U64,
 }
 
-/// Native ANNOUNCE request: 96 bytes (spec §3.2).
+/// Native ANNOUNCE request: 88 bytes (spec §3.2).
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
 #[repr(C)]
 pub struct AnnounceRequest {
@@ -577,7 +577,7 @@ mod tests {
     fn native_sizes_match_the_spec() {
         assert_eq!(size_of::<ConnectRequest>(), 16);
         assert_eq!(size_of::<ConnectResponse>(), 16);
-        assert_eq!(size_of::<AnnounceRequest>(), 96);
+        assert_eq!(size_of::<AnnounceRequest>(), 88);
         assert_eq!(size_of::<AnnounceResponseHead>(), 20);
         assert_eq!(size_of::<ScrapeRequestHead>(), 16);
         assert_eq!(size_of::<ScrapeEntry>(), 12);
