@@ -95,6 +95,10 @@ pub struct Reactor {
     queue: VecDeque<TxSlot>,
     pool: Vec<Vec<u8>>,
     rx: Vec<Vec<u8>>,
+    #[cfg(target_os = "linux")]
+    tx_msgs: linux::MsgArrays,
+    #[cfg(target_os = "linux")]
+    rx_msgs: linux::MsgArrays,
     stats: ReactorStats,
 }
 
@@ -143,6 +147,10 @@ impl Reactor {
             local,
             start: Instant::now(),
             rx: (0..batch).map(|_| vec![0u8; SLOT]).collect(),
+            #[cfg(target_os = "linux")]
+            tx_msgs: linux::MsgArrays::new(batch),
+            #[cfg(target_os = "linux")]
+            rx_msgs: linux::MsgArrays::new(batch),
             cfg,
             gso,
             gro,
@@ -332,6 +340,40 @@ mod linux {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd;
 
+    /// The C arrays of one `sendmmsg`/`recvmmsg` call, allocated once per reactor.
+    pub(super) struct MsgArrays {
+        hdrs: Vec<libc::mmsghdr>,
+        iovs: Vec<libc::iovec>,
+        names: Vec<libc::sockaddr_storage>,
+        cmsgs: Vec<[u64; CMSG_LEN / 8]>,
+    }
+
+    // SAFETY: the raw pointers inside the arrays are written just before each system call and
+    // only read by it; between calls they are inert data, so moving the arrays to another thread
+    // is sound.
+    unsafe impl Send for MsgArrays {}
+
+    impl MsgArrays {
+        pub(super) fn new(n: usize) -> Self {
+            // SAFETY: all-zero bytes are valid values of these C structs.
+            Self {
+                hdrs: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                iovs: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                names: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                cmsgs: vec![[0u64; CMSG_LEN / 8]; n],
+            }
+        }
+
+        /// Zeroes the first `n` entries (`n` is at most the batch size given to `new`).
+        fn reset(&mut self, n: usize) {
+            for i in 0..n {
+                // SAFETY: as in `new`.
+                self.hdrs[i] = unsafe { zeroed() };
+                self.cmsgs[i] = [0; CMSG_LEN / 8];
+            }
+        }
+    }
+
     pub(super) const UDP_SEGMENT: libc::c_int = 103;
     pub(super) const UDP_GRO: libc::c_int = 104;
     const CMSG_LEN: usize = 64;
@@ -443,13 +485,14 @@ mod linux {
     impl Reactor {
         pub(super) fn send_queued(&mut self) -> io::Result<()> {
             while !self.queue.is_empty() {
-                let n = self.queue.len().min(self.cfg.batch.max(1));
-                // SAFETY: zeroed mmsghdr/iovec/sockaddr_storage are valid initial values.
-                let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { zeroed() }).collect();
-                let mut iovs: Vec<libc::iovec> = (0..n).map(|_| unsafe { zeroed() }).collect();
-                let mut names: Vec<libc::sockaddr_storage> =
-                    (0..n).map(|_| unsafe { zeroed() }).collect();
-                let mut cmsgs = vec![[0u64; CMSG_LEN / 8]; n];
+                let n = self.queue.len().min(self.tx_msgs.hdrs.len());
+                self.tx_msgs.reset(n);
+                let MsgArrays {
+                    hdrs,
+                    iovs,
+                    names,
+                    cmsgs,
+                } = &mut self.tx_msgs;
                 let v6 = self.local.is_ipv6();
                 for i in 0..n {
                     let s = &mut self.queue[i];
@@ -552,13 +595,15 @@ mod linux {
 
         /// One recvmmsg; hands every datagram to the endpoint. Returns how many were read.
         pub(super) fn recv_batch(&mut self, ep: &mut Endpoint) -> io::Result<usize> {
-            let n = self.rx.len();
-            // SAFETY: zeroed C structs are valid initial values.
-            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { zeroed() }).collect();
-            let mut iovs: Vec<libc::iovec> = (0..n).map(|_| unsafe { zeroed() }).collect();
-            let mut names: Vec<libc::sockaddr_storage> =
-                (0..n).map(|_| unsafe { zeroed() }).collect();
-            let mut cmsgs = vec![[0u64; CMSG_LEN / 8]; n];
+            let n = self.rx.len().min(self.rx_msgs.hdrs.len());
+            self.rx_msgs.reset(n);
+            let now = Time::from_micros(self.start.elapsed().as_micros() as u64);
+            let MsgArrays {
+                hdrs,
+                iovs,
+                names,
+                cmsgs,
+            } = &mut self.rx_msgs;
             for i in 0..n {
                 iovs[i].iov_base = self.rx[i].as_mut_ptr().cast();
                 iovs[i].iov_len = self.rx[i].len();
@@ -593,7 +638,6 @@ mod linux {
                     }
                 };
             }
-            let now = self.now();
             for i in 0..r as usize {
                 let len = hdrs[i].msg_len as usize;
                 let Some(src) = from_storage(&names[i]) else {
