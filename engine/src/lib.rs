@@ -2,6 +2,7 @@
 //! mio reactor that drives them, and the deterministic network simulator used by tests.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod discovery;
 pub mod fuzzing;
 pub mod net;
 pub mod reactor;
