@@ -400,31 +400,30 @@ impl Endpoint {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        let due: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for k in due {
-            self.conns[k].handle_timeout(now);
-            self.flush(k);
+        for k in 0..self.generations.len() {
+            if self
+                .conns
+                .get(k)
+                .and_then(|c| c.poll_timeout())
+                .is_some_and(|t| t <= now)
+            {
+                self.conns[k].handle_timeout(now);
+                self.flush(k);
+            }
         }
-        let mut failed = Vec::new();
-        for (&id, r) in self.requests.iter_mut() {
+        let attempts = self.cfg.request_attempts;
+        let events = &mut self.events;
+        self.requests.retain(|&id, r| {
             if r.due || r.next > now {
-                continue;
+                return true;
             }
-            if r.attempts >= self.cfg.request_attempts {
-                failed.push(id);
-            } else {
-                r.due = true;
+            if r.attempts >= attempts {
+                events.push_back(Event::RequestFailed(RequestId(id)));
+                return false;
             }
-        }
-        for id in failed {
-            self.requests.remove(&id);
-            self.events.push_back(Event::RequestFailed(RequestId(id)));
-        }
+            r.due = true;
+            true
+        });
     }
 
     // -----------------------------------------------------------------------------------------
