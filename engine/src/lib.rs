@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod fuzzing;
 pub mod net;
+pub mod peer;
 pub mod reactor;
 pub mod rng;
 pub mod sim;

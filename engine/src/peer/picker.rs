@@ -1,0 +1,453 @@
+//! Fragment selection (`spec/peer.md` §5): which blocks to request from a peer.
+//!
+//! Rules, in order:
+//! 1. **started fragments first**: blocks still missing from fragments already in progress,
+//!    the most complete fragment first, so partial fragments turn into verified ones (that can
+//!    be served) as soon as possible;
+//! 2. otherwise **rarest first**: a new fragment the peer has and we lack, with the fewest
+//!    holders among our peers, ties broken at random (so that fetchers of one seed spread over
+//!    different fragments);
+//! 3. **endgame**: when every block still missing is already requested, blocks may be asked of
+//!    a second peer; the first copy to arrive wins and the caller cancels the others.
+//!
+//! The picker counts requests per block but does not know which peer holds which request: the
+//! caller (the peer session) keeps its outstanding list, releases it when a peer goes, and
+//! sends CANCELs in the endgame. Pure logic: no IO, no clock; randomness from a seeded [`Rng`].
+
+use std::collections::BTreeMap;
+
+use crate::rng::Rng;
+
+/// Requests per block allowed in the endgame (the original plus duplicates).
+const ENDGAME_COPIES: u8 = 2;
+
+/// A block to request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Block {
+    /// Fragment index.
+    pub fragment: u32,
+    /// Offset in the fragment.
+    pub offset: u32,
+    /// Length.
+    pub length: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Missing,
+    /// Requested this many times.
+    Requested(u8),
+    Received,
+}
+
+#[derive(Debug, Clone)]
+struct Partial {
+    blocks: Vec<State>,
+    received: u32,
+}
+
+/// What a received block completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A block we did not need (a duplicate or unrequested): ignore it.
+    Unneeded,
+    /// Stored; the fragment still lacks blocks.
+    Progress,
+    /// The fragment's last block: assemble and verify it.
+    FragmentComplete,
+}
+
+/// The fragment picker of one swarm.
+#[derive(Debug)]
+pub struct Picker {
+    fragment_length: u32,
+    total_length: u64,
+    block: u32,
+    have: Vec<bool>,
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, Partial>,
+    rng: Rng,
+}
+
+impl Picker {
+    /// A picker for `total_length` bytes in fragments of `fragment_length`, requesting
+    /// blocks of `block` bytes (≤ the protocol's 256 KiB), holding nothing yet.
+    pub fn new(total_length: u64, fragment_length: u32, block: u32, seed: u64) -> Picker {
+        let n = total_length.div_ceil(u64::from(fragment_length)) as usize;
+        Picker {
+            fragment_length,
+            total_length,
+            block: block.clamp(1, fragment_length),
+            have: vec![false; n],
+            availability: vec![0; n],
+            partial: BTreeMap::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Number of fragments.
+    pub fn fragment_count(&self) -> u32 {
+        self.have.len() as u32
+    }
+
+    fn fragment_len(&self, i: u32) -> u32 {
+        let start = u64::from(i) * u64::from(self.fragment_length);
+        self.total_length
+            .saturating_sub(start)
+            .min(u64::from(self.fragment_length)) as u32
+    }
+
+    fn blocks_in(&self, i: u32) -> usize {
+        self.fragment_len(i).div_ceil(self.block) as usize
+    }
+
+    fn block_at(&self, i: u32, b: usize) -> Block {
+        let offset = b as u32 * self.block;
+        Block {
+            fragment: i,
+            offset,
+            length: (self.fragment_len(i) - offset).min(self.block),
+        }
+    }
+
+    /// True if fragment `i` is verified here.
+    pub fn has(&self, i: u32) -> bool {
+        self.have.get(i as usize).copied().unwrap_or(false)
+    }
+
+    /// True when every fragment is verified.
+    pub fn complete(&self) -> bool {
+        self.have.iter().all(|&h| h)
+    }
+
+    /// A peer announced fragment `i` (HAVE, or a bit of its HAVE_MAP).
+    pub fn add_availability(&mut self, i: u32) {
+        if let Some(a) = self.availability.get_mut(i as usize) {
+            *a += 1;
+        }
+    }
+
+    /// A peer that had fragment `i` went away.
+    pub fn remove_availability(&mut self, i: u32) {
+        if let Some(a) = self.availability.get_mut(i as usize) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    /// Up to `max` blocks to request from a peer that has the fragments `peer_has` says.
+    pub fn pick(&mut self, peer_has: impl Fn(u32) -> bool, max: usize) -> Vec<Block> {
+        let mut out = Vec::new();
+        // 1. Started fragments, most complete first.
+        let mut started: Vec<(u32, u32)> = self
+            .partial
+            .iter()
+            .filter(|(i, _)| peer_has(**i))
+            .map(|(&i, p)| (i, p.received))
+            .collect();
+        started.sort_by_key(|&(i, r)| (std::cmp::Reverse(r), i));
+        for (i, _) in started {
+            self.take_missing(i, max, &mut out);
+            if out.len() >= max {
+                return out;
+            }
+        }
+        // 2. New fragments, rarest first, random tie-break.
+        while out.len() < max {
+            let Some(i) = self.rarest_new(&peer_has) else {
+                break;
+            };
+            let partial = Partial {
+                blocks: vec![State::Missing; self.blocks_in(i)],
+                received: 0,
+            };
+            self.partial.insert(i, partial);
+            self.take_missing(i, max, &mut out);
+        }
+        if !out.is_empty() {
+            return out;
+        }
+        // 3. Endgame: nothing is missing unrequested; duplicate requests of this peer's
+        //    fragments, least-requested blocks first.
+        let endgame = self
+            .partial
+            .values()
+            .all(|p| p.blocks.iter().all(|s| !matches!(s, State::Missing)))
+            && self.unstarted_missing() == 0;
+        if endgame {
+            let frags: Vec<u32> = self
+                .partial
+                .keys()
+                .copied()
+                .filter(|&i| peer_has(i))
+                .collect();
+            for i in frags {
+                let n = self.blocks_in(i);
+                for b in 0..n {
+                    if out.len() >= max {
+                        return out;
+                    }
+                    let block = self.block_at(i, b);
+                    if let Some(p) = self.partial.get_mut(&i)
+                        && let State::Requested(c) = p.blocks[b]
+                        && c < ENDGAME_COPIES
+                    {
+                        p.blocks[b] = State::Requested(c + 1);
+                        out.push(block);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn unstarted_missing(&self) -> usize {
+        (0..self.fragment_count())
+            .filter(|&i| !self.has(i) && !self.partial.contains_key(&i))
+            .count()
+    }
+
+    fn take_missing(&mut self, i: u32, max: usize, out: &mut Vec<Block>) {
+        let n = self.blocks_in(i);
+        for b in 0..n {
+            if out.len() >= max {
+                return;
+            }
+            let block = self.block_at(i, b);
+            if let Some(p) = self.partial.get_mut(&i)
+                && p.blocks[b] == State::Missing
+            {
+                p.blocks[b] = State::Requested(1);
+                out.push(block);
+            }
+        }
+    }
+
+    /// The rarest fragment the peer has that is neither held nor started (reservoir
+    /// sampling among the equally rare).
+    fn rarest_new(&mut self, peer_has: &impl Fn(u32) -> bool) -> Option<u32> {
+        let mut best: Option<(u32, u32)> = None;
+        let mut ties = 0u64;
+        for i in 0..self.fragment_count() {
+            if self.have[i as usize] || self.partial.contains_key(&i) || !peer_has(i) {
+                continue;
+            }
+            let a = self.availability[i as usize];
+            match best {
+                Some((_, b)) if a > b => {}
+                Some((_, b)) if a == b => {
+                    ties += 1;
+                    if self.rng.below(ties + 1) == 0 {
+                        best = Some((i, a));
+                    }
+                }
+                _ => {
+                    best = Some((i, a));
+                    ties = 0;
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// A request was not answered (the peer choked, rejected or left): the block may be
+    /// requested again.
+    pub fn release(&mut self, b: Block) {
+        if let Some(s) = self.state_mut(b)
+            && let State::Requested(c) = *s
+        {
+            *s = if c > 1 {
+                State::Requested(c - 1)
+            } else {
+                State::Missing
+            };
+        }
+    }
+
+    fn state_mut(&mut self, b: Block) -> Option<&mut State> {
+        if !b.offset.is_multiple_of(self.block) {
+            return None;
+        }
+        let idx = (b.offset / self.block) as usize;
+        self.partial.get_mut(&b.fragment)?.blocks.get_mut(idx)
+    }
+
+    /// A block arrived (its length was checked against the request by the caller).
+    pub fn received(&mut self, b: Block) -> Received {
+        let Some(s) = self.state_mut(b) else {
+            return Received::Unneeded;
+        };
+        if *s == State::Received {
+            return Received::Unneeded;
+        }
+        *s = State::Received;
+        let p = self
+            .partial
+            .get_mut(&b.fragment)
+            .expect("state_mut found it");
+        p.received += 1;
+        if p.received as usize == p.blocks.len() {
+            Received::FragmentComplete
+        } else {
+            Received::Progress
+        }
+    }
+
+    /// The assembled fragment matched its hash.
+    pub fn verified(&mut self, i: u32) {
+        self.partial.remove(&i);
+        if let Some(h) = self.have.get_mut(i as usize) {
+            *h = true;
+        }
+    }
+
+    /// The assembled fragment did not match: fetch all of it again.
+    pub fn failed(&mut self, i: u32) {
+        self.partial.remove(&i);
+    }
+
+    /// Fragment `i` was already verified on disk (resume).
+    pub fn mark_have(&mut self, i: u32) {
+        self.verified(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u32 = 16 * 1024;
+
+    #[test]
+    fn rarest_first_among_what_the_peer_has() {
+        let mut p = Picker::new(u64::from(4 * K), K, K, 1);
+        for (i, n) in [(0u32, 3u32), (1, 1), (2, 2), (3, 0)] {
+            for _ in 0..n {
+                p.add_availability(i);
+            }
+        }
+        // The peer has all but 1 and 3: the rarest it can give is 2.
+        let got = p.pick(|i| i == 0 || i == 2, 1);
+        assert_eq!(
+            got,
+            vec![Block {
+                fragment: 2,
+                offset: 0,
+                length: K
+            }]
+        );
+        let got = p.pick(|_| true, 1);
+        assert_eq!(got[0].fragment, 3, "availability 0 is rarest");
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let mut firsts = std::collections::BTreeSet::new();
+        for seed in 0..32 {
+            let mut p = Picker::new(u64::from(64 * K), K, K, seed);
+            firsts.insert(p.pick(|_| true, 1)[0].fragment);
+        }
+        assert!(
+            firsts.len() > 8,
+            "fetchers of one seed should spread: {firsts:?}"
+        );
+    }
+
+    #[test]
+    fn started_fragments_are_finished_first() {
+        let mut p = Picker::new(u64::from(8 * K), 4 * K, K, 3);
+        let first = p.pick(|_| true, 2);
+        assert_eq!(first.len(), 2);
+        let f = first[0].fragment;
+        assert!(first.iter().all(|b| b.fragment == f));
+        // Another peer continues the same fragment before starting another.
+        let next = p.pick(|_| true, 2);
+        assert!(next.iter().all(|b| b.fragment == f), "{next:?}");
+        assert_eq!(next[0].offset, 2 * K);
+    }
+
+    #[test]
+    fn blocks_cover_a_short_last_fragment_exactly() {
+        let mut p = Picker::new(u64::from(K) + 100, K, 64 * 1024, 5);
+        let mut all = p.pick(|_| true, 10);
+        all.sort();
+        assert_eq!(
+            all,
+            vec![
+                Block {
+                    fragment: 0,
+                    offset: 0,
+                    length: K
+                },
+                Block {
+                    fragment: 1,
+                    offset: 0,
+                    length: 100
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn completion_verification_and_failure() {
+        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 9);
+        let bs = p.pick(|_| true, 10);
+        assert_eq!(bs.len(), 2);
+        assert_eq!(p.received(bs[0]), Received::Progress);
+        assert_eq!(p.received(bs[0]), Received::Unneeded, "duplicate");
+        assert_eq!(p.received(bs[1]), Received::FragmentComplete);
+        // Bad hash: everything is requested again.
+        p.failed(0);
+        let again = p.pick(|_| true, 10);
+        assert_eq!(again.len(), 2);
+        for b in &again {
+            p.received(*b);
+        }
+        p.verified(0);
+        assert!(p.complete());
+        assert!(p.pick(|_| true, 10).is_empty());
+        assert_eq!(p.received(bs[0]), Received::Unneeded, "after verification");
+    }
+
+    #[test]
+    fn released_blocks_are_requested_again() {
+        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 9);
+        let bs = p.pick(|_| true, 1);
+        p.release(bs[0]);
+        assert_eq!(p.pick(|_| true, 1), bs);
+    }
+
+    #[test]
+    fn endgame_duplicates_outstanding_blocks_once() {
+        let mut p = Picker::new(u64::from(2 * K), K, K, 11);
+        let a = p.pick(|_| true, 10);
+        assert_eq!(a.len(), 2);
+        // A second peer: nothing unrequested is left, so it gets copies.
+        let b = p.pick(|_| true, 10);
+        assert_eq!(b.len(), 2, "endgame copies");
+        // A third gets nothing: two copies is the limit.
+        assert!(p.pick(|_| true, 10).is_empty());
+        let mut sorted_a = a.clone();
+        sorted_a.sort();
+        let mut sorted_b = b.clone();
+        sorted_b.sort();
+        assert_eq!(
+            sorted_a, sorted_b,
+            "the copies are of the outstanding blocks"
+        );
+        assert_eq!(p.received(b[0]), Received::FragmentComplete);
+        assert_eq!(
+            p.received(b[0]),
+            Received::Unneeded,
+            "the loser's copy is ignored"
+        );
+    }
+
+    #[test]
+    fn no_endgame_while_fragments_are_unstarted() {
+        let mut p = Picker::new(u64::from(3 * K), K, K, 2);
+        // Peer 1 has only fragment 0 and takes it; fragments 1, 2 are unstarted and nobody
+        // offers them: peer 1 must not be given duplicates yet.
+        assert_eq!(p.pick(|i| i == 0, 10).len(), 1);
+        assert!(p.pick(|i| i == 0, 10).is_empty());
+    }
+}
