@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -46,32 +46,11 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
     }
     let stats_every = Duration::from_secs(u64::from(config.stats_interval_secs));
     let tracker = Tracker::new(config, os_random_u64());
-    let mut server = match args.bind {
-        Some(ip) => Server::bind(&[SocketAddr::new(ip, args.port)], tracker),
-        None => {
-            // Dual stack on [::]; a host without IPv6 falls back to IPv4 only.
-            match Server::bind(
-                &[SocketAddr::new(
-                    IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                    args.port,
-                )],
-                tracker,
-            ) {
-                Ok(s) => Ok(s),
-                Err(e) => {
-                    warn!("cannot bind [::]:{} ({e}); serving IPv4 only", args.port);
-                    let tracker = Tracker::new(Config::default(), os_random_u64());
-                    Server::bind(
-                        &[SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                            args.port,
-                        )],
-                        tracker,
-                    )
-                }
-            }
-        }
-    }
+    let mut server = Server::bind(
+        args.bind.map(|ip| SocketAddr::new(ip, args.port)),
+        args.port,
+        tracker,
+    )
     .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -79,11 +58,10 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     }
-    for a in server.local_addrs() {
-        info!("udp-tracker listening on {a}");
-        // One machine-readable line on stdout, for scripts started with --port 0.
-        println!("listening on {a}");
-    }
+    let a = server.local_addr();
+    info!("udp-tracker listening on {a}");
+    // One machine-readable line on stdout, for scripts started with --port 0.
+    println!("listening on {a}");
     let _ = std::io::stdout().flush();
 
     let mut last: Option<Report> = None;

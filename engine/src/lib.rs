@@ -4,7 +4,6 @@
 
 pub mod discovery;
 pub mod fuzzing;
-pub mod net;
 pub mod peer;
 pub mod reactor;
 pub mod rng;

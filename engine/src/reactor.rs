@@ -20,13 +20,42 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::time::Time;
-use crate::transport::Endpoint;
+use crate::transport::{Endpoint, Transmit};
 
 const SOCKET: Token = Token(0);
 /// Buffer size of one send or receive slot: the largest UDP payload (GSO/GRO batches too).
 const SLOT: usize = 65_536;
 /// Largest transmit handed to the kernel: a UDP payload (or GSO batch) must stay below 65 507.
 const MAX_TRANSMIT: usize = 65_000;
+
+/// What the reactor drives: a sans-IO core that takes datagrams and the time, and yields
+/// datagrams and its next deadline. The transport [`Endpoint`] is one; the tracker is another.
+/// The reactor is the only code that owns a socket or reads the clock; a core owns neither.
+pub trait Core {
+    /// A datagram arrived from `remote`.
+    fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]);
+    /// The next datagram(s) to send, written into `buf`.
+    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit>;
+    /// When [`Core::handle_timeout`] wants to run next.
+    fn poll_timeout(&self) -> Option<Time>;
+    /// Timers due at `now`.
+    fn handle_timeout(&mut self, now: Time);
+}
+
+impl Core for Endpoint {
+    fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]) {
+        Endpoint::handle(self, now, remote, data);
+    }
+    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        Endpoint::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        Endpoint::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        Endpoint::handle_timeout(self, now);
+    }
+}
 
 /// Reactor settings.
 #[derive(Debug, Clone)]
@@ -187,11 +216,11 @@ impl Reactor {
 
     /// Runs until `app` breaks. `app` is called once per loop iteration with the endpoint, to
     /// read events and issue commands. `max_wait` bounds each sleep.
-    pub fn run(
+    pub fn run<C: Core>(
         &mut self,
-        ep: &mut Endpoint,
+        ep: &mut C,
         max_wait: Duration,
-        mut app: impl FnMut(&mut Endpoint, Time) -> ControlFlow<()>,
+        mut app: impl FnMut(&mut C, Time) -> ControlFlow<()>,
     ) -> io::Result<()> {
         loop {
             let now = self.now();
@@ -205,7 +234,7 @@ impl Reactor {
 
     /// One iteration: send, sleep until readable or the next deadline, receive, run timers,
     /// send again.
-    pub fn turn(&mut self, ep: &mut Endpoint, max_wait: Duration) -> io::Result<()> {
+    pub fn turn<C: Core>(&mut self, ep: &mut C, max_wait: Duration) -> io::Result<()> {
         self.flush(ep)?;
         let now = self.now();
         let mut wait = match ep.poll_timeout() {
@@ -234,7 +263,7 @@ impl Reactor {
     }
 
     /// Sends everything the endpoint has, until the socket would block or the queue is full.
-    pub fn flush(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+    pub fn flush<C: Core>(&mut self, ep: &mut C) -> io::Result<()> {
         loop {
             self.send_queued()?;
             if !self.queue.is_empty() {
@@ -271,7 +300,7 @@ impl Reactor {
         }
     }
 
-    fn receive(&mut self, ep: &mut Endpoint) -> io::Result<()> {
+    fn receive<C: Core>(&mut self, ep: &mut C) -> io::Result<()> {
         // Drain until WouldBlock (mio is edge-triggered).
         loop {
             let got = self.recv_batch(ep)?;
@@ -594,7 +623,7 @@ mod linux {
         }
 
         /// One recvmmsg; hands every datagram to the endpoint. Returns how many were read.
-        pub(super) fn recv_batch(&mut self, ep: &mut Endpoint) -> io::Result<usize> {
+        pub(super) fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
             let n = self.rx.len().min(self.rx_msgs.hdrs.len());
             self.rx_msgs.reset(n);
             let now = Time::from_micros(self.start.elapsed().as_micros() as u64);
@@ -700,7 +729,7 @@ impl Reactor {
         Ok(())
     }
 
-    fn recv_batch(&mut self, ep: &mut Endpoint) -> io::Result<usize> {
+    fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
         let mut got = 0;
         while got < self.rx.len() {
             match self.socket.recv_from(&mut self.rx[0]) {

@@ -1,38 +1,97 @@
-//! The tracker's reactor: one single-threaded mio loop that reads datagrams in batches,
-//! hands each to the sans-IO [`Tracker`], and sends the replies in batches. It owns the clock
-//! for the tracker; nothing else here decides anything.
-//!
-//! Loop shape (as aquatic's workers): fixed tokens for sockets; on readiness, drain with
-//! `recvmmsg` until nothing is left, answering each batch with one `sendmmsg`; replies that
-//! would block wait in a bounded per-socket queue (beyond it they are dropped, as UDP may);
-//! the poll timeout is the tracker's next housekeeping or stats deadline, and at most
-//! 200 ms so that a stop request is seen promptly.
+//! The tracker as a reactor [`Core`]: the project's one mio reactor reads datagrams in
+//! `recvmmsg` batches and hands each to the sans-IO [`Tracker`]; replies wait in a bounded
+//! ring of preallocated slots until the reactor drains them with `sendmmsg`. Nothing here
+//! touches a socket or reads the clock: the reactor does both.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
-use mio::{Events, Interest, Poll, Token};
+use log::{info, warn};
 
 use super::{MAX_REPLY, Outcome, Stats, Tracker};
-use crate::net::{Batch, bind_udp};
+use crate::reactor::{Core, Reactor, ReactorConfig};
 use crate::time::Time;
+use crate::transport::Transmit;
 
-/// Datagrams per `recvmmsg`/`sendmmsg`.
-const BATCH: usize = 64;
+/// Replies waiting to be sent; past this, replies are dropped (the client retransmits).
+const RING: usize = 512;
 /// Longest sleep, so a stop flag is noticed within it.
 const MAX_WAIT: Duration = Duration::from_millis(200);
 
-/// A running tracker's sockets and state.
-pub struct Server {
-    poll: Poll,
-    sockets: Vec<mio::net::UdpSocket>,
+/// The tracker plus its outgoing ring: what the reactor drives.
+pub struct TrackerCore {
     tracker: Tracker,
-    start: Instant,
-    inbox: Batch,
-    outboxes: Vec<Batch>,
+    bufs: Vec<[u8; MAX_REPLY]>,
+    meta: Vec<(SocketAddr, usize)>,
+    head: usize,
+    len: usize,
+    /// Replies dropped because the ring was full.
+    pub dropped_replies: u64,
+}
+
+impl TrackerCore {
+    /// Wraps a tracker.
+    pub fn new(tracker: Tracker) -> TrackerCore {
+        TrackerCore {
+            tracker,
+            bufs: vec![[0u8; MAX_REPLY]; RING],
+            meta: vec![(SocketAddr::from(([0, 0, 0, 0], 0)), 0); RING],
+            head: 0,
+            len: 0,
+            dropped_replies: 0,
+        }
+    }
+
+    /// The tracker inside.
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+}
+
+impl Core for TrackerCore {
+    fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]) {
+        if self.len == RING {
+            self.dropped_replies += 1;
+            return;
+        }
+        let slot = (self.head + self.len) % RING;
+        if let Outcome::Reply(n) = self.tracker.handle(now, remote, data, &mut self.bufs[slot]) {
+            self.meta[slot] = (remote, n);
+            self.len += 1;
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if self.len == 0 {
+            return None;
+        }
+        let (remote, n) = self.meta[self.head];
+        buf.get_mut(..n)?
+            .copy_from_slice(&self.bufs[self.head][..n]);
+        self.head = (self.head + 1) % RING;
+        self.len -= 1;
+        Some(Transmit {
+            remote,
+            len: n,
+            segment_size: None,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        Some(self.tracker.poll_timeout())
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        self.tracker.handle_timeout(now);
+    }
+}
+
+/// A running tracker: the reactor and the core it drives.
+pub struct Server {
+    reactor: Reactor,
+    core: TrackerCore,
 }
 
 /// A periodic report to the caller (the CLI logs it and writes the stats file).
@@ -44,43 +103,62 @@ pub struct Report {
     pub swarms: usize,
     /// Peers in the table.
     pub peers: usize,
-    /// Seconds since start.
+    /// Time since start.
     pub uptime: Duration,
 }
 
+fn reactor_config(bind: SocketAddr) -> ReactorConfig {
+    ReactorConfig {
+        bind,
+        // Replies are single small datagrams: no segmentation offloads to negotiate.
+        gso: false,
+        gro: false,
+        batch: 64,
+        send_queue: 256,
+        ..ReactorConfig::default()
+    }
+}
+
 impl Server {
-    /// Binds every address in `binds` (e.g. `[::]:6969` for dual stack) and registers them.
-    pub fn bind(binds: &[SocketAddr], tracker: Tracker) -> io::Result<Server> {
-        let poll = Poll::new()?;
-        let mut sockets = Vec::new();
-        for (i, addr) in binds.iter().enumerate() {
-            let mut s = bind_udp(*addr)?;
-            poll.registry()
-                .register(&mut s, Token(i), Interest::READABLE)?;
-            sockets.push(s);
-        }
-        let outboxes = (0..sockets.len()).map(|_| Batch::new(BATCH * 4)).collect();
+    /// Binds `bind`, or with `None` all addresses: `[::]` dual stack, falling back to
+    /// `0.0.0.0` on a host without IPv6.
+    pub fn bind(bind: Option<SocketAddr>, port: u16, tracker: Tracker) -> io::Result<Server> {
+        let reactor = match bind {
+            Some(addr) => Reactor::bind(reactor_config(addr))?,
+            None => match Reactor::bind(reactor_config(SocketAddr::from((
+                Ipv6Addr::UNSPECIFIED,
+                port,
+            )))) {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!("cannot bind [::]:{port} ({e}); serving IPv4 only");
+                    Reactor::bind(reactor_config(SocketAddr::from((
+                        Ipv4Addr::UNSPECIFIED,
+                        port,
+                    ))))?
+                }
+            },
+        };
         Ok(Server {
-            poll,
-            sockets,
-            tracker,
-            start: Instant::now(),
-            inbox: Batch::new(BATCH),
-            outboxes,
+            reactor,
+            core: TrackerCore::new(tracker),
         })
     }
 
-    /// The bound addresses (with the ports the system chose for port 0).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.sockets
-            .iter()
-            .filter_map(|s| s.local_addr().ok())
-            .collect()
+    /// The bound address (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.reactor.local_addr()
     }
 
-    fn now(&self) -> Time {
-        // Tracker time starts at one second so that "never" (0) is in the past.
-        Time::from_micros(1_000_000 + self.start.elapsed().as_micros() as u64)
+    fn report(&self) -> Report {
+        let t = self.core.tracker();
+        let (swarms, peers) = t.sizes();
+        Report {
+            stats: t.stats().clone(),
+            swarms,
+            peers,
+            uptime: Duration::from_micros(self.reactor.now().as_micros()),
+        }
     }
 
     /// Runs until `stop` is set, calling `report` every `stats_every` and once more at the end.
@@ -90,100 +168,53 @@ impl Server {
         stats_every: Duration,
         mut report: impl FnMut(&Report),
     ) -> io::Result<()> {
-        let mut events = Events::with_capacity(64);
         let mut next_report = Instant::now() + stats_every;
         while !stop.load(Ordering::Relaxed) {
-            let now = self.now();
-            self.tracker.handle_timeout(now);
-            let until_housekeeping = Duration::from_micros(
-                self.tracker
-                    .poll_timeout()
-                    .as_micros()
-                    .saturating_sub(now.as_micros()),
-            );
-            let wait = until_housekeeping
-                .min(next_report.saturating_duration_since(Instant::now()))
+            let wait = next_report
+                .saturating_duration_since(Instant::now())
                 .min(MAX_WAIT);
-            match self.poll.poll(&mut events, Some(wait)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            for ev in events.iter() {
-                let i = ev.token().0;
-                if ev.is_readable() {
-                    self.drain(i)?;
-                }
-                if ev.is_writable() {
-                    self.flush(i)?;
-                }
-            }
+            self.reactor.turn(&mut self.core, wait)?;
             if Instant::now() >= next_report {
                 next_report = Instant::now() + stats_every;
-                let (swarms, peers) = self.tracker.sizes();
-                report(&Report {
-                    stats: self.tracker.stats().clone(),
-                    swarms,
-                    peers,
-                    uptime: self.start.elapsed(),
-                });
+                report(&self.report());
             }
         }
         info!("tracker stopping");
+        if self.core.dropped_replies > 0 {
+            info!(
+                "{} replies dropped on a full send ring",
+                self.core.dropped_replies
+            );
+        }
         // A last report, so the final counters are never lost with the process.
-        let (swarms, peers) = self.tracker.sizes();
-        report(&Report {
-            stats: self.tracker.stats().clone(),
-            swarms,
-            peers,
-            uptime: self.start.elapsed(),
-        });
+        report(&self.report());
         Ok(())
     }
+}
 
-    /// Reads socket `i` until it has nothing more, answering as it goes.
-    fn drain(&mut self, i: usize) -> io::Result<()> {
-        loop {
-            let got = self.inbox.recv(&self.sockets[i])?;
-            if got == 0 {
-                return Ok(());
-            }
-            let now = self.now();
-            for k in 0..self.inbox.len() {
-                let (data, src) = self.inbox.get(k);
-                let tracker = &mut self.tracker;
-                // A full outbox drops the reply: the client retransmits (BEP 15, transport §9).
-                self.outboxes[i].push_with(src, |out| {
-                    match tracker.handle(now, src, data, &mut out[..MAX_REPLY]) {
-                        Outcome::Reply(n) => Some(n),
-                        Outcome::Drop => None,
-                    }
-                });
-            }
-            self.flush(i)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::Config;
+
+    #[test]
+    fn ring_holds_replies_in_order_and_drops_past_capacity() {
+        let mut core = TrackerCore::new(Tracker::new(Config::default(), 1));
+        let mut req = [0u8; 16];
+        st_proto::tracker::emit_bep15_connect(&mut req, 9).unwrap();
+        for i in 0..RING + 3 {
+            let src = SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 1000));
+            core.handle(Time::ZERO, src, &req);
         }
-    }
-
-    /// Sends what socket `i` has queued; asks for writability if the socket is full.
-    fn flush(&mut self, i: usize) -> io::Result<()> {
-        while !self.outboxes[i].is_empty() {
-            if self.outboxes[i].send(&self.sockets[i])? == 0 {
-                debug!(
-                    "socket {i} would block; {} replies queued",
-                    self.outboxes[i].len()
-                );
-                return self.poll.registry().reregister(
-                    &mut self.sockets[i],
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-            }
+        assert_eq!(core.dropped_replies, 3);
+        let mut buf = [0u8; 2048];
+        let first = core.poll_transmit(Time::ZERO, &mut buf).unwrap();
+        assert_eq!(first.remote, SocketAddr::from(([10, 0, 0, 0], 1000)));
+        assert_eq!(first.len, 16);
+        let mut n = 1;
+        while core.poll_transmit(Time::ZERO, &mut buf).is_some() {
+            n += 1;
         }
-        Ok(())
-    }
-
-    /// The tracker core, for inspection.
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
+        assert_eq!(n, RING);
     }
 }
