@@ -143,7 +143,8 @@ pub fn transport_check(data: &[u8]) -> Result<(), String> {
                     }
                     st_proto::packet::seal(&mut d);
                 }
-                let from: SocketAddr = if b & 4 == 4 {
+                // Bit 2 or 3: from the client's address (bit 3 alone combines with type DATA).
+                let from: SocketAddr = if b & 12 != 0 {
                     caddr
                 } else {
                     ([192, 0, 2, b], 7).into()

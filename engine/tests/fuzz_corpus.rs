@@ -48,3 +48,21 @@ fn transport_corpus_keeps_invariants() {
         }
     }
 }
+
+/// A transport script that completes the handshake, then injects a DATA packet with packet
+/// number `u64::MAX` at the live server connection from the client's address, then carries on
+/// (spec §7: packet numbers are below 2^62).
+#[test]
+fn transport_check_survives_a_huge_packet_number() {
+    let mut script = vec![1, 2, 1, 2, 1];
+    // Op 6: 5 × 8 raw bytes; flags 11 = valid header, type DATA, live dcid, client address.
+    let mut raw = [0u8; 40];
+    raw[20..28].copy_from_slice(&u64::MAX.to_be_bytes());
+    raw[32] = 0x01; // PING, then padding
+    script.extend_from_slice(&[6, 5]);
+    script.extend_from_slice(&raw);
+    script.push(11);
+    // Send, deliver both ways, step the clock, deliver again.
+    script.extend_from_slice(&[7, 0, 100, 1, 1, 1, 2, 2, 2, 0, 5, 1, 1, 2, 2]);
+    st_engine::fuzzing::transport_check(&script).unwrap();
+}

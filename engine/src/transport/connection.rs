@@ -24,6 +24,8 @@ use crate::time::Time;
 
 /// Most ranges a receiver remembers (spec §4.3).
 const MAX_RECV_RANGES: usize = 64;
+/// Packet numbers are below 2^62 (spec §7); a DATA packet with a larger one is dropped.
+pub(crate) const MAX_PN: u64 = 1 << 62;
 /// Packet reordering threshold (RFC 9002 §6.1.1).
 const PACKET_THRESHOLD: u64 = 3;
 /// Base MTU (spec §8.4).
@@ -581,10 +583,10 @@ impl Connection {
             }
             State::Established => {}
         }
-        if Frames::new(frames).any(|f| f.is_err()) {
+        let pn = hdr.pn;
+        if pn >= MAX_PN || Frames::new(frames).any(|f| f.is_err()) {
             return;
         }
-        let pn = hdr.pn;
         if self.recv_pns.contains(pn) || self.recv_pns.first().is_some_and(|(s, _)| pn < s) {
             self.ack_now = true;
             return;
