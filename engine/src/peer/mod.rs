@@ -2,3 +2,4 @@
 //! the peer sessions, upload slots and verification flow build on it.
 
 pub mod picker;
+pub mod swarm;

@@ -1,0 +1,864 @@
+//! One swarm's peer sessions (`spec/peer.md`), sans-IO: it reacts to transport events and
+//! drives the [`Endpoint`] it is given, and reads and writes data through a [`Store`]. It
+//! owns the handshake rules (same swarm, no self-connections, one connection per peer pair),
+//! interest, request pipelining (outstanding bytes sized to the measured rate), serving
+//! requests to unchoked peers, upload slots with an optimistic unchoke, verification with
+//! strikes and bans, and dialling the peers discovery finds.
+//!
+//! It reads no clock (`now` is passed in) and touches no socket (the endpoint's datagrams go
+//! out through the reactor). Disk IO goes through [`Store`], which a production driver backs
+//! with files and a test with memory.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use st_proto::peer::{self, Handshake, Message, PEER_VERSION};
+
+use super::picker::{Block, Picker, Received};
+use crate::rng::Rng;
+use crate::time::Time;
+use crate::transport::{ConnHandle, Endpoint, Event, SendError};
+
+/// Where the swarm's bytes live.
+pub trait Store {
+    /// Reads `buf.len()` bytes at `offset` of `fragment`.
+    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes a block.
+    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()>;
+    /// Reads fragment `i` back and checks its hash; true (and recorded as verified) if it
+    /// matches.
+    fn verify(&mut self, i: u32) -> io::Result<bool>;
+}
+
+impl Store for crate::storage::Storage {
+    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        crate::storage::Storage::read(self, fragment, offset, buf)
+    }
+    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        crate::storage::Storage::write(self, fragment, offset, data)
+    }
+    fn verify(&mut self, i: u32) -> io::Result<bool> {
+        crate::storage::Storage::verify(self, i)
+    }
+}
+
+/// Settings of a swarm's peer layer.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Most connections (dialled and accepted).
+    pub max_peers: usize,
+    /// Peers served at once (plus one optimistic unchoke).
+    pub upload_slots: usize,
+    /// Request block size.
+    pub block: u32,
+    /// Outstanding request bytes per peer, at least.
+    pub min_outstanding: u64,
+    /// Outstanding request bytes per peer, at most.
+    pub max_outstanding: u64,
+    /// Seconds between choke rounds.
+    pub choke_interval: Duration,
+    /// Strikes (fragments that failed verification) before a peer is banned.
+    pub max_strikes: u8,
+    /// A request unanswered this long is given up and asked elsewhere.
+    pub request_timeout: Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            max_peers: 50,
+            upload_slots: 8,
+            block: 128 * 1024,
+            min_outstanding: 1 << 20,
+            max_outstanding: 32 << 20,
+            choke_interval: Duration::from_secs(10),
+            max_strikes: 3,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters for progress displays and the final summary.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmStats {
+    /// Verified bytes received from peers.
+    pub downloaded: u64,
+    /// Block bytes sent to peers.
+    pub uploaded: u64,
+    /// Bytes received that were not needed (duplicates, unrequested).
+    pub wasted: u64,
+    /// Fragments that failed verification.
+    pub hash_failures: u64,
+    /// Verified bytes received, per peer address.
+    pub from_peer: HashMap<SocketAddr, u64>,
+}
+
+/// A fixed-size bit set of fragments.
+#[derive(Debug, Clone)]
+struct Bits(Vec<u64>, u32);
+
+impl Bits {
+    fn new(n: u32) -> Bits {
+        Bits(vec![0; (n as usize).div_ceil(64)], n)
+    }
+    fn get(&self, i: u32) -> bool {
+        i < self.1 && self.0[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+    fn set(&mut self, i: u32) -> bool {
+        if i >= self.1 || self.get(i) {
+            return false;
+        }
+        self.0[(i / 64) as usize] |= 1 << (i % 64);
+        true
+    }
+    fn from_wire(bits: &[u8], n: u32) -> Bits {
+        let mut b = Bits::new(n);
+        for i in 0..n {
+            if bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0 {
+                b.set(i);
+            }
+        }
+        b
+    }
+}
+
+#[derive(Debug)]
+struct Session {
+    addr: SocketAddr,
+    peer_id: Option<[u8; 16]>,
+    outbound: bool,
+    have: Bits,
+    /// They choke us (we may not request).
+    choked: bool,
+    /// We choke them (we do not serve).
+    choking: bool,
+    /// They want something of ours.
+    interested: bool,
+    /// We told them we want something of theirs.
+    interesting: bool,
+    outstanding: Vec<(Block, Time)>,
+    outstanding_bytes: u64,
+    /// Requests of theirs to serve, in order.
+    serving: VecDeque<Block>,
+    /// Messages that the transport refused for now (send buffer full), in order.
+    queued: VecDeque<Vec<u8>>,
+    /// Bytes received from them in the current rate window, and the smoothed rate (B/s).
+    window_bytes: u64,
+    rate: f64,
+}
+
+impl Session {
+    fn new(addr: SocketAddr, outbound: bool, n: u32) -> Session {
+        Session {
+            addr,
+            peer_id: None,
+            outbound,
+            have: Bits::new(n),
+            choked: true,
+            choking: true,
+            interested: false,
+            interesting: false,
+            outstanding: Vec::new(),
+            outstanding_bytes: 0,
+            serving: VecDeque::new(),
+            queued: VecDeque::new(),
+            window_bytes: 0,
+            rate: 0.0,
+        }
+    }
+}
+
+/// The peer layer of one swarm.
+pub struct SwarmCore {
+    cfg: SwarmConfig,
+    swarm_id: [u8; 32],
+    peer_id: [u8; 16],
+    listen_port: u16,
+    picker: Picker,
+    fragment_length: u32,
+    total_length: u64,
+    sessions: HashMap<ConnHandle, Session>,
+    by_peer: HashMap<[u8; 16], ConnHandle>,
+    /// Addresses with a session, to avoid dialling twice.
+    connected: HashSet<SocketAddr>,
+    candidates: Vec<SocketAddr>,
+    banned: HashSet<SocketAddr>,
+    /// Peers that sent blocks of each fragment in progress (strikes on a bad hash).
+    contributors: HashMap<u32, Vec<SocketAddr>>,
+    strikes: HashMap<SocketAddr, u8>,
+    stats: SwarmStats,
+    rng: Rng,
+    next_round: Time,
+    optimistic: Option<ConnHandle>,
+    rounds: u64,
+}
+
+/// Application error codes in CLOSE (spec `peer.md` §6).
+pub mod close_code {
+    /// Protocol violation.
+    pub const VIOLATION: u32 = 1;
+    /// Another swarm.
+    pub const WRONG_SWARM: u32 = 2;
+    /// A connection to ourselves.
+    pub const SELF: u32 = 3;
+    /// A second connection between the same pair of peers.
+    pub const DUPLICATE: u32 = 4;
+    /// Banned for bad data.
+    pub const BANNED: u32 = 5;
+    /// Too many peers.
+    pub const FULL: u32 = 6;
+}
+
+impl SwarmCore {
+    /// A swarm layer for a swarm of `total_length` bytes in `fragment_length` fragments.
+    /// `have(i)` tells which fragments are already verified locally.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: SwarmConfig,
+        swarm_id: [u8; 32],
+        peer_id: [u8; 16],
+        listen_port: u16,
+        total_length: u64,
+        fragment_length: u32,
+        have: impl Fn(u32) -> bool,
+        seed: u64,
+    ) -> SwarmCore {
+        let mut picker = Picker::new(
+            total_length,
+            fragment_length,
+            cfg.block.min(peer::MAX_BLOCK),
+            seed,
+        );
+        for i in 0..picker.fragment_count() {
+            if have(i) {
+                picker.mark_have(i);
+            }
+        }
+        SwarmCore {
+            cfg,
+            swarm_id,
+            peer_id,
+            listen_port,
+            picker,
+            fragment_length,
+            total_length,
+            sessions: HashMap::new(),
+            by_peer: HashMap::new(),
+            connected: HashSet::new(),
+            candidates: Vec::new(),
+            banned: HashSet::new(),
+            contributors: HashMap::new(),
+            strikes: HashMap::new(),
+            stats: SwarmStats::default(),
+            rng: Rng::new(seed ^ 0x5157_4152_4d21),
+            next_round: Time::ZERO,
+            optimistic: None,
+            rounds: 0,
+        }
+    }
+
+    /// True once every fragment is verified.
+    pub fn complete(&self) -> bool {
+        self.picker.complete()
+    }
+
+    /// True if fragment `i` is verified.
+    pub fn has(&self, i: u32) -> bool {
+        self.picker.has(i)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SwarmStats {
+        &self.stats
+    }
+
+    /// Connected peers that completed the handshake.
+    pub fn peer_count(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.peer_id.is_some())
+            .count()
+    }
+
+    /// Bytes still missing.
+    pub fn left(&self) -> u64 {
+        (0..self.picker.fragment_count())
+            .filter(|&i| !self.picker.has(i))
+            .map(|i| self.fragment_len(i) as u64)
+            .sum()
+    }
+
+    fn fragment_len(&self, i: u32) -> u32 {
+        fragment_len(self.total_length, self.fragment_length, i)
+    }
+
+    /// Peers learnt from a tracker or elsewhere; they are dialled in random order.
+    pub fn add_peers(&mut self, addrs: &[SocketAddr]) {
+        for &a in addrs {
+            if !self.banned.contains(&a)
+                && !self.connected.contains(&a)
+                && !self.candidates.contains(&a)
+            {
+                self.candidates.push(a);
+            }
+        }
+    }
+
+    /// When [`SwarmCore::tick`] wants to run next.
+    pub fn poll_timeout(&self) -> Time {
+        self.next_round
+    }
+
+    fn send(ep: &mut Endpoint, h: ConnHandle, s: &mut Session, msg: Vec<u8>) {
+        if !s.queued.is_empty() {
+            s.queued.push_back(msg);
+            return;
+        }
+        match ep.send(h, &msg) {
+            Ok(()) => {}
+            Err(SendError::Blocked) => s.queued.push_back(msg),
+            Err(SendError::TooLarge | SendError::Closed) => {}
+        }
+    }
+
+    fn msg(m: &Message<'_>) -> Vec<u8> {
+        let mut v = Vec::new();
+        peer::emit(m, &mut v);
+        v
+    }
+
+    /// Handles a transport event for one of this swarm's connections.
+    pub fn handle_event(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        ev: &Event,
+    ) {
+        match ev {
+            Event::Connected(h) => self.on_connected(ep, *h),
+            Event::Readable(h) => {
+                while let Some(m) = ep.recv(*h) {
+                    if !self.sessions.contains_key(h) {
+                        break;
+                    }
+                    self.on_message(now, ep, store, *h, &m);
+                }
+            }
+            Event::Writable(h) => self.pump(ep, store, *h),
+            Event::Closed(h, _) => self.on_closed(*h),
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        let Some(addr) = ep.remote(h) else {
+            return;
+        };
+        let outbound = self.sessions.contains_key(&h);
+        if !outbound {
+            if self.banned.contains(&addr) || self.sessions.len() >= self.cfg.max_peers {
+                let code = if self.banned.contains(&addr) {
+                    close_code::BANNED
+                } else {
+                    close_code::FULL
+                };
+                ep.close(Time::ZERO, h, code, b"");
+                return;
+            }
+            self.sessions
+                .insert(h, Session::new(addr, false, self.picker.fragment_count()));
+            self.connected.insert(addr);
+        }
+        let hs = Handshake {
+            version: PEER_VERSION,
+            capabilities: 0.into(),
+            swarm_id: self.swarm_id,
+            peer_id: self.peer_id,
+            listen_port: self.listen_port.into(),
+        };
+        let mut map = vec![0u8; (self.picker.fragment_count() as usize).div_ceil(8)];
+        for i in 0..self.picker.fragment_count() {
+            if self.picker.has(i) {
+                map[(i / 8) as usize] |= 0x80 >> (i % 8);
+            }
+        }
+        let s = self.sessions.get_mut(&h).expect("inserted above");
+        Self::send(ep, h, s, Self::msg(&Message::Handshake(&hs)));
+        Self::send(ep, h, s, Self::msg(&Message::HaveMap(&map)));
+    }
+
+    fn violation(&mut self, ep: &mut Endpoint, now: Time, h: ConnHandle, code: u32) {
+        ep.close(now, h, code, b"");
+        self.on_closed(h);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        h: ConnHandle,
+        bytes: &[u8],
+    ) {
+        let n = self.picker.fragment_count();
+        let Ok(m) = peer::parse(bytes) else {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        };
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.peer_id.is_none() && !matches!(m, Message::Handshake(_)) {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        match m {
+            Message::Handshake(hs) => {
+                if s.peer_id.is_some() || hs.version != PEER_VERSION {
+                    return self.violation(ep, now, h, close_code::VIOLATION);
+                }
+                if hs.swarm_id != self.swarm_id {
+                    return self.violation(ep, now, h, close_code::WRONG_SWARM);
+                }
+                if hs.peer_id == self.peer_id {
+                    let addr = s.addr;
+                    self.banned.insert(addr);
+                    return self.violation(ep, now, h, close_code::SELF);
+                }
+                if let Some(&other) = self.by_peer.get(&hs.peer_id) {
+                    // Two connections between the same pair: the one opened by the peer with
+                    // the smaller id survives (spec §3).
+                    let keep_outbound = self.peer_id < hs.peer_id;
+                    let this_outbound = s.outbound;
+                    if this_outbound == keep_outbound {
+                        ep.close(now, other, close_code::DUPLICATE, b"");
+                        self.on_closed(other);
+                    } else {
+                        return self.violation(ep, now, h, close_code::DUPLICATE);
+                    }
+                }
+                let s = self.sessions.get_mut(&h).expect("checked");
+                s.peer_id = Some(hs.peer_id);
+                self.by_peer.insert(hs.peer_id, h);
+            }
+            Message::HaveMap(bits) => {
+                if !peer::check_have_map(bits, n) {
+                    return self.violation(ep, now, h, close_code::VIOLATION);
+                }
+                s.have = Bits::from_wire(bits, n);
+                for i in 0..n {
+                    if s.have.get(i) {
+                        self.picker.add_availability(i);
+                    }
+                }
+                self.update_interest(ep, h);
+            }
+            Message::Have(i) => {
+                if i >= n {
+                    return self.violation(ep, now, h, close_code::VIOLATION);
+                }
+                if s.have.set(i) {
+                    self.picker.add_availability(i);
+                }
+                self.update_interest(ep, h);
+            }
+            Message::Interested => {
+                s.interested = true;
+                if self.sessions.values().filter(|s| !s.choking).count() < self.cfg.upload_slots {
+                    self.unchoke(ep, h);
+                }
+            }
+            Message::NotInterested => s.interested = false,
+            Message::Choke => {
+                s.choked = true;
+                let blocks: Vec<Block> = s.outstanding.drain(..).map(|(b, _)| b).collect();
+                s.outstanding_bytes = 0;
+                for b in blocks {
+                    self.picker.release(b);
+                }
+            }
+            Message::Unchoke => {
+                s.choked = false;
+                self.fill_requests(now, ep, h);
+            }
+            Message::Request(b) => {
+                let (f, o, l) = (b.fragment.get(), b.offset.get(), b.length.get());
+                let flen = fragment_len(self.total_length, self.fragment_length, f);
+                if f >= n || u64::from(o) + u64::from(l) > u64::from(flen) {
+                    return self.violation(ep, now, h, close_code::VIOLATION);
+                }
+                if s.choking || !self.picker.has(f) {
+                    Self::send(ep, h, s, Self::msg(&Message::Reject(b)));
+                } else {
+                    s.serving.push_back(Block {
+                        fragment: f,
+                        offset: o,
+                        length: l,
+                    });
+                    self.pump(ep, store, h);
+                }
+            }
+            Message::Cancel(b) => {
+                let target = Block {
+                    fragment: b.fragment.get(),
+                    offset: b.offset.get(),
+                    length: b.length.get(),
+                };
+                s.serving.retain(|x| *x != target);
+            }
+            Message::Reject(b) => {
+                let target = Block {
+                    fragment: b.fragment.get(),
+                    offset: b.offset.get(),
+                    length: b.length.get(),
+                };
+                if let Some(k) = s.outstanding.iter().position(|(x, _)| *x == target) {
+                    s.outstanding.swap_remove(k);
+                    s.outstanding_bytes -= u64::from(target.length);
+                    self.picker.release(target);
+                }
+            }
+            Message::Data {
+                fragment,
+                offset,
+                bytes,
+            } => {
+                self.on_data(now, ep, store, h, fragment, offset, bytes);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        h: ConnHandle,
+        fragment: u32,
+        offset: u32,
+        bytes: &[u8],
+    ) {
+        let b = Block {
+            fragment,
+            offset,
+            length: bytes.len() as u32,
+        };
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let Some(k) = s.outstanding.iter().position(|(x, _)| *x == b) else {
+            self.stats.wasted += bytes.len() as u64;
+            return;
+        };
+        s.outstanding.swap_remove(k);
+        s.outstanding_bytes -= u64::from(b.length);
+        s.window_bytes += u64::from(b.length);
+        let addr = s.addr;
+        match self.picker.received(b) {
+            Received::Unneeded => self.stats.wasted += bytes.len() as u64,
+            r => {
+                if store.write(fragment, offset, bytes).is_err() {
+                    // A disk error: the block is requested again later; the driver sees the
+                    // error when it syncs or finishes.
+                    self.picker.release(b);
+                    return;
+                }
+                let c = self.contributors.entry(fragment).or_default();
+                if !c.contains(&addr) {
+                    c.push(addr);
+                }
+                *self.stats.from_peer.entry(addr).or_default() += u64::from(b.length);
+                // Endgame: withdraw the copies of this block asked of other peers.
+                let others: Vec<ConnHandle> = self
+                    .sessions
+                    .iter()
+                    .filter(|(oh, os)| **oh != h && os.outstanding.iter().any(|(x, _)| *x == b))
+                    .map(|(oh, _)| *oh)
+                    .collect();
+                for oh in others {
+                    let os = self.sessions.get_mut(&oh).expect("listed");
+                    os.outstanding.retain(|(x, _)| *x != b);
+                    os.outstanding_bytes -= u64::from(b.length);
+                    Self::send(
+                        ep,
+                        oh,
+                        os,
+                        Self::msg(&Message::Cancel(peer::block(
+                            b.fragment, b.offset, b.length,
+                        ))),
+                    );
+                }
+                if r == Received::FragmentComplete {
+                    self.fragment_done(now, ep, store, fragment);
+                }
+            }
+        }
+        self.fill_requests(now, ep, h);
+    }
+
+    fn fragment_done(&mut self, now: Time, ep: &mut Endpoint, store: &mut dyn Store, i: u32) {
+        let contributors = self.contributors.remove(&i).unwrap_or_default();
+        if store.verify(i).unwrap_or(false) {
+            self.picker.verified(i);
+            self.stats.downloaded += u64::from(self.fragment_len(i));
+            let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
+            for h in hs {
+                let s = self.sessions.get_mut(&h).expect("listed");
+                if s.peer_id.is_some() {
+                    Self::send(ep, h, s, Self::msg(&Message::Have(i)));
+                }
+                self.update_interest(ep, h);
+            }
+            return;
+        }
+        // Bad data: fetch the fragment again, and strike everyone who sent part of it.
+        self.stats.hash_failures += 1;
+        self.picker.failed(i);
+        for addr in contributors {
+            let strikes = self.strikes.entry(addr).or_default();
+            *strikes += 1;
+            if *strikes >= self.cfg.max_strikes {
+                self.banned.insert(addr);
+                let victims: Vec<ConnHandle> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| s.addr == addr)
+                    .map(|(h, _)| *h)
+                    .collect();
+                for h in victims {
+                    self.violation(ep, now, h, close_code::BANNED);
+                }
+            }
+        }
+    }
+
+    fn update_interest(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        let picker = &self.picker;
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let want = (0..picker.fragment_count()).any(|i| s.have.get(i) && !picker.has(i));
+        if want != s.interesting {
+            s.interesting = want;
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            Self::send(ep, h, s, Self::msg(&m));
+        }
+    }
+
+    fn unchoke(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        if let Some(s) = self.sessions.get_mut(&h)
+            && s.choking
+        {
+            s.choking = false;
+            Self::send(ep, h, s, Self::msg(&Message::Unchoke));
+        }
+    }
+
+    fn choke(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        if let Some(s) = self.sessions.get_mut(&h)
+            && !s.choking
+        {
+            s.choking = true;
+            s.serving.clear();
+            Self::send(ep, h, s, Self::msg(&Message::Choke));
+        }
+    }
+
+    /// Keeps enough requests outstanding to cover the rate measured from this peer.
+    fn fill_requests(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
+        let (min, max) = (self.cfg.min_outstanding, self.cfg.max_outstanding);
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.choked || s.peer_id.is_none() {
+            return;
+        }
+        // About half a second of data in flight at the measured rate.
+        let target = ((s.rate * 0.5) as u64).clamp(min, max);
+        while s.outstanding_bytes < target {
+            let room = target - s.outstanding_bytes;
+            let count = (room / u64::from(self.cfg.block)).max(1) as usize;
+            let have = &s.have;
+            let blocks = self.picker.pick(|i| have.get(i), count.min(64));
+            if blocks.is_empty() {
+                break;
+            }
+            for b in blocks {
+                s.outstanding.push((b, now));
+                s.outstanding_bytes += u64::from(b.length);
+                Self::send(
+                    ep,
+                    h,
+                    s,
+                    Self::msg(&Message::Request(peer::block(
+                        b.fragment, b.offset, b.length,
+                    ))),
+                );
+            }
+        }
+    }
+
+    /// Sends queued messages, then serves queued requests, until the transport pushes back.
+    fn pump(&mut self, ep: &mut Endpoint, store: &mut dyn Store, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        while let Some(m) = s.queued.front() {
+            match ep.send(h, m) {
+                Ok(()) => {
+                    s.queued.pop_front();
+                }
+                Err(SendError::Blocked) => return,
+                Err(_) => {
+                    s.queued.clear();
+                    return;
+                }
+            }
+        }
+        while let Some(b) = s.serving.pop_front() {
+            let mut msg = Vec::with_capacity(peer::DATA_HEADER_LEN + b.length as usize);
+            msg.push(peer::msg::DATA);
+            msg.extend_from_slice(&b.fragment.to_be_bytes());
+            msg.extend_from_slice(&b.offset.to_be_bytes());
+            msg.resize(peer::DATA_HEADER_LEN + b.length as usize, 0);
+            if store
+                .read(b.fragment, b.offset, &mut msg[peer::DATA_HEADER_LEN..])
+                .is_err()
+            {
+                continue;
+            }
+            self.stats.uploaded += u64::from(b.length);
+            match ep.send(h, &msg) {
+                Ok(()) => {}
+                Err(SendError::Blocked) => {
+                    s.queued.push_back(msg);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn on_closed(&mut self, h: ConnHandle) {
+        let Some(s) = self.sessions.remove(&h) else {
+            return;
+        };
+        for (b, _) in s.outstanding {
+            self.picker.release(b);
+        }
+        for i in 0..self.picker.fragment_count() {
+            if s.have.get(i) {
+                self.picker.remove_availability(i);
+            }
+        }
+        if let Some(id) = s.peer_id
+            && self.by_peer.get(&id) == Some(&h)
+        {
+            self.by_peer.remove(&id);
+        }
+        self.connected.remove(&s.addr);
+        if self.optimistic == Some(h) {
+            self.optimistic = None;
+        }
+    }
+
+    /// Periodic work: dial candidates, a choke round, rates, timed-out requests.
+    pub fn tick(&mut self, now: Time, ep: &mut Endpoint) {
+        // Dial, in random order, up to the peer limit.
+        while self.sessions.len() < self.cfg.max_peers && !self.candidates.is_empty() {
+            let k = self.rng.below(self.candidates.len() as u64) as usize;
+            let addr = self.candidates.swap_remove(k);
+            if self.banned.contains(&addr) || self.connected.contains(&addr) {
+                continue;
+            }
+            let h = ep.connect(now, addr);
+            self.sessions
+                .insert(h, Session::new(addr, true, self.picker.fragment_count()));
+            self.connected.insert(addr);
+        }
+        if now < self.next_round {
+            return;
+        }
+        let interval = self.cfg.choke_interval;
+        self.next_round = now + interval;
+        self.rounds += 1;
+        let secs = interval.as_secs_f64().max(1e-3);
+        let handles: Vec<ConnHandle> = self.sessions.keys().copied().collect();
+        // Requests nobody answered: ask elsewhere.
+        for &h in &handles {
+            let s = self.sessions.get_mut(&h).expect("listed");
+            s.rate = 0.5 * s.rate + 0.5 * (s.window_bytes as f64 / secs);
+            s.window_bytes = 0;
+            let timeout = self.cfg.request_timeout;
+            let (stale, keep): (Vec<_>, Vec<_>) = s
+                .outstanding
+                .drain(..)
+                .partition(|(_, at)| now.saturating_since(*at) > timeout);
+            s.outstanding = keep;
+            for (b, _) in stale {
+                s.outstanding_bytes -= u64::from(b.length);
+                self.picker.release(b);
+            }
+        }
+        // Upload slots: the interested peers that send to us fastest (reciprocation), random
+        // order among equals (a seed's peers all send nothing), plus one optimistic unchoke
+        // rotated every third round.
+        let mut interested: Vec<(f64, u64, ConnHandle)> = handles
+            .iter()
+            .filter_map(|h| {
+                let s = &self.sessions[h];
+                (s.interested && s.peer_id.is_some()).then(|| (s.rate, self.rng.next_u64(), *h))
+            })
+            .collect();
+        interested.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let keep: HashSet<ConnHandle> = interested
+            .iter()
+            .take(self.cfg.upload_slots)
+            .map(|x| x.2)
+            .collect();
+        if self.rounds % 3 == 1
+            || self
+                .optimistic
+                .is_none_or(|o| !self.sessions.contains_key(&o))
+        {
+            let rest: Vec<ConnHandle> = interested
+                .iter()
+                .skip(self.cfg.upload_slots)
+                .map(|x| x.2)
+                .collect();
+            self.optimistic =
+                (!rest.is_empty()).then(|| rest[self.rng.below(rest.len() as u64) as usize]);
+        }
+        for h in handles {
+            if keep.contains(&h) || self.optimistic == Some(h) {
+                self.unchoke(ep, h);
+            } else {
+                self.choke(ep, h);
+            }
+            self.fill_requests(now, ep, h);
+        }
+    }
+
+    /// Closes every connection (on the way out).
+    pub fn close_all(&mut self, now: Time, ep: &mut Endpoint) {
+        let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
+        for h in hs {
+            ep.finish(now, h);
+        }
+    }
+}
+
+/// Length of fragment `i` of a swarm (the last may be short).
+fn fragment_len(total: u64, fragment_length: u32, i: u32) -> u32 {
+    let start = u64::from(i) * u64::from(fragment_length);
+    total.saturating_sub(start).min(u64::from(fragment_length)) as u32
+}
+
+#[cfg(test)]
+mod tests;

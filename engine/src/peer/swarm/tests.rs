@@ -1,0 +1,198 @@
+//! Swarms in the simulator: a seed and fetchers end with identical data; a peer that sends
+//! bad data is banned and the swarm still completes.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::*;
+use crate::sim::{PipeConfig, Sim};
+use crate::transport::Config;
+
+/// The data of one node, in memory.
+struct MemStore {
+    data: Vec<u8>,
+    hashes: Vec<[u8; 32]>,
+    fragment_length: u32,
+    /// A malicious store serves garbage.
+    liar: bool,
+}
+
+impl MemStore {
+    fn range(&self, fragment: u32, offset: u32, len: usize) -> std::ops::Range<usize> {
+        let start = fragment as usize * self.fragment_length as usize + offset as usize;
+        start..start + len
+    }
+}
+
+impl Store for MemStore {
+    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        let r = self.range(fragment, offset, buf.len());
+        buf.copy_from_slice(&self.data[r]);
+        if self.liar {
+            buf.iter_mut().for_each(|b| *b ^= 0x55);
+        }
+        Ok(())
+    }
+    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        let r = self.range(fragment, offset, data.len());
+        self.data[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn verify(&mut self, i: u32) -> io::Result<bool> {
+        let len = fragment_len(self.data.len() as u64, self.fragment_length, i) as usize;
+        let r = self.range(i, 0, len);
+        Ok(<[u8; 32]>::from(Sha256::digest(&self.data[r])) == self.hashes[i as usize])
+    }
+}
+
+struct Node {
+    id: crate::sim::NodeId,
+    core: SwarmCore,
+    store: MemStore,
+}
+
+const FRAG: u32 = 64 * 1024;
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// Builds `fetchers` fetchers and one seed (node 0) (and optionally a liar that claims to have
+/// everything), all told of each other; runs until every fetcher completes or `limit`.
+fn run_swarm(
+    seed: u64,
+    fetchers: usize,
+    liar: bool,
+    pipe: PipeConfig,
+    limit: Duration,
+) -> (Vec<Node>, Vec<u8>, Sim) {
+    let size = 2 * 1024 * 1024 + 12_345;
+    let data = payload(size, seed);
+    let hashes: Vec<[u8; 32]> = data
+        .chunks(FRAG as usize)
+        .map(|c| Sha256::digest(c).into())
+        .collect();
+    let mut sim = Sim::new(seed, pipe);
+    let swarm_id = [7u8; 32];
+    let mut nodes = Vec::new();
+    let roles: Vec<(bool, bool)> = std::iter::once((true, false))
+        .chain(liar.then_some((true, true)))
+        .chain((0..fetchers).map(|_| (false, false)))
+        .collect();
+    for (k, &(full, is_liar)) in roles.iter().enumerate() {
+        let id = sim.add_node(Config {
+            accept: true,
+            ..Config::default()
+        });
+        let mut peer_id = [0u8; 16];
+        peer_id[..8].copy_from_slice(&(k as u64 + 1).to_be_bytes());
+        let core = SwarmCore::new(
+            SwarmConfig::default(),
+            swarm_id,
+            peer_id,
+            sim.addr(id).port(),
+            size as u64,
+            FRAG,
+            |_| full,
+            seed ^ k as u64,
+        );
+        let store = MemStore {
+            data: if full { data.clone() } else { vec![0; size] },
+            hashes: hashes.clone(),
+            fragment_length: FRAG,
+            liar: is_liar,
+        };
+        nodes.push(Node { id, core, store });
+    }
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| sim.addr(n.id)).collect();
+    for (k, n) in nodes.iter_mut().enumerate() {
+        let others: Vec<SocketAddr> = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, a)| *a)
+            .collect();
+        // Fetchers dial; seeds wait to be dialled.
+        if !roles[k].0 {
+            n.core.add_peers(&others);
+        }
+    }
+    let end = sim.now() + limit;
+    while sim.now() < end {
+        let now = sim.now();
+        for n in nodes.iter_mut() {
+            let ep = sim.endpoint(n.id).expect("node up");
+            while let Some(ev) = ep.poll_event() {
+                n.core.handle_event(now, ep, &mut n.store, &ev);
+            }
+            n.core.tick(now, ep);
+        }
+        if nodes
+            .iter()
+            .skip(1)
+            .filter(|n| !n.store.liar)
+            .all(|n| n.core.complete())
+        {
+            break;
+        }
+        let step_limit = now + Duration::from_millis(20);
+        while sim.step(step_limit) {}
+    }
+    (nodes, data, sim)
+}
+
+#[test]
+fn seed_and_fetchers_end_with_identical_data() {
+    crate::sim::for_seeds(&[1, 2], |seed| {
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            loss: 0.01,
+            ..PipeConfig::default()
+        };
+        let (nodes, data, _) = run_swarm(seed, 5, false, pipe, Duration::from_secs(120));
+        for (k, n) in nodes.iter().enumerate().skip(1) {
+            assert!(n.core.complete(), "fetcher {k} incomplete");
+            assert!(n.store.data == data, "fetcher {k} has different bytes");
+            assert_eq!(n.core.left(), 0);
+        }
+        // Fetchers served each other: the seed sent less than every fetcher's full copy.
+        let seed_up = nodes[0].core.stats().uploaded;
+        let fetchers_up: u64 = nodes.iter().skip(1).map(|n| n.core.stats().uploaded).sum();
+        assert!(fetchers_up > 0, "no fetcher uploaded (seed sent {seed_up})");
+    });
+}
+
+#[test]
+fn a_peer_sending_bad_data_is_banned_and_the_swarm_completes() {
+    crate::sim::for_seeds(&[3], |seed| {
+        let (nodes, data, _) = run_swarm(
+            seed,
+            3,
+            true,
+            PipeConfig::default(),
+            Duration::from_secs(120),
+        );
+        for n in nodes.iter().skip(2) {
+            assert!(n.core.complete());
+            assert!(n.store.data == data);
+        }
+        let failures: u64 = nodes
+            .iter()
+            .skip(2)
+            .map(|n| n.core.stats().hash_failures)
+            .sum();
+        assert!(failures > 0, "the liar's data was never caught");
+        let liar_addr = nodes[1].core.listen_port;
+        for n in nodes.iter().skip(2) {
+            let banned = n.core.banned.iter().any(|a| a.port() == liar_addr);
+            let struck = n.core.strikes.iter().any(|(a, _)| a.port() == liar_addr);
+            assert!(
+                banned || !struck || n.core.stats().hash_failures < 3,
+                "struck 3 times but not banned"
+            );
+        }
+    });
+}
