@@ -24,6 +24,9 @@ use crate::time::Time;
 
 /// Most ranges a receiver remembers (spec §4.3).
 const MAX_RECV_RANGES: usize = 64;
+/// Most out-of-order byte ranges the stream receiver holds (spec §10); a packet whose STREAM
+/// frames would create more is dropped without being acknowledged.
+pub(crate) const MAX_STREAM_RANGES: usize = 256;
 /// Packet numbers are below 2^62 (spec §7); a DATA packet with a larger one is dropped.
 pub(crate) const MAX_PN: u64 = 1 << 62;
 /// Packet reordering threshold (RFC 9002 §6.1.1).
@@ -126,6 +129,11 @@ pub struct ConnStats {
     pub tracked_packets: usize,
     /// Next packet number to be used.
     pub next_pn: u64,
+    /// Disjoint byte ranges held in the receive buffer (at most 256 beyond the in-order
+    /// prefix, spec §10).
+    pub recv_ranges: usize,
+    /// Packets dropped unacknowledged because they would fragment the receive buffer further.
+    pub dropped_fragmented: u64,
 }
 
 pub(crate) struct Connection {
@@ -406,6 +414,7 @@ impl Connection {
         s.recv_buffered = self.rbuf.len() as u64;
         s.tracked_packets = self.sent.len();
         s.next_pn = self.next_pn;
+        s.recv_ranges = self.r_ranges.len();
         s
     }
 
@@ -591,6 +600,11 @@ impl Connection {
             self.ack_now = true;
             return;
         }
+        if !self.stream_ranges_fit(frames) {
+            // Too fragmented (spec §10): not acknowledged, so the peer sends it again later.
+            self.stats.dropped_fragmented += 1;
+            return;
+        }
         if self.side == Side::Server && !self.confirmed {
             self.confirmed = true;
             self.accept_pending = false;
@@ -647,6 +661,25 @@ impl Connection {
             self.readable_signalled = true;
             self.events.push_back(ConnEvent::Readable);
         }
+    }
+
+    /// True if the STREAM frames of a packet leave at most [`MAX_STREAM_RANGES`] out-of-order
+    /// ranges in the receive buffer (counted against the current set, an upper bound). Bytes
+    /// that extend the in-order prefix are always taken, so a full set never stalls the stream.
+    fn stream_ranges_fit(&self, frames: &[u8]) -> bool {
+        let prefix_end = self.r_base + self.contiguous();
+        let mut new = 0;
+        for f in Frames::new(frames).flatten() {
+            if let Frame::Stream { offset, data } = f {
+                let end = offset.saturating_add(data.len() as u64);
+                let off = offset.max(self.r_base);
+                if off > prefix_end && self.r_ranges.would_add_range(off, end) {
+                    new += 1;
+                }
+            }
+        }
+        let out_of_order = self.r_ranges.len() - usize::from(prefix_end > self.r_base);
+        out_of_order + new <= MAX_STREAM_RANGES
     }
 
     fn on_stream(&mut self, offset: u64, data: &[u8]) -> Result<(), u32> {

@@ -790,4 +790,42 @@ mod tests {
         assert_eq!(ep.send(h1, b"x"), Err(SendError::Closed));
         assert!(ep.stats(h1).is_none() && ep.stats(h2).is_some());
     }
+
+    fn stream_frame(offset: u64, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; packet::STREAM_OVERHEAD + data.len()];
+        let at = packet::write_stream_header(&mut f, 0, offset, data.len() as u16).unwrap();
+        f[at..].copy_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn fragmented_stream_is_bounded() {
+        use super::super::connection::MAX_STREAM_RANGES;
+        let mut p = Pair::new(Config::default(), Config::default());
+        let sh = p.sh.unwrap();
+        let before = p.s.stats(sh).unwrap().packets_received;
+        // 1-byte STREAM frames at every other offset, descending: each would be a new range.
+        let n = 3 * MAX_STREAM_RANGES as u64;
+        for i in 0..n {
+            let d = p.data_to_server(1_000 + i, &stream_frame(2 * (n - i), b"x"));
+            p.s.handle(p.now, p.caddr, &d);
+        }
+        let st = p.s.stats(sh).unwrap();
+        assert_eq!(st.recv_ranges, MAX_STREAM_RANGES);
+        assert_eq!(st.dropped_fragmented, n - MAX_STREAM_RANGES as u64);
+        assert_eq!(
+            st.packets_received - before,
+            MAX_STREAM_RANGES as u64,
+            "dropped packets are not acknowledged"
+        );
+        // Bytes that extend the in-order prefix are still taken.
+        for (i, off) in [0u64, 1].into_iter().enumerate() {
+            let d = p.data_to_server(10_000 + i as u64, &stream_frame(off, b"x"));
+            p.s.handle(p.now, p.caddr, &d);
+        }
+        let st = p.s.stats(sh).unwrap();
+        assert_eq!(st.recv_ranges, MAX_STREAM_RANGES + 1);
+        assert_eq!(st.packets_received - before, MAX_STREAM_RANGES as u64 + 2);
+        assert!(p.s.is_open(sh));
+    }
 }

@@ -45,6 +45,15 @@ impl RangeSet {
         let i = self.r.partition_point(|&(_, end)| end <= s);
         self.r.get(i).is_some_and(|&(a, b)| a <= s && e <= b)
     }
+    /// True if adding `[s, e)` would create a new disjoint range (it touches no existing one).
+    pub fn would_add_range(&self, s: u64, e: u64) -> bool {
+        if s >= e {
+            return false;
+        }
+        let i = self.r.partition_point(|&(_, end)| end < s);
+        let j = self.r.partition_point(|&(start, _)| start <= e);
+        i == j
+    }
     /// Adds `[s, e)`. Returns true if anything was new.
     pub fn insert(&mut self, s: u64, e: u64) -> bool {
         if s >= e {
@@ -128,6 +137,10 @@ mod tests {
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![(10, 15), (25, 40)]);
         assert!(r.contains(14) && !r.contains(15) && r.contains(25));
         assert!(r.contains_range(26, 40) && !r.contains_range(14, 26));
+        assert!(r.would_add_range(17, 24) && !r.would_add_range(15, 25));
+        assert!(
+            !r.would_add_range(12, 14) && !r.would_add_range(40, 41) && !r.would_add_range(5, 5)
+        );
         r.remove_below(30);
         assert_eq!(r.iter().collect::<Vec<_>>(), vec![(30, 40)]);
         assert_eq!(r.pop_first(4), Some((30, 34)));
