@@ -9,6 +9,7 @@ mod create;
 mod error;
 mod hashing;
 mod inspect;
+mod swarm_cmd;
 mod tracker_cmd;
 mod units;
 mod verify;
@@ -113,6 +114,53 @@ also be the directory that holds the file under its advisory name."
         file: PathBuf,
         /// The data: the file itself, or the shared directory itself.
         path: PathBuf,
+    },
+    /// Serve a file or directory to a swarm until interrupted.
+    #[command(
+        long_about = "Serve a file or directory to a swarm until SIGINT or SIGTERM. PATH \
+is checked against the .st file first (every core hashing, with progress); only fragments that \
+match are served. The peer announces itself to every tracker of the .st file and serves any \
+peer that connects.\n\n\
+It prints 'listening on ADDR' on stdout once bound, and a summary (bytes sent) at exit."
+    )]
+    Seed {
+        /// The .st file.
+        file: PathBuf,
+        /// The data: the file itself (or the directory holding it), or the shared directory.
+        path: PathBuf,
+        /// UDP port (0: any free port, printed at start).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Address to bind [default: all IPv4 and IPv6 addresses].
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::IpAddr>,
+    },
+    /// Download a swarm's data, verifying every fragment, while serving what it has.
+    #[command(
+        long_about = "Download the data a .st file describes into DIR/NAME, verifying every \
+fragment's SHA-256, and serve verified fragments to other peers meanwhile. Data is written to \
+NAME.part (each file.part for a directory) and moved into place, fsynced, only when every \
+fragment is verified. A resume file (DIR/.NAME.st-resume) records verified fragments that are \
+durably on disk, so an interrupted or killed fetch continues where it stopped.\n\n\
+Exits 0 once complete (or on SIGINT/SIGTERM, after saving resume state), 1 on a runtime \
+failure such as a full disk, 2 on invalid input. With --seed it keeps serving after completion \
+until interrupted."
+    )]
+    Fetch {
+        /// The .st file.
+        file: PathBuf,
+        /// Directory to write into.
+        #[arg(short, long, value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        /// UDP port (0: any free port, printed at start).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Address to bind [default: all IPv4 and IPv6 addresses].
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<std::net::IpAddr>,
+        /// Keep serving after the download completes, until interrupted.
+        #[arg(long)]
+        seed: bool,
     },
     /// Run a UDP tracker (SwarmTorrent's protocol and BEP 15 on one port) until interrupted.
     #[command(
@@ -233,6 +281,37 @@ fn main() -> ExitCode {
         ),
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Verify { file, path } => verify::run(ctx, &file, &path),
+        Command::Seed {
+            file,
+            path,
+            port,
+            bind,
+        } => swarm_cmd::run(
+            ctx,
+            swarm_cmd::SwarmArgs {
+                st: file,
+                path,
+                port,
+                bind,
+                mode: swarm_cmd::Mode::Seed,
+            },
+        ),
+        Command::Fetch {
+            file,
+            output,
+            port,
+            bind,
+            seed,
+        } => swarm_cmd::run(
+            ctx,
+            swarm_cmd::SwarmArgs {
+                st: file,
+                path: output,
+                port,
+                bind,
+                mode: swarm_cmd::Mode::Fetch { seed_after: seed },
+            },
+        ),
         Command::UdpTracker {
             port,
             bind,

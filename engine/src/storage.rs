@@ -225,6 +225,14 @@ impl Storage {
         Ok(ok)
     }
 
+    /// Records fragment `i` as verified after the caller checked its hash itself (the
+    /// parallel start-up check of `st seed`).
+    pub fn mark_verified(&mut self, i: u32) {
+        if let Some(v) = self.verified.get_mut(i as usize) {
+            *v = true;
+        }
+    }
+
     /// Checks a fragment already assembled in memory; on a match writes it and marks it
     /// verified. Returns whether it matched (a mismatch writes nothing).
     pub fn store_fragment(&mut self, i: u32, data: &[u8]) -> io::Result<bool> {

@@ -193,6 +193,7 @@ pub struct SwarmCore {
     next_round: Time,
     optimistic: Option<ConnHandle>,
     rounds: u64,
+    io_error: Option<io::Error>,
 }
 
 /// Application error codes in CLOSE (spec `peer.md` §6).
@@ -256,6 +257,7 @@ impl SwarmCore {
             next_round: Time::ZERO,
             optimistic: None,
             rounds: 0,
+            io_error: None,
         }
     }
 
@@ -272,6 +274,11 @@ impl SwarmCore {
     /// Counters.
     pub fn stats(&self) -> &SwarmStats {
         &self.stats
+    }
+
+    /// The first disk error met since the last call, if any.
+    pub fn take_io_error(&mut self) -> Option<io::Error> {
+        self.io_error.take()
     }
 
     /// Connected peers that completed the handshake.
@@ -559,10 +566,11 @@ impl SwarmCore {
         match self.picker.received(b) {
             Received::Unneeded => self.stats.wasted += bytes.len() as u64,
             r => {
-                if store.write(fragment, offset, bytes).is_err() {
-                    // A disk error: the block is requested again later; the driver sees the
-                    // error when it syncs or finishes.
+                if let Err(e) = store.write(fragment, offset, bytes) {
+                    // A disk error (disk full, say): the block is requested again later and
+                    // the driver decides whether to give up (see `take_io_error`).
                     self.picker.release(b);
+                    self.io_error.get_or_insert(e);
                     return;
                 }
                 let c = self.contributors.entry(fragment).or_default();

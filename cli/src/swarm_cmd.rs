@@ -1,0 +1,449 @@
+//! `st seed` and `st fetch`: join a swarm, serve what we have, fetch what we lack.
+//!
+//! This is the driver: it opens the storage, binds the reactor, and on every turn of the
+//! reactor feeds the transport's events to the swarm layer and the tracker client, pushes the
+//! tracker requests out, syncs the resume file, and draws progress. All protocol decisions are
+//! in `st_engine` (sans-IO); this module only wires them to the disk, the clock and signals.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use log::{info, warn};
+use st_engine::discovery::tracker_client::{Progress as TrackerProgress, TrackerClient};
+use st_engine::peer::swarm::{SwarmConfig, SwarmCore};
+use st_engine::reactor::{Reactor, ReactorConfig};
+use st_engine::storage::Storage;
+use st_engine::time::Time;
+use st_engine::transport::{self, Endpoint, Event, RequestId};
+use st_proto::st_file::{FileMap, Host, StFile};
+
+use crate::common::{Ctx, data_paths, hex, load_st};
+use crate::error::{CliError, CliResult, invalid, runtime};
+use crate::hashing::{self, Outcome};
+use crate::units::format_size;
+
+/// What to do once the data is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `st seed`: serve until interrupted.
+    Seed,
+    /// `st fetch`: exit once complete (or serve on with `--seed`).
+    Fetch {
+        /// Keep serving after completion.
+        seed_after: bool,
+    },
+}
+
+/// Arguments shared by `seed` and `fetch`.
+pub struct SwarmArgs {
+    /// The `.st` file.
+    pub st: PathBuf,
+    /// Data path (seed) or output directory (fetch).
+    pub path: PathBuf,
+    /// UDP port (0: any).
+    pub port: u16,
+    /// Address to bind.
+    pub bind: Option<IpAddr>,
+    /// Seed or fetch.
+    pub mode: Mode,
+}
+
+/// Seconds between resume-file syncs while downloading.
+const SYNC_EVERY: Duration = Duration::from_secs(5);
+/// Longest wait for trackers to hear `stopped` on the way out.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8;
+        }
+    }
+    b
+}
+
+/// Resolves the tracker table; unresolvable hosts are skipped with a warning.
+fn resolve_trackers(st: &StFile) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for t in &st.trackers {
+        match &t.host {
+            Host::V4(a) => out.push(SocketAddr::new(IpAddr::V4(*a), t.port)),
+            Host::V6(a) => out.push(SocketAddr::new(IpAddr::V6(*a), t.port)),
+            Host::Dns(name) => match (name.as_str(), t.port).to_socket_addrs() {
+                Ok(mut addrs) => match addrs.next() {
+                    Some(a) => out.push(a),
+                    None => warn!("tracker {t}: no address"),
+                },
+                Err(e) => warn!("tracker {t}: cannot resolve ({e}); skipped"),
+            },
+        }
+    }
+    out
+}
+
+/// Checks existing data with every core and records the fragments that match.
+fn check_existing(
+    ctx: Ctx,
+    st: &StFile,
+    paths: &[PathBuf],
+    storage: &mut Storage,
+    verb: &str,
+) -> CliResult<u32> {
+    let info = &st.info;
+    let lengths = info.file_lengths();
+    let map = FileMap::new(&lengths);
+    let job = hashing::Job {
+        files: paths,
+        map: &map,
+        fragment_length: info.fragment_length,
+        total_length: info.total_length,
+    };
+    let progress = crate::common::Progress::bytes(ctx, info.total_length, verb);
+    let mut good = 0u32;
+    job.run(hashing::default_threads(), |i, len, outcome| {
+        progress.inc(u64::from(len));
+        if outcome == Outcome::Hash(info.hashes[i as usize]) {
+            storage.mark_verified(i);
+            good += 1;
+        }
+    })
+    .map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "cannot read {}: {}",
+            e.path.display(),
+            e.error
+        ))
+    })?;
+    progress.finish();
+    Ok(good)
+}
+
+/// Runs `st seed` or `st fetch`.
+pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
+    let (st, swarm_id) = load_st(&args.st)?;
+    let info = &st.info;
+    let count = info.fragment_count();
+    let (mut storage, label) = match args.mode {
+        Mode::Seed => {
+            std::fs::metadata(&args.path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", args.path.display())))?;
+            let paths = data_paths(&st, &args.path);
+            let mut storage =
+                Storage::open_for_seed(info, swarm_id, data_root(&st, &args.path).as_path())
+                    .map_err(|e| invalid(format!("{e}")))?;
+            let good = check_existing(ctx, &st, &paths, &mut storage, "checking")?;
+            if good == 0 {
+                return Err(runtime(format!(
+                    "{}: no fragment matches {}; nothing to seed",
+                    args.path.display(),
+                    args.st.display()
+                )));
+            }
+            if good < count {
+                warn!(
+                    "{}: only {good} of {count} fragments match; serving those",
+                    args.path.display()
+                );
+            }
+            (storage, "seeding")
+        }
+        Mode::Fetch { .. } => {
+            std::fs::create_dir_all(&args.path)
+                .map_err(|e| runtime(format!("cannot create {}: {e}", args.path.display())))?;
+            let part_existed = st_engine::storage::final_paths(info, &args.path)
+                .iter()
+                .any(|p| p.with_extension("part").exists() || part_of(p).exists());
+            let (mut storage, resume) = Storage::open_for_fetch(info, swarm_id, &args.path)
+                .map_err(|e| runtime(format!("{e}")))?;
+            if let Some(why) = &resume.ignored {
+                warn!("resume state ignored: {why}; checking what is on disk");
+            }
+            if resume.trusted > 0 {
+                info!(
+                    "resuming: {} of {count} fragments already verified and on disk",
+                    resume.trusted
+                );
+            }
+            if part_existed {
+                // Data written before a crash but not yet recorded: check it rather than
+                // trust it, so nothing unverified is ever counted (spec peer.md §8).
+                let missing: Vec<u32> = storage.missing().collect();
+                let mut recovered = 0;
+                for i in missing {
+                    if storage.verify(i).map_err(|e| runtime(format!("{e}")))? {
+                        recovered += 1;
+                    }
+                }
+                if recovered > 0 {
+                    info!("{recovered} more fragments found intact on disk");
+                }
+            }
+            (storage, "fetching")
+        }
+    };
+
+    let bind_ip = args.bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let mut reactor = Reactor::bind(ReactorConfig {
+        bind: SocketAddr::new(bind_ip, args.port),
+        ..ReactorConfig::default()
+    })
+    .or_else(|e| {
+        if args.bind.is_none() {
+            warn!("cannot bind [::]:{} ({e}); IPv4 only", args.port);
+            Reactor::bind(ReactorConfig {
+                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port),
+                ..ReactorConfig::default()
+            })
+        } else {
+            Err(e)
+        }
+    })
+    .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
+    let port = reactor.local_addr().port();
+    let seed = u64::from_ne_bytes(random_bytes::<8>());
+    let mut ep = Endpoint::new(
+        transport::Config {
+            accept: true,
+            secret: Some(random_bytes::<32>()),
+            ..transport::Config::default()
+        },
+        seed,
+    );
+    let peer_id = random_bytes::<16>();
+    let mut swarm = SwarmCore::new(
+        SwarmConfig::default(),
+        swarm_id,
+        peer_id,
+        port,
+        info.total_length,
+        info.fragment_length,
+        |i| storage.has(i),
+        seed ^ 1,
+    );
+    let trackers = resolve_trackers(&st);
+    if trackers.is_empty() {
+        warn!(
+            "no usable tracker in {} (LAN discovery is not available yet): waiting for peers to connect",
+            args.st.display()
+        );
+    }
+    let mut tc = TrackerClient::new(&trackers, swarm_id, peer_id, port, reactor.now());
+    info!(
+        "{label} {} ({}, swarm {}) on UDP port {port}",
+        info.name,
+        format_size(info.total_length),
+        &hex(&swarm_id)[..16]
+    );
+    println!("listening on {}", reactor.local_addr());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
+    }
+
+    let start_have = storage.verified_bytes();
+    let bar = progress_bar(ctx, info.total_length, start_have);
+    let started = Instant::now();
+    let mut pending: HashMap<RequestId, usize> = HashMap::new();
+    let mut next_sync = Instant::now() + SYNC_EVERY;
+    let mut next_log = Instant::now() + Duration::from_secs(10);
+    let mut finished = storage.missing().next().is_none();
+    let mut failure: Option<CliError> = None;
+    let mut stopping_since: Option<Time> = None;
+    if finished && matches!(args.mode, Mode::Fetch { .. }) {
+        storage.finish().map_err(|e| runtime(format!("{e}")))?;
+        tc.set_complete(reactor.now());
+    }
+    let keep_serving = match args.mode {
+        Mode::Seed => true,
+        Mode::Fetch { seed_after } => seed_after,
+    };
+    if finished && !keep_serving {
+        println!("{}: already complete", info.name);
+        return Ok(());
+    }
+
+    let result = reactor.run(&mut ep, Duration::from_millis(50), |ep, now| {
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                Event::Response(id, payload) => {
+                    if let Some(t) = pending.remove(&id) {
+                        let learned = tc.handle_response(now, t, &payload);
+                        swarm.add_peers(&learned.peers);
+                    }
+                }
+                Event::RequestFailed(id) => {
+                    if let Some(t) = pending.remove(&id) {
+                        tc.handle_failure(now, t);
+                    }
+                }
+                Event::Request(_) => {}
+                other => swarm.handle_event(now, ep, &mut storage, &other),
+            }
+        }
+        swarm.tick(now, ep);
+        if let Some(e) = swarm.take_io_error() {
+            failure.get_or_insert(runtime(format!("{e}")));
+        }
+        let left = swarm.left();
+        let stats = swarm.stats().clone();
+        while let Some(out) = tc.poll_request(
+            now,
+            TrackerProgress {
+                left,
+                uploaded: stats.uploaded,
+                downloaded: stats.downloaded,
+            },
+        ) {
+            let id = ep.request(now, out.to, &out.payload);
+            pending.insert(id, out.tracker);
+        }
+        if let Some(b) = &bar {
+            b.set_position(info.total_length - left);
+            b.set_message(format!(
+                "{} peers, ↑ {}",
+                swarm.peer_count(),
+                format_size(stats.uploaded)
+            ));
+        } else if Instant::now() >= next_log {
+            next_log = Instant::now() + Duration::from_secs(10);
+            info!(
+                "{:.1} % of {}, {} peers, {} down, {} up",
+                100.0 * (info.total_length - left) as f64 / info.total_length.max(1) as f64,
+                format_size(info.total_length),
+                swarm.peer_count(),
+                format_size(stats.downloaded),
+                format_size(stats.uploaded)
+            );
+        }
+        if !finished && swarm.complete() {
+            finished = true;
+            if let Err(e) = storage.finish() {
+                failure.get_or_insert(runtime(format!("{e}")));
+            } else {
+                tc.set_complete(now);
+                info!("{}: complete, every fragment verified", info.name);
+            }
+        } else if !finished && Instant::now() >= next_sync {
+            next_sync = Instant::now() + SYNC_EVERY;
+            if let Err(e) = storage.sync_resume() {
+                failure.get_or_insert(runtime(format!("{e}")));
+            }
+        }
+        let want_stop =
+            stop.load(Ordering::Relaxed) || failure.is_some() || (finished && !keep_serving);
+        if want_stop && stopping_since.is_none() {
+            stopping_since = Some(now);
+            tc.stop(now);
+            swarm.close_all(now, ep);
+            if !finished {
+                let _ = storage.sync_resume();
+            }
+        }
+        if let Some(since) = stopping_since
+            && (tc.stopped() || now.saturating_since(since) > STOP_GRACE)
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    result.map_err(|e| runtime(format!("network error: {e}")))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    summary(
+        &swarm,
+        started.elapsed(),
+        storage.verified_bytes().saturating_sub(start_have),
+        &storage,
+        finished,
+        args.mode,
+    );
+    Ok(())
+}
+
+/// The file or directory whose bytes a seed serves (see `data_paths`).
+fn data_root(st: &StFile, path: &Path) -> PathBuf {
+    match &st.info.files {
+        None if path.is_dir() => path.join(&st.info.name),
+        _ => path.to_path_buf(),
+    }
+}
+
+fn part_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+fn progress_bar(ctx: Ctx, total: u64, have: u64) -> Option<ProgressBar> {
+    if ctx.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{percent:>3}% [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(have);
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}
+
+fn summary(
+    swarm: &SwarmCore,
+    elapsed: Duration,
+    fetched: u64,
+    storage: &Storage,
+    finished: bool,
+    mode: Mode,
+) {
+    let s = swarm.stats();
+    let secs = elapsed.as_secs_f64().max(1e-3);
+    let what = match (mode, finished) {
+        (Mode::Fetch { .. }, true) => format!(
+            "fetched {}",
+            storage
+                .final_paths()
+                .first()
+                .map_or(String::new(), |p| p.display().to_string())
+        ),
+        (Mode::Fetch { .. }, false) => "stopped before completion (resume state saved)".to_owned(),
+        (Mode::Seed, _) => "seeded".to_owned(),
+    };
+    println!(
+        "{what}: {} down in {:.1} s ({}/s), {} up, {} wasted, {} hash failures",
+        format_size(fetched),
+        secs,
+        format_size((fetched as f64 / secs) as u64),
+        format_size(s.uploaded),
+        format_size(s.wasted),
+        s.hash_failures
+    );
+    let mut peers: Vec<(&SocketAddr, &u64)> = s.from_peer.iter().collect();
+    peers.sort_by(|a, b| b.1.cmp(a.1));
+    for (addr, bytes) in peers {
+        println!("  {:>12}  from {addr}", format_size(*bytes));
+    }
+}
