@@ -148,3 +148,49 @@ fn exactly_once_mtu_black_hole() {
 fn exactly_once_all_faults_together() {
     exactly_once_under("all");
 }
+
+/// A DATA packet (and a CLOSE) carrying the live connection ids but coming from another address
+/// is dropped silently: no RESET (which would carry the live connection's real token) and the
+/// connection survives (spec §7.2).
+#[test]
+fn live_cid_from_another_address_gets_no_reset() {
+    use st_proto::packet::{self, Header, Packet, PacketType};
+    let mut net = Net::new(3, pipe(10));
+    net.add_flow(Config::default(), server_cfg(), sizes(3, 200_000, 20_000));
+    assert!(net.run_until(Duration::from_secs(10), |n| n.flows[0].next_recv >= 2));
+    let f = &net.flows[0];
+    let (c, s, ch, sh) = (f.c, f.s, f.ch, f.sh.unwrap());
+    let (ccid, _) = net.sim.endpoint(c).unwrap().cids(ch).unwrap();
+    let (scid, _) = net.sim.endpoint(s).unwrap().cids(sh).unwrap();
+    let frames = [[packet::frame_type::PING].as_slice(), &[0u8; 100]].concat();
+    let mut buf = vec![0u8; 2048];
+    let elsewhere: std::net::SocketAddr = "192.0.2.77:4444".parse().unwrap();
+    for ptype in [PacketType::Data, PacketType::Close] {
+        let hdr = Header {
+            ptype,
+            dcid: scid,
+            scid: ccid,
+            pn: 1 << 20,
+        };
+        let p = match ptype {
+            PacketType::Data => Packet::Data {
+                hdr,
+                frames: &frames,
+            },
+            _ => Packet::Close {
+                hdr,
+                code: 0,
+                reason: &[0u8; 100],
+            },
+        };
+        let n = packet::emit(&p, &mut buf).unwrap();
+        net.sim.inject(elsewhere, s, &buf[..n]);
+    }
+    assert!(net.run(Duration::from_secs(60)), "transfer completes");
+    let st = net.sim.endpoint(s).unwrap().endpoint_stats();
+    assert_eq!(st.resets_sent, 0, "no RESET for a live cid");
+    assert_eq!(st.wrong_address, 1);
+    assert!(net.sim.endpoint(s).unwrap().is_open(sh));
+    assert!(net.sim.endpoint(c).unwrap().is_open(ch));
+    assert!(net.flows[0].client_closed.is_none() && net.flows[0].server_closed.is_none());
+}

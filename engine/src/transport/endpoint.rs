@@ -59,6 +59,8 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// Datagrams for unknown connections.
     pub unknown_cid: u64,
+    /// Datagrams for a live connection id from an address other than its peer's (dropped).
+    pub wrong_address: u64,
     /// Bytes received.
     pub bytes_received: u64,
 }
@@ -334,6 +336,10 @@ impl Endpoint {
                 if let Some(k) = known(self) {
                     self.conns[k].handle_data(now, &hdr, frames);
                     self.flush(k);
+                } else if self.by_cid.contains_key(&hdr.dcid) {
+                    // A live cid from another address (spoofed, or a NAT rebinding): dropped
+                    // silently; a RESET would leak the live token and kill the connection.
+                    self.stats.wrong_address += 1;
                 } else {
                     self.stats.unknown_cid += 1;
                     self.maybe_reset(remote, &hdr, data.len());
@@ -380,7 +386,7 @@ impl Endpoint {
     /// Stateless reset for a packet to an unknown cid (spec §7.2): never larger than the packet.
     fn maybe_reset(&mut self, remote: SocketAddr, hdr: &Header, len: usize) {
         const RESET_LEN: usize = packet::HEADER_LEN + TOKEN_LEN;
-        if hdr.scid == 0 || len <= RESET_LEN {
+        if hdr.scid == 0 || len <= RESET_LEN || self.by_cid.contains_key(&hdr.dcid) {
             return;
         }
         let token = self.reset_token(hdr.dcid);
