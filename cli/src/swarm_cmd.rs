@@ -433,7 +433,7 @@ fn summary(
         (Mode::Seed, _) => "seeded".to_owned(),
     };
     println!(
-        "{what}: {} down in {:.1} s ({}/s), {} up, {} wasted, {} hash failures",
+        "{what}: {} ({fetched} bytes) down in {:.1} s ({}/s), {} up, {} wasted, {} hash failures",
         format_size(fetched),
         secs,
         format_size((fetched as f64 / secs) as u64),
