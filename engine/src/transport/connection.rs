@@ -27,6 +27,8 @@ const MAX_RECV_RANGES: usize = 64;
 /// Most out-of-order byte ranges the stream receiver holds (spec §10); a packet whose STREAM
 /// frames would create more is dropped without being acknowledged.
 pub(crate) const MAX_STREAM_RANGES: usize = 256;
+/// Largest `max_ack_delay_ms` a peer may announce (below 2^14, RFC 9000 §18.2).
+const MAX_ACK_DELAY_MS: u16 = (1 << 14) - 1;
 /// Packet numbers are below 2^62 (spec §7); a DATA packet with a larger one is dropped.
 pub(crate) const MAX_PN: u64 = 1 << 62;
 /// Packet reordering threshold (RFC 9002 §6.1.1).
@@ -362,11 +364,18 @@ impl Connection {
         self.peer_token = Some(p.reset_token);
         self.peer_max_message = p.max_message;
         self.peer_max_data = self.peer_max_data.max(p.recv_window);
-        self.peer_max_ack_delay = Duration::from_millis(u64::from(p.max_ack_delay_ms));
         if p.idle_timeout_ms > 0 {
             let peer = Duration::from_millis(u64::from(p.idle_timeout_ms));
             self.idle_timeout = self.idle_timeout.min(peer);
         }
+        // Spec §3.1: below 2^14 ms (RFC 9000 §18.2) and at most a quarter of the idle timeout,
+        // so a peer cannot stretch the 3 × PTO idle floor (§7) past the idle timeout.
+        let mut ack_delay =
+            Duration::from_millis(u64::from(p.max_ack_delay_ms.min(MAX_ACK_DELAY_MS)));
+        if !self.idle_timeout.is_zero() {
+            ack_delay = ack_delay.min(self.idle_timeout / 4);
+        }
+        self.peer_max_ack_delay = ack_delay;
         let peer_max = usize::from(p.max_udp_payload).max(BASE_MTU);
         self.max_mtu = self.max_mtu.min(peer_max);
         if self.mtu > self.max_mtu {
@@ -376,6 +385,12 @@ impl Connection {
         if self.probe_mtu {
             self.mtu_next = self.next_mtu_candidate();
         }
+    }
+
+    /// True if a peer's parameters are acceptable (spec §3.1): `max_udp_payload` ≥ 1200 and
+    /// `recv_window` ≥ `max_message + 4` (§8.3). Otherwise the handshake is refused.
+    pub(crate) fn params_valid(p: &Params) -> bool {
+        usize::from(p.max_udp_payload) >= BASE_MTU && p.recv_window >= u64::from(p.max_message) + 4
     }
 
     fn next_mtu_candidate(&self) -> Option<usize> {
@@ -525,6 +540,10 @@ impl Connection {
             return;
         }
         self.remote_cid = scid;
+        if !Self::params_valid(params) {
+            self.violation(now, code::PROTOCOL_VIOLATION);
+            return;
+        }
         if self.initial_attempts == 1
             && let Some(t) = self.initial_sent_at
         {

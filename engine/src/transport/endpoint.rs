@@ -59,6 +59,8 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// Datagrams for unknown connections.
     pub unknown_cid: u64,
+    /// Handshakes refused for invalid peer parameters (spec §3.1).
+    pub bad_params: u64,
     /// Datagrams for a live connection id from an address other than its peer's (dropped).
     pub wrong_address: u64,
     /// Bytes received.
@@ -309,6 +311,11 @@ impl Endpoint {
                     return;
                 }
                 if self.conns.len() >= self.cfg.max_connections {
+                    return;
+                }
+                if !Connection::params_valid(&params) {
+                    // Spec §3.1: refused, no state kept.
+                    self.stats.bad_params += 1;
                     return;
                 }
                 let cid = self.new_cid();
@@ -661,10 +668,21 @@ mod tests {
         /// Messages the server application received.
         server_msgs: Vec<Vec<u8>>,
         server_events: Vec<Event>,
+        client_events: Vec<Event>,
+        /// Rewrites each datagram before delivery (`true`: client to server).
+        tamper: fn(bool, &mut Vec<u8>),
+        /// Datagrams from the client are lost.
+        client_muted: bool,
     }
 
     impl Pair {
         fn new(ccfg: Config, scfg: Config) -> Self {
+            let p = Self::start(ccfg, scfg, |_, _| {});
+            assert!(p.sh.is_some() && p.c.is_open(p.ch), "handshake done");
+            p
+        }
+
+        fn start(ccfg: Config, scfg: Config, tamper: fn(bool, &mut Vec<u8>)) -> Self {
             let caddr: SocketAddr = "10.0.0.1:1000".parse().unwrap();
             let saddr: SocketAddr = "10.0.0.2:2000".parse().unwrap();
             let now = Time::from_micros(1_000_000);
@@ -689,9 +707,11 @@ mod tests {
                 server_out: Vec::new(),
                 server_msgs: Vec::new(),
                 server_events: Vec::new(),
+                client_events: Vec::new(),
+                tamper,
+                client_muted: false,
             };
             p.pump();
-            assert!(p.sh.is_some() && p.c.is_open(p.ch), "handshake done");
             p
         }
 
@@ -703,14 +723,18 @@ mod tests {
                 while let Some(t) = self.c.poll_transmit(self.now, &mut buf) {
                     moved = true;
                     let d: Vec<Vec<u8>> = t.datagrams(&buf).map(<[u8]>::to_vec).collect();
-                    for d in d {
-                        self.s.handle(self.now, self.caddr, &d);
+                    for mut d in d {
+                        (self.tamper)(true, &mut d);
+                        if !self.client_muted {
+                            self.s.handle(self.now, self.caddr, &d);
+                        }
                     }
                 }
                 while let Some(t) = self.s.poll_transmit(self.now, &mut buf) {
                     moved = true;
                     let d: Vec<Vec<u8>> = t.datagrams(&buf).map(<[u8]>::to_vec).collect();
-                    for d in d {
+                    for mut d in d {
+                        (self.tamper)(false, &mut d);
                         if t.remote == self.caddr {
                             self.c.handle(self.now, self.saddr, &d);
                         }
@@ -730,14 +754,37 @@ mod tests {
                     }
                     self.server_events.push(e);
                 }
-                while self.c.poll_event().is_some() {
+                while let Some(e) = self.c.poll_event() {
                     moved = true;
+                    self.client_events.push(e);
                 }
                 if !moved {
                     return;
                 }
             }
             panic!("pump did not settle");
+        }
+
+        /// Advances the clock by `d`, running timers and exchanging datagrams on the way.
+        fn advance(&mut self, d: std::time::Duration) {
+            let end = self.now + d;
+            loop {
+                let next = [self.c.poll_timeout(), self.s.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(t) if t <= end => self.now = self.now.max(t),
+                    _ => break,
+                }
+                self.c.handle_timeout(self.now);
+                self.s.handle_timeout(self.now);
+                self.pump();
+            }
+            self.now = end;
+            self.c.handle_timeout(self.now);
+            self.s.handle_timeout(self.now);
+            self.pump();
         }
 
         /// A DATA datagram from the client's cid to the server's cid with this pn and frames.
@@ -833,5 +880,74 @@ mod tests {
         assert_eq!(st.recv_ranges, MAX_STREAM_RANGES + 1);
         assert_eq!(st.packets_received - before, MAX_STREAM_RANGES as u64 + 2);
         assert!(p.s.is_open(sh));
+    }
+
+    /// Rewrites a parameter field of an INITIAL (`true`) or ACCEPT and fixes the checksum.
+    fn set_param(d: &mut [u8], initial: bool, at: usize, v: &[u8]) {
+        let ptype = if initial {
+            PacketType::Initial
+        } else {
+            PacketType::Accept
+        };
+        if packet::parse_header(d).is_ok_and(|h| h.ptype == ptype) {
+            let base = packet::HEADER_LEN + if initial { COOKIE_LEN } else { 0 };
+            d[base + at..base + at + v.len()].copy_from_slice(v);
+            packet::seal(d);
+        }
+    }
+
+    #[test]
+    fn invalid_peer_params_are_refused() {
+        // A client announcing max_udp_payload 1199: the server keeps no connection.
+        let p = Pair::start(Config::default(), Config::default(), |to_s, d| {
+            if to_s {
+                set_param(d, true, 18, &1199u16.to_be_bytes());
+            }
+        });
+        assert_eq!(p.s.connection_count(), 0);
+        assert!(p.s.endpoint_stats().bad_params >= 1);
+        // A client announcing recv_window < max_message + 4 (spec §8.3): refused too.
+        let p = Pair::start(Config::default(), Config::default(), |to_s, d| {
+            if to_s {
+                set_param(d, true, 4, &(4u64 << 20).to_be_bytes());
+            }
+        });
+        assert_eq!(p.s.connection_count(), 0);
+        // A server sending such parameters in ACCEPT: the client closes with a violation.
+        let p = Pair::start(Config::default(), Config::default(), |to_s, d| {
+            if !to_s {
+                set_param(d, false, 18, &512u16.to_be_bytes());
+            }
+        });
+        assert!(!p.c.is_open(p.ch));
+        assert!(p.client_events.iter().any(|e| matches!(
+            e,
+            Event::Closed(_, CloseReason::Violation(c)) if *c == super::super::code::PROTOCOL_VIOLATION
+        )));
+        assert!(
+            !p.client_events
+                .iter()
+                .any(|e| matches!(e, Event::Connected(_)))
+        );
+    }
+
+    #[test]
+    fn peer_ack_delay_cannot_stretch_the_idle_timeout() {
+        // The client announces max_ack_delay 65 535 ms; then it goes silent. The server's
+        // connection must still time out near its own 30 s idle timeout, not after 3 × 65 s.
+        let mut p = Pair::start(Config::default(), Config::default(), |to_s, d| {
+            if to_s {
+                set_param(d, true, 16, &u16::MAX.to_be_bytes());
+            }
+        });
+        assert!(p.sh.is_some() && p.c.is_open(p.ch));
+        p.client_muted = true;
+        p.advance(std::time::Duration::from_secs(35));
+        assert_eq!(p.s.connection_count(), 0, "server connection idled out");
+        assert!(
+            p.server_events
+                .iter()
+                .any(|e| matches!(e, Event::Closed(_, CloseReason::IdleTimeout)))
+        );
     }
 }
