@@ -191,10 +191,14 @@ pub struct SwarmCore {
     stats: SwarmStats,
     rng: Rng,
     next_round: Time,
+    next_choke: Time,
     optimistic: Option<ConnHandle>,
     rounds: u64,
     io_error: Option<io::Error>,
 }
+
+/// Window over which per-peer receive rates are measured.
+const RATE_WINDOW: Duration = Duration::from_millis(250);
 
 /// Application error codes in CLOSE (spec `peer.md` §6).
 pub mod close_code {
@@ -255,6 +259,7 @@ impl SwarmCore {
             stats: SwarmStats::default(),
             rng: Rng::new(seed ^ 0x5157_4152_4d21),
             next_round: Time::ZERO,
+            next_choke: Time::ZERO,
             optimistic: None,
             rounds: 0,
             io_error: None,
@@ -793,15 +798,15 @@ impl SwarmCore {
         if now < self.next_round {
             return;
         }
-        let interval = self.cfg.choke_interval;
-        self.next_round = now + interval;
-        self.rounds += 1;
-        let secs = interval.as_secs_f64().max(1e-3);
+        // Rates are measured over short windows so that the request pipeline follows the
+        // link quickly; choke rounds are slower (spec peer.md §5).
+        self.next_round = now + RATE_WINDOW;
+        let secs = RATE_WINDOW.as_secs_f64();
         let handles: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         // Requests nobody answered: ask elsewhere.
         for &h in &handles {
             let s = self.sessions.get_mut(&h).expect("listed");
-            s.rate = 0.5 * s.rate + 0.5 * (s.window_bytes as f64 / secs);
+            s.rate = 0.75 * s.rate + 0.25 * (s.window_bytes as f64 / secs);
             s.window_bytes = 0;
             let timeout = self.cfg.request_timeout;
             let (stale, keep): (Vec<_>, Vec<_>) = s
@@ -814,6 +819,14 @@ impl SwarmCore {
                 self.picker.release(b);
             }
         }
+        for &h in &handles {
+            self.fill_requests(now, ep, h);
+        }
+        if now < self.next_choke {
+            return;
+        }
+        self.next_choke = now + self.cfg.choke_interval;
+        self.rounds += 1;
         // Upload slots: the interested peers that send to us fastest (reciprocation), random
         // order among equals (a seed's peers all send nothing), plus one optimistic unchoke
         // rotated every third round.
