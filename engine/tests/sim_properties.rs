@@ -180,7 +180,7 @@ fn initial(scid: u64, cookie: [u8; 16]) -> Vec<u8> {
         cookie,
         params: Params {
             max_message: 1 << 20,
-            recv_window: 1 << 20,
+            recv_window: 2 << 20,
             idle_timeout_ms: 1000,
             max_ack_delay_ms: 25,
             max_udp_payload: 1472,
