@@ -31,7 +31,8 @@ pub struct IncomingRequest {
     pub id: u64,
     /// Payload.
     pub payload: Vec<u8>,
-    /// Largest RESPONSE datagram allowed: 3 × the REQUEST datagram (spec §9).
+    /// Largest RESPONSE datagram allowed: 3 × the REQUEST datagram (spec §9), and never more
+    /// than the 65 000-byte datagram limit (§10).
     pub budget: usize,
 }
 
@@ -77,6 +78,8 @@ struct PendingRequest {
 
 /// Most queued stateless datagrams (RETRY, RESET, RESPONSE); more are dropped.
 const STATELESS_QUEUE: usize = 1024;
+/// Largest UDP payload the transport sends (spec §10).
+const MAX_DATAGRAM: usize = 65_000;
 
 /// The transport endpoint: all connections of one socket.
 pub struct Endpoint {
@@ -371,7 +374,7 @@ impl Endpoint {
                         requester: hdr.scid,
                         id: hdr.pn,
                         payload: payload.to_vec(),
-                        budget: 3 * data.len(),
+                        budget: (3 * data.len()).min(MAX_DATAGRAM),
                     }));
                 }
             }
@@ -464,8 +467,12 @@ impl Endpoint {
     /// Writes the next datagram (or GSO batch of same-size datagrams) into `buf`, which should
     /// hold at least the largest MTU times `max_segments` (64 KiB is enough for the defaults).
     pub fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
-        if let Some((remote, bytes)) = self.stateless.pop_front()
-            && bytes.len() <= buf.len()
+        // Checked before popping: a datagram that does not fit `buf` stays queued.
+        if self
+            .stateless
+            .front()
+            .is_some_and(|(_, b)| b.len() <= buf.len())
+            && let Some((remote, bytes)) = self.stateless.pop_front()
         {
             buf[..bytes.len()].copy_from_slice(&bytes);
             return Some(Transmit {
@@ -949,5 +956,49 @@ mod tests {
                 .iter()
                 .any(|e| matches!(e, Event::Closed(_, CloseReason::IdleTimeout)))
         );
+    }
+
+    #[test]
+    fn response_budget_is_capped_and_kept_until_it_fits() {
+        let mut s = Endpoint::new(
+            Config {
+                serve_requests: true,
+                ..Config::default()
+            },
+            3,
+        );
+        let remote: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let now = Time::from_micros(1);
+        let payload = vec![7u8; 30_000];
+        let p = Packet::Request {
+            hdr: Header {
+                ptype: PacketType::Request,
+                dcid: 0,
+                scid: 9,
+                pn: 1,
+            },
+            payload: &payload,
+        };
+        let mut buf = vec![0u8; 65_536];
+        let n = packet::emit(&p, &mut buf).unwrap();
+        s.handle(now, remote, &buf[..n]);
+        let Some(Event::Request(req)) = s.poll_event() else {
+            panic!("request event");
+        };
+        assert_eq!(req.budget, 65_000, "3 x 30 kB capped at the datagram limit");
+        let too_big = vec![1u8; 65_000 - packet::HEADER_LEN + 1];
+        assert_eq!(s.respond(&req, &too_big), Err(RespondError::Amplification));
+        s.respond(&req, &too_big[1..]).unwrap();
+        // A buffer too small for the queued RESPONSE: nothing sent, nothing lost.
+        let mut small = vec![0u8; 1500];
+        assert!(s.poll_transmit(now, &mut small).is_none());
+        let t = s
+            .poll_transmit(now, &mut buf)
+            .expect("RESPONSE still queued");
+        assert_eq!((t.remote, t.len), (remote, 65_000));
+        assert!(matches!(
+            packet::parse(&buf[..t.len]),
+            Ok(Packet::Response { .. })
+        ));
     }
 }
