@@ -40,6 +40,16 @@ const HANDSHAKE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Delay before probing the MTU again after a failure or a black hole.
 const MTU_RETRY: Duration = Duration::from_secs(60);
 
+/// The keep-alive interval: the configured one, at most a third of the (negotiated) idle
+/// timeout (spec §7).
+fn keep_alive_for(configured: Option<Duration>, idle: Duration) -> Option<Duration> {
+    if idle.is_zero() {
+        configured
+    } else {
+        configured.map(|k| k.min(idle / 3))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
     Client,
@@ -260,7 +270,7 @@ impl Connection {
             max_ack_delay: cfg.max_ack_delay,
             peer_max_ack_delay: cfg.max_ack_delay,
             idle_timeout: cfg.idle_timeout,
-            keep_alive: cfg.keep_alive,
+            keep_alive: keep_alive_for(cfg.keep_alive, cfg.idle_timeout),
             send_limit: cfg.send_buffer.max(2 * (cfg.max_message as usize + 4)),
             peer_max_message: cfg.max_message,
             window,
@@ -368,6 +378,8 @@ impl Connection {
             let peer = Duration::from_millis(u64::from(p.idle_timeout_ms));
             self.idle_timeout = self.idle_timeout.min(peer);
         }
+        // Spec §7: a PING after idle_timeout / 3 without sending, if that is sooner.
+        self.keep_alive = keep_alive_for(self.keep_alive, self.idle_timeout);
         // Spec §3.1: below 2^14 ms (RFC 9000 §18.2) and at most a quarter of the idle timeout,
         // so a peer cannot stretch the 3 × PTO idle floor (§7) past the idle timeout.
         let mut ack_delay =

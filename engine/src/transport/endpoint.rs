@@ -1001,4 +1001,25 @@ mod tests {
             Ok(Packet::Response { .. })
         ));
     }
+
+    #[test]
+    fn keep_alive_follows_a_shorter_negotiated_idle_timeout() {
+        // The client asks for a 5 s idle timeout and sends no keep-alives itself; the server is
+        // configured with a 10 s keep-alive. It must ping every 5/3 s so nothing idles out.
+        let client = Config {
+            idle_timeout: std::time::Duration::from_secs(5),
+            keep_alive: None,
+            ..Config::default()
+        };
+        let mut p = Pair::new(client, Config::default());
+        p.advance(std::time::Duration::from_secs(60));
+        assert!(p.c.is_open(p.ch), "client connection still up");
+        assert!(p.s.is_open(p.sh.unwrap()), "server connection still up");
+        assert!(
+            !p.client_events
+                .iter()
+                .chain(&p.server_events)
+                .any(|e| matches!(e, Event::Closed(..)))
+        );
+    }
 }
