@@ -102,7 +102,14 @@ pub struct ReactorStats {
     pub would_block: u64,
     /// Send errors other than `WouldBlock` (the transmit is dropped; the transport recovers).
     pub send_errors: u64,
+    /// Turns that stopped receiving after [`MAX_RECV_BATCHES`] batches (a flood) so that
+    /// timers run; the rest is read on the next turn, which does not sleep.
+    pub recv_limited: u64,
 }
+
+/// Most receive batches (`recvmmsg` calls) per [`Reactor::turn`]: under a flood, timers and
+/// sending still run between them.
+pub const MAX_RECV_BATCHES: usize = 16;
 
 struct TxSlot {
     buf: Vec<u8>,
@@ -129,6 +136,9 @@ pub struct Reactor {
     #[cfg(target_os = "linux")]
     rx_msgs: linux::MsgArrays,
     stats: ReactorStats,
+    /// The last receive stopped at [`MAX_RECV_BATCHES`]: more may be waiting, and mio is
+    /// edge-triggered, so the next turn must read without waiting for an event.
+    rx_pending: bool,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -186,6 +196,7 @@ impl Reactor {
             queue: VecDeque::new(),
             pool: Vec::new(),
             stats: ReactorStats::default(),
+            rx_pending: false,
         })
     }
 
@@ -241,6 +252,9 @@ impl Reactor {
             Some(t) => (t.saturating_since(now)).min(max_wait),
             None => max_wait,
         };
+        if self.rx_pending {
+            wait = Duration::ZERO;
+        }
         if !self.queue.is_empty() && wait > Duration::from_millis(1) {
             // Waiting for WRITABLE; also wake up soon in case the edge was missed.
             wait = Duration::from_millis(1);
@@ -301,8 +315,10 @@ impl Reactor {
     }
 
     fn receive<C: Core>(&mut self, ep: &mut C) -> io::Result<()> {
-        // Drain until WouldBlock (mio is edge-triggered).
-        loop {
+        // Drain until WouldBlock (mio is edge-triggered), but at most MAX_RECV_BATCHES batches:
+        // the rest waits for the next turn (which then does not sleep, see `rx_pending`).
+        self.rx_pending = false;
+        for _ in 0..MAX_RECV_BATCHES {
             let got = self.recv_batch(ep)?;
             if got == 0 {
                 return Ok(());
@@ -310,6 +326,9 @@ impl Reactor {
             // Acknowledge promptly between batches so the sender's window keeps moving.
             self.flush(ep)?;
         }
+        self.rx_pending = true;
+        self.stats.recv_limited += 1;
+        Ok(())
     }
 
     fn done_slot(&mut self, s: TxSlot) {
@@ -743,5 +762,64 @@ impl Reactor {
             }
         }
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts datagrams and timer runs; its timer is always due.
+    #[derive(Default)]
+    struct Counter {
+        handled: usize,
+        timeouts: usize,
+    }
+
+    impl Core for Counter {
+        fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8]) {
+            self.handled += 1;
+        }
+        fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Time> {
+            Some(Time::from_micros(0))
+        }
+        fn handle_timeout(&mut self, _: Time) {
+            self.timeouts += 1;
+        }
+    }
+
+    #[test]
+    fn a_flood_is_read_in_bounded_slices_with_timers_in_between() {
+        let batch = 4;
+        let mut r = Reactor::bind(ReactorConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            gso: false,
+            gro: false,
+            batch,
+            ..ReactorConfig::default()
+        })
+        .unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let total = 3 * MAX_RECV_BATCHES * batch + 5;
+        for i in 0..total {
+            // Loopback delivers into the receive buffer before send_to returns.
+            tx.send_to(&(i as u32).to_be_bytes(), r.local_addr())
+                .unwrap();
+        }
+        let mut core = Counter::default();
+        let mut per_turn = Vec::new();
+        while core.handled < total && per_turn.len() < 100 {
+            let before = core.handled;
+            // A long max_wait: a turn with pending input must not sleep.
+            r.turn(&mut core, Duration::from_secs(30)).unwrap();
+            per_turn.push(core.handled - before);
+        }
+        let slice = MAX_RECV_BATCHES * batch;
+        assert_eq!(per_turn, vec![slice, slice, slice, 5]);
+        assert_eq!(core.timeouts, per_turn.len(), "timers ran every turn");
+        assert_eq!(r.stats().recv_limited, 3);
     }
 }

@@ -60,6 +60,8 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// Datagrams for unknown connections.
     pub unknown_cid: u64,
+    /// REQUESTs dropped because [`MAX_QUEUED_REQUESTS`] were already waiting.
+    pub requests_dropped: u64,
     /// Handshakes refused for invalid peer parameters (spec §3.1).
     pub bad_params: u64,
     /// Datagrams for a live connection id from an address other than its peer's (dropped).
@@ -78,6 +80,9 @@ struct PendingRequest {
 
 /// Most queued stateless datagrams (RETRY, RESET, RESPONSE); more are dropped.
 const STATELESS_QUEUE: usize = 1024;
+/// Most incoming REQUEST events queued and not yet taken by [`Endpoint::poll_event`]; more
+/// requests are dropped (and counted), the requester retries.
+pub const MAX_QUEUED_REQUESTS: usize = 1024;
 /// Largest UDP payload the transport sends (spec §10).
 const MAX_DATAGRAM: usize = 65_000;
 
@@ -90,6 +95,7 @@ pub struct Endpoint {
     by_initial: HashMap<(SocketAddr, u64), usize>,
     events: VecDeque<Event>,
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
+    queued_requests: usize,
     requester_id: u64,
     next_request: u64,
     requests: BTreeMap<u64, PendingRequest>,
@@ -126,6 +132,7 @@ impl Endpoint {
             by_initial: HashMap::new(),
             events: VecDeque::new(),
             stateless: VecDeque::new(),
+            queued_requests: 0,
             requester_id,
             next_request: 1,
             requests: BTreeMap::new(),
@@ -369,6 +376,11 @@ impl Endpoint {
             }
             Packet::Request { payload, .. } => {
                 if self.cfg.serve_requests && hdr.scid != 0 {
+                    if self.queued_requests >= MAX_QUEUED_REQUESTS {
+                        self.stats.requests_dropped += 1;
+                        return;
+                    }
+                    self.queued_requests += 1;
                     self.events.push_back(Event::Request(IncomingRequest {
                         remote,
                         requester: hdr.scid,
@@ -532,7 +544,11 @@ impl Endpoint {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if let Some(Event::Request(_)) = e {
+            self.queued_requests -= 1;
+        }
+        e
     }
 
     // -----------------------------------------------------------------------------------------
@@ -1021,5 +1037,46 @@ mod tests {
                 .chain(&p.server_events)
                 .any(|e| matches!(e, Event::Closed(..)))
         );
+    }
+
+    #[test]
+    fn queued_requests_are_bounded() {
+        let mut s = Endpoint::new(
+            Config {
+                serve_requests: true,
+                ..Config::default()
+            },
+            4,
+        );
+        let remote: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let now = Time::from_micros(1);
+        let mut buf = vec![0u8; 256];
+        let mut send = |s: &mut Endpoint, id: u64| {
+            let p = Packet::Request {
+                hdr: Header {
+                    ptype: PacketType::Request,
+                    dcid: 0,
+                    scid: 9,
+                    pn: id,
+                },
+                payload: b"ann",
+            };
+            let n = packet::emit(&p, &mut buf).unwrap();
+            s.handle(now, remote, &buf[..n]);
+        };
+        for id in 0..MAX_QUEUED_REQUESTS as u64 + 100 {
+            send(&mut s, id);
+        }
+        assert_eq!(s.endpoint_stats().requests_dropped, 100);
+        // Taking events frees room again.
+        let mut n = 0;
+        while let Some(e) = s.poll_event() {
+            assert!(matches!(e, Event::Request(_)));
+            n += 1;
+        }
+        assert_eq!(n, MAX_QUEUED_REQUESTS);
+        send(&mut s, 1 << 40);
+        assert!(matches!(s.poll_event(), Some(Event::Request(r)) if r.id == 1 << 40));
+        assert_eq!(s.endpoint_stats().requests_dropped, 100);
     }
 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 pub use congestion::{CongestionKind, Controller};
 pub use connection::ConnStats;
-pub use endpoint::{Endpoint, EndpointStats, IncomingRequest, RequestId, RespondError};
+pub use endpoint::{
+    Endpoint, EndpointStats, IncomingRequest, MAX_QUEUED_REQUESTS, RequestId, RespondError,
+};
 
 /// Transport error codes carried in CLOSE (spec §7.1).
 pub mod code {
