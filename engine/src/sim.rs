@@ -107,6 +107,24 @@ struct Node {
     cfg: Config,
     ep: Option<Endpoint>,
     restarts: u64,
+    sent: HashMap<SocketAddr, SentLog>,
+}
+
+/// What one node handed to the network for one destination address (before any pipe fault,
+/// and including destinations that are not nodes, such as spoofed sources).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentLog {
+    /// Datagrams.
+    pub datagrams: u64,
+    /// UDP payload bytes.
+    pub bytes: u64,
+    /// Send times of the first [`SentLog::TIMES_KEPT`] datagrams.
+    pub times: Vec<Time>,
+}
+
+impl SentLog {
+    /// How many send times are kept.
+    pub const TIMES_KEPT: usize = 64;
 }
 
 struct Partition {
@@ -198,9 +216,24 @@ impl Sim {
             ep: Some(Endpoint::new(cfg.clone(), seed)),
             cfg,
             restarts: 0,
+            sent: HashMap::new(),
         });
         self.by_addr.insert(addr, i);
         NodeId(i)
+    }
+
+    /// What node `from` sent to address `to` (any address, node or not).
+    pub fn sent_to(&self, from: NodeId, to: SocketAddr) -> SentLog {
+        self.nodes[from.0]
+            .sent
+            .get(&to)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every destination node `from` sent to, with what it sent.
+    pub fn sent_by(&self, from: NodeId) -> impl Iterator<Item = (SocketAddr, &SentLog)> + '_ {
+        self.nodes[from.0].sent.iter().map(|(a, l)| (*a, l))
     }
 
     /// Address of a node.
@@ -362,6 +395,14 @@ impl Sim {
             let Some(t) = ep.poll_transmit(now, &mut buf) else {
                 break;
             };
+            let log = self.nodes[i].sent.entry(t.remote).or_default();
+            for d in t.datagrams(&buf) {
+                log.datagrams += 1;
+                log.bytes += d.len() as u64;
+                if log.times.len() < SentLog::TIMES_KEPT {
+                    log.times.push(now);
+                }
+            }
             let Some(&dst) = self.by_addr.get(&t.remote) else {
                 continue;
             };

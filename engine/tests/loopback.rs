@@ -25,6 +25,7 @@ fn run_pair_on(
 ) {
     let bind: std::net::SocketAddr = bind.parse().unwrap();
     let (addr_tx, addr_rx) = mpsc::channel();
+    let client_rcfg = rcfg.clone();
     let server = std::thread::spawn(move || {
         let mut r = Reactor::bind(ReactorConfig { bind, ..rcfg }).unwrap();
         addr_tx.send(r.local_addr()).unwrap();
@@ -65,11 +66,16 @@ fn run_pair_on(
         (got, hash.finalize().to_vec())
     });
     let server_addr = addr_rx.recv().unwrap();
+    // The sender uses the same reactor settings (without offloads, its GSO batches really go
+    // through split_queue).
     let mut r = Reactor::bind(ReactorConfig {
         bind,
-        ..ReactorConfig::default()
+        ..client_rcfg.clone()
     })
     .unwrap();
+    if !client_rcfg.gso {
+        assert!(!r.gso(), "sender without GSO");
+    }
     let mut ep = st_engine::transport::Endpoint::new(client_cfg, 1);
     let now = r.now();
     let h = ep.connect(now, server_addr);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -201,6 +202,7 @@ fn spoofed_handshake_flood_allocates_no_state() {
         let s = sim.add_node(server_cfg());
         let mut r = Rng::new(seed);
         let mut sent = 0u64;
+        let mut received_from: HashMap<SocketAddr, u64> = HashMap::new();
         for i in 0..5000u32 {
             let src = SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::from(r.next_u64() as u32)),
@@ -212,12 +214,26 @@ fn spoofed_handshake_flood_allocates_no_state() {
             }
             let d = initial(r.nonzero(), cookie);
             sent += d.len() as u64;
+            *received_from.entry(src).or_default() += d.len() as u64;
             sim.inject(src, s, &d);
             if i % 100 == 0 {
                 sim.step(sim.now() + Duration::from_millis(1));
             }
         }
         while sim.step(sim.now() + Duration::from_secs(1)) {}
+        // What the server really transmitted to each unvalidated (spoofed) address: never
+        // more than 3x what it received from that address (RFC 9000 §8.1).
+        let mut transmitted = 0u64;
+        for (to, log) in sim.sent_by(s) {
+            let got = received_from.get(&to).copied().unwrap_or(0);
+            assert!(
+                log.bytes <= 3 * got,
+                "seed {seed}: {} bytes sent to {to}, which sent {got}",
+                log.bytes
+            );
+            transmitted += log.bytes;
+        }
+        assert!(transmitted > 0 && transmitted * 20 <= sent, "amplification");
         let ep = sim.endpoint(s).unwrap();
         assert_eq!(
             ep.connection_count(),
@@ -227,8 +243,6 @@ fn spoofed_handshake_flood_allocates_no_state() {
         let st = ep.endpoint_stats();
         assert_eq!(st.bad_cookies, 2500);
         assert_eq!(st.retries_sent, 5000);
-        // Each RETRY is 48 bytes in answer to 1200: far below 3x what was received.
-        assert!(st.retries_sent * 48 * 25 <= sent, "amplification");
         assert!(ep.poll_timeout().is_none(), "no timers for spoofed sources");
     });
 }
@@ -481,8 +495,17 @@ fn request_response_retransmits_and_gives_up() {
             "seed {seed}: only {} answered",
             answered.len()
         );
-        // The dead node's request went out `request_attempts` times.
-        let _ = dead;
+        // The dead node's request went out `request_attempts` times, with exponential
+        // backoff from `request_timeout` (spec §9), then was given up.
+        let log = sim.sent_to(client, daddr);
+        assert_eq!(log.datagrams, 8, "seed {seed}: attempts to the dead node");
+        let gaps: Vec<Duration> = log
+            .times
+            .windows(2)
+            .map(|w| w[1].saturating_since(w[0]))
+            .collect();
+        let want: Vec<Duration> = (0..7).map(|k| Duration::from_millis(250 << k)).collect();
+        assert_eq!(gaps, want, "seed {seed}: backoff");
     });
 }
 
