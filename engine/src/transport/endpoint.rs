@@ -366,6 +366,12 @@ impl Endpoint {
                 if let Some(k) = known(self) {
                     self.conns[k].handle_close(now, code, reason);
                     self.flush(k);
+                } else if self.by_cid.contains_key(&hdr.dcid) {
+                    self.stats.wrong_address += 1;
+                } else {
+                    // Spec §7.2: a CLOSE to an unknown cid is answered like DATA.
+                    self.stats.unknown_cid += 1;
+                    self.maybe_reset(remote, &hdr, data.len());
                 }
             }
             Packet::Reset { token, .. } => {
@@ -1078,5 +1084,37 @@ mod tests {
         send(&mut s, 1 << 40);
         assert!(matches!(s.poll_event(), Some(Event::Request(r)) if r.id == 1 << 40));
         assert_eq!(s.endpoint_stats().requests_dropped, 100);
+    }
+
+    #[test]
+    fn close_to_an_unknown_cid_gets_a_reset() {
+        let mut s = Endpoint::new(Config::default(), 5);
+        let remote: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let now = Time::from_micros(1);
+        let mut buf = vec![0u8; 512];
+        for (reason, resets) in [(&b"bye"[..], 0), (&[b'x'; 40][..], 1)] {
+            let p = Packet::Close {
+                hdr: Header {
+                    ptype: PacketType::Close,
+                    dcid: 77,
+                    scid: 88,
+                    pn: 3,
+                },
+                code: 0,
+                reason,
+            };
+            let n = packet::emit(&p, &mut buf).unwrap();
+            s.handle(now, remote, &buf[..n]);
+            // A 41-byte CLOSE is not longer than a RESET: no answer; a 78-byte one is.
+            assert_eq!(s.endpoint_stats().resets_sent, resets);
+        }
+        let t = s.poll_transmit(now, &mut buf).expect("RESET");
+        match packet::parse(&buf[..t.len]) {
+            Ok(Packet::Reset { hdr, token }) => {
+                assert_eq!(hdr.dcid, 88);
+                assert_eq!(token, s.reset_token(77));
+            }
+            p => panic!("expected RESET, got {p:?}"),
+        }
     }
 }
