@@ -271,6 +271,34 @@ impl Picker {
         self.partial.get_mut(&b.fragment)?.blocks.get_mut(idx)
     }
 
+    /// Rebuilds the request counts from the requests actually outstanding (all peers'), so a
+    /// count that leaked (a request lost without being released) cannot stall the download.
+    /// Returns how many blocks went back to "missing".
+    pub fn reconcile(&mut self, outstanding: impl Iterator<Item = Block>) -> usize {
+        let mut freed: usize = 0;
+        for p in self.partial.values_mut() {
+            for st in p.blocks.iter_mut() {
+                if matches!(st, State::Requested(_)) {
+                    *st = State::Missing;
+                    freed += 1;
+                }
+            }
+        }
+        for b in outstanding {
+            if let Some(st) = self.state_mut(b) {
+                *st = match *st {
+                    State::Missing => {
+                        freed = freed.saturating_sub(1);
+                        State::Requested(1)
+                    }
+                    State::Requested(c) => State::Requested(c.saturating_add(1)),
+                    State::Received => State::Received,
+                };
+            }
+        }
+        freed
+    }
+
     /// A block arrived (its length was checked against the request by the caller).
     pub fn received(&mut self, b: Block) -> Received {
         let Some(s) = self.state_mut(b) else {
@@ -406,6 +434,18 @@ mod tests {
         assert!(p.complete());
         assert!(p.pick(|_| true, 10).is_empty());
         assert_eq!(p.received(bs[0]), Received::Unneeded, "after verification");
+    }
+
+    #[test]
+    fn reconcile_frees_leaked_requests_and_keeps_live_ones() {
+        let mut p = Picker::new(u64::from(4 * K), 4 * K, K, 9);
+        let bs = p.pick(|_| true, 4);
+        assert_eq!(bs.len(), 4);
+        assert!(p.pick(|_| true, 4).len() == 4, "endgame copies");
+        // Only two requests are really outstanding; the rest leaked.
+        assert_eq!(p.reconcile([bs[0], bs[1]].into_iter()), 2);
+        let again = p.pick(|_| true, 2);
+        assert_eq!(again, vec![bs[2], bs[3]]);
     }
 
     #[test]

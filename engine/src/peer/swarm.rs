@@ -75,7 +75,7 @@ impl Default for SwarmConfig {
             max_outstanding: 32 << 20,
             choke_interval: Duration::from_secs(10),
             max_strikes: 3,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -147,6 +147,8 @@ struct Session {
     /// Bytes received from them in the current rate window, and the smoothed rate (B/s).
     window_bytes: u64,
     rate: f64,
+    /// Rate windows in a row in which requests timed out and nothing arrived.
+    stalls: u8,
 }
 
 impl Session {
@@ -166,6 +168,7 @@ impl Session {
             queued: VecDeque::new(),
             window_bytes: 0,
             rate: 0.0,
+            stalls: 0,
         }
     }
 }
@@ -197,6 +200,9 @@ pub struct SwarmCore {
     io_error: Option<io::Error>,
 }
 
+/// Request timeouts in a row, with nothing received, after which a connection is replaced.
+const MAX_STALLS: u8 = 2;
+
 /// Window over which per-peer receive rates are measured.
 const RATE_WINDOW: Duration = Duration::from_millis(250);
 
@@ -214,6 +220,8 @@ pub mod close_code {
     pub const BANNED: u32 = 5;
     /// Too many peers.
     pub const FULL: u32 = 6;
+    /// Requests kept timing out with nothing received: reconnecting.
+    pub const STALLED: u32 = 7;
 }
 
 impl SwarmCore {
@@ -804,9 +812,11 @@ impl SwarmCore {
         let secs = RATE_WINDOW.as_secs_f64();
         let handles: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         // Requests nobody answered: ask elsewhere.
+        let mut stalled = Vec::new();
         for &h in &handles {
             let s = self.sessions.get_mut(&h).expect("listed");
-            s.rate = 0.75 * s.rate + 0.25 * (s.window_bytes as f64 / secs);
+            let got = s.window_bytes;
+            s.rate = 0.75 * s.rate + 0.25 * (got as f64 / secs);
             s.window_bytes = 0;
             let timeout = self.cfg.request_timeout;
             let (stale, keep): (Vec<_>, Vec<_>) = s
@@ -814,19 +824,76 @@ impl SwarmCore {
                 .drain(..)
                 .partition(|(_, at)| now.saturating_since(*at) > timeout);
             s.outstanding = keep;
+            if got > 0 {
+                s.stalls = 0;
+            } else if !stale.is_empty() {
+                s.stalls += 1;
+            }
+            if s.stalls >= MAX_STALLS {
+                stalled.push(h);
+            }
             for (b, _) in stale {
                 s.outstanding_bytes -= u64::from(b.length);
                 self.picker.release(b);
             }
         }
+        // A connection whose requests keep timing out while nothing arrives is dead in
+        // effect: drop it and dial the peer again on a fresh connection.
+        for h in stalled {
+            if let Some(addr) = self.sessions.get(&h).map(|s| s.addr) {
+                log::debug!("peer {addr}: requests keep timing out; reconnecting");
+                ep.close(now, h, close_code::STALLED, b"");
+                self.on_closed(h);
+                self.candidates.push(addr);
+            }
+        }
+        let handles: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         for &h in &handles {
             self.fill_requests(now, ep, h);
+        }
+        // A peer we may ask, that has what we lack, with nothing asked of it: if the picker
+        // still offers nothing, request counts leaked somewhere; rebuild them from the
+        // requests really outstanding rather than stall.
+        let starved = handles.iter().any(|h| {
+            let s = &self.sessions[h];
+            !s.choked && s.interesting && s.outstanding.is_empty()
+        });
+        if starved && !self.picker.complete() {
+            let live: Vec<Block> = self
+                .sessions
+                .values()
+                .flat_map(|s| s.outstanding.iter().map(|(b, _)| *b))
+                .collect();
+            let freed = self.picker.reconcile(live.into_iter());
+            if freed > 0 {
+                log::debug!("picker: {freed} leaked block requests freed");
+                for &h in &handles {
+                    self.fill_requests(now, ep, h);
+                }
+            }
         }
         if now < self.next_choke {
             return;
         }
         self.next_choke = now + self.cfg.choke_interval;
         self.rounds += 1;
+        if log::log_enabled!(log::Level::Debug) {
+            for (h, s) in &self.sessions {
+                log::trace!("peer {}: transport {:?}", s.addr, ep.stats(*h));
+                log::debug!(
+                    "peer {}: choked {} choking {} interested {} interesting {} outstanding {} queued {} serving {} rate {:.0} B/s",
+                    s.addr,
+                    s.choked,
+                    s.choking,
+                    s.interested,
+                    s.interesting,
+                    s.outstanding.len(),
+                    s.queued.len(),
+                    s.serving.len(),
+                    s.rate
+                );
+            }
+        }
         // Upload slots: the interested peers that send to us fastest (reciprocation), random
         // order among equals (a seed's peers all send nothing), plus one optimistic unchoke
         // rotated every third round.
