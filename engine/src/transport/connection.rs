@@ -146,6 +146,14 @@ pub struct ConnStats {
     pub recv_ranges: usize,
     /// Packets dropped unacknowledged because they would fragment the receive buffer further.
     pub dropped_fragmented: u64,
+    /// Flow control, sending side: next new stream byte, and the peer's limit.
+    pub s_next: u64,
+    /// The peer's flow-control limit on our stream.
+    pub peer_max_data: u64,
+    /// Flow control, receiving side: bytes consumed by the application, and our limit.
+    pub r_base: u64,
+    /// The limit we granted the peer.
+    pub local_max_data: u64,
 }
 
 pub(crate) struct Connection {
@@ -442,6 +450,10 @@ impl Connection {
         s.tracked_packets = self.sent.len();
         s.next_pn = self.next_pn;
         s.recv_ranges = self.r_ranges.len();
+        s.s_next = self.s_next;
+        s.peer_max_data = self.peer_max_data;
+        s.r_base = self.r_base;
+        s.local_max_data = self.local_max_data;
         s
     }
 
