@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::Context;
 use log::{debug, warn};
 use st_proto::st_file::{
-    FileEntry, FileMap, Hash, Info, MAX_FILES, MAX_FRAGMENTS, MAX_PATH_DEPTH, StFile, Tracker,
+    FileEntry, Hash, Info, MAX_FILES, MAX_FRAGMENTS, MAX_PATH_DEPTH, StFile, Tracker,
     check_component, fragment_count,
 };
 
-use crate::common::{Ctx, Progress, hex};
+use crate::common::{Ctx, hex};
 use crate::error::{CliError, CliResult, invalid, runtime};
 use crate::hashing::{self, Outcome};
 use crate::units::format_size;
@@ -121,33 +121,22 @@ pub fn run(ctx: Ctx, args: CreateArgs) -> CliResult<()> {
     let started = Instant::now();
     let paths: Vec<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
     let lengths: Vec<u64> = found.iter().map(|f| f.length).collect();
-    let map = FileMap::new(&lengths);
-    let job = hashing::Job {
-        files: &paths,
-        map: &map,
-        fragment_length,
-        total_length: total,
-    };
     let mut hashes: Vec<Option<Hash>> = vec![None; count as usize];
     let mut changed = None;
-    let progress = Progress::bytes(ctx, total, "hashing");
-    job.run(hashing::default_threads(), |index, len, outcome| {
-        progress.inc(u64::from(len));
-        match outcome {
+    hashing::hash_all(
+        ctx,
+        &paths,
+        &lengths,
+        fragment_length,
+        "hashing",
+        |index, _, outcome| match outcome {
             Outcome::Hash(h) => hashes[index as usize] = Some(h),
             Outcome::Short | Outcome::Missing => {
                 changed.get_or_insert(index);
             }
-        }
-    })
-    .map_err(|e| {
-        CliError::Runtime(anyhow::anyhow!(
-            "cannot read {}: {}",
-            e.path.display(),
-            e.error
-        ))
-    })?;
-    progress.finish();
+        },
+    )
+    .map_err(|e| runtime(e.message()))?;
     if let Some(index) = changed {
         return Err(runtime(format!(
             "{shown}: changed while it was being read (fragment {index} came up short); try again"

@@ -200,6 +200,42 @@ fn advise_sequential(file: &File) {
     }
 }
 
+/// Hashes the data of `files` (laid end to end with `lengths`) in fragments of
+/// `fragment_length`, on every core, with a progress bar labelled `verb` (on a terminal, for
+/// large inputs), calling `sink(index, len, outcome)` for each fragment. The one entry point of
+/// `create`, `verify` and the start-up check of `seed`.
+pub fn hash_all(
+    ctx: crate::common::Ctx,
+    files: &[PathBuf],
+    lengths: &[u64],
+    fragment_length: u32,
+    verb: &str,
+    mut sink: impl FnMut(u32, u32, Outcome),
+) -> Result<(), HashError> {
+    let map = FileMap::new(lengths);
+    let total_length = lengths.iter().sum();
+    let job = Job {
+        files,
+        map: &map,
+        fragment_length,
+        total_length,
+    };
+    let progress = crate::common::Progress::bytes(ctx, total_length, verb);
+    let result = job.run(default_threads(), |i, len, outcome| {
+        progress.inc(u64::from(len));
+        sink(i, len, outcome);
+    });
+    progress.finish();
+    result
+}
+
+impl HashError {
+    /// The one-line message: "cannot read PATH: CAUSE".
+    pub fn message(&self) -> String {
+        format!("cannot read {}: {}", self.path.display(), self.error)
+    }
+}
+
 /// Number of hashing threads: one per core, or `ST_HASH_THREADS` when set (for benchmarks).
 pub fn default_threads() -> usize {
     std::env::var("ST_HASH_THREADS")

@@ -22,7 +22,7 @@ use st_engine::reactor::{Reactor, ReactorConfig};
 use st_engine::storage::Storage;
 use st_engine::time::Time;
 use st_engine::transport::{self, Endpoint, Event, RequestId};
-use st_proto::st_file::{FileMap, Host, StFile};
+use st_proto::st_file::{Host, StFile};
 
 use crate::common::{Ctx, data_paths, hex, load_st};
 use crate::error::{CliError, CliResult, invalid, runtime};
@@ -104,31 +104,21 @@ fn check_existing(
     verb: &str,
 ) -> CliResult<u32> {
     let info = &st.info;
-    let lengths = info.file_lengths();
-    let map = FileMap::new(&lengths);
-    let job = hashing::Job {
-        files: paths,
-        map: &map,
-        fragment_length: info.fragment_length,
-        total_length: info.total_length,
-    };
-    let progress = crate::common::Progress::bytes(ctx, info.total_length, verb);
     let mut good = 0u32;
-    job.run(hashing::default_threads(), |i, len, outcome| {
-        progress.inc(u64::from(len));
-        if outcome == Outcome::Hash(info.hashes[i as usize]) {
-            storage.mark_verified(i);
-            good += 1;
-        }
-    })
-    .map_err(|e| {
-        CliError::Runtime(anyhow::anyhow!(
-            "cannot read {}: {}",
-            e.path.display(),
-            e.error
-        ))
-    })?;
-    progress.finish();
+    hashing::hash_all(
+        ctx,
+        paths,
+        &info.file_lengths(),
+        info.fragment_length,
+        verb,
+        |i, _, outcome| {
+            if outcome == Outcome::Hash(info.hashes[i as usize]) {
+                storage.mark_verified(i);
+                good += 1;
+            }
+        },
+    )
+    .map_err(|e| runtime(e.message()))?;
     Ok(good)
 }
 

@@ -4,10 +4,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use log::warn;
-use st_proto::st_file::FileMap;
 
-use crate::common::{Ctx, Progress, data_paths, load_st};
-use crate::error::{CliError, CliResult, runtime};
+use crate::common::{Ctx, data_paths, load_st};
+use crate::error::{CliResult, runtime};
 use crate::hashing::{self, Outcome};
 use crate::units::format_size;
 
@@ -51,35 +50,26 @@ pub fn run(ctx: Ctx, st_path: &Path, data: &Path) -> CliResult<()> {
         warn!("{}: longer than the .st file says", p.display());
     }
 
-    let map = FileMap::new(&lengths);
-    let job = hashing::Job {
-        files: &paths,
-        map: &map,
-        fragment_length: info.fragment_length,
-        total_length: info.total_length,
-    };
     let mut bad: Vec<(u32, Bad)> = Vec::new();
-    let progress = Progress::bytes(ctx, info.total_length, "verifying");
-    job.run(hashing::default_threads(), |index, len, outcome| {
-        progress.inc(u64::from(len));
-        let verdict = match outcome {
-            Outcome::Hash(h) if h == info.hashes[index as usize] => None,
-            Outcome::Hash(_) => Some(Bad::Wrong),
-            Outcome::Short => Some(Bad::Short),
-            Outcome::Missing => Some(Bad::Missing),
-        };
-        if let Some(v) = verdict {
-            bad.push((index, v));
-        }
-    })
-    .map_err(|e| {
-        CliError::Invalid(anyhow::anyhow!(
-            "cannot read {}: {}",
-            e.path.display(),
-            e.error
-        ))
-    })?;
-    progress.finish();
+    hashing::hash_all(
+        ctx,
+        &paths,
+        &lengths,
+        info.fragment_length,
+        "verifying",
+        |index, _, outcome| {
+            let verdict = match outcome {
+                Outcome::Hash(h) if h == info.hashes[index as usize] => None,
+                Outcome::Hash(_) => Some(Bad::Wrong),
+                Outcome::Short => Some(Bad::Short),
+                Outcome::Missing => Some(Bad::Missing),
+            };
+            if let Some(v) = verdict {
+                bad.push((index, v));
+            }
+        },
+    )
+    .map_err(|e| crate::error::invalid(e.message()))?;
     bad.sort_unstable();
 
     let count = info.fragment_count();
