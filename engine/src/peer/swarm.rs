@@ -700,8 +700,14 @@ impl SwarmCore {
         if s.choked || s.peer_id.is_none() {
             return;
         }
-        // About half a second of data in flight at the measured rate.
-        let target = ((s.rate * 0.5) as u64).clamp(min, max);
+        // About half a second of data in flight at the measured rate; a peer whose last
+        // requests timed out gets one probe block until it delivers again, so a dead or
+        // stalled connection cannot keep re-taking the endgame's copies of the last blocks.
+        let target = if s.stalls > 0 {
+            u64::from(self.cfg.block).min(min)
+        } else {
+            ((s.rate * 0.5) as u64).clamp(min, max)
+        };
         while s.outstanding_bytes < target {
             let room = target - s.outstanding_bytes;
             let count = (room / u64::from(self.cfg.block)).max(1) as usize;
@@ -933,10 +939,16 @@ impl SwarmCore {
         }
     }
 
-    /// Closes every connection (on the way out).
+    /// Closes every connection (on the way out). Peers are choked first, so that they
+    /// re-request at once elsewhere what they had asked of us instead of waiting for a timeout.
     pub fn close_all(&mut self, now: Time, ep: &mut Endpoint) {
         let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         for h in hs {
+            if let Some(s) = self.sessions.get_mut(&h) {
+                s.choking = true;
+                s.serving.clear();
+                Self::send(ep, h, s, Self::msg(&Message::Choke));
+            }
             ep.finish(now, h);
         }
     }
