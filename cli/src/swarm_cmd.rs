@@ -156,7 +156,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 .map_err(|e| runtime(format!("cannot create {}: {e}", args.path.display())))?;
             let part_existed = st_engine::storage::final_paths(info, &args.path)
                 .iter()
-                .any(|p| p.with_extension("part").exists() || part_of(p).exists());
+                .any(|p| part_of(p).exists());
             let (mut storage, resume) = Storage::open_for_fetch(info, swarm_id, &args.path)
                 .map_err(|e| runtime(format!("{e}")))?;
             if let Some(why) = &resume.ignored {
