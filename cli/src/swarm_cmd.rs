@@ -291,13 +291,13 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             failure.get_or_insert(runtime(format!("{e}")));
         }
         let left = swarm.left();
-        let stats = swarm.stats().clone();
+        let (uploaded, downloaded) = (swarm.stats().uploaded, swarm.stats().downloaded);
         while let Some(out) = tc.poll_request(
             now,
             TrackerProgress {
                 left,
-                uploaded: stats.uploaded,
-                downloaded: stats.downloaded,
+                uploaded,
+                downloaded,
             },
         ) {
             let id = ep.request(now, out.to, &out.payload);
@@ -308,7 +308,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             b.set_message(format!(
                 "{} peers, ↑ {}",
                 swarm.peer_count(),
-                format_size(stats.uploaded)
+                format_size(uploaded)
             ));
         } else if Instant::now() >= next_log {
             next_log = Instant::now() + Duration::from_secs(10);
@@ -317,8 +317,8 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 100.0 * (info.total_length - left) as f64 / info.total_length.max(1) as f64,
                 format_size(info.total_length),
                 swarm.peer_count(),
-                format_size(stats.downloaded),
-                format_size(stats.uploaded)
+                format_size(downloaded),
+                format_size(uploaded)
             );
         }
         if !finished && swarm.complete() {

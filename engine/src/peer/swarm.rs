@@ -198,6 +198,8 @@ pub struct SwarmCore {
     optimistic: Option<ConnHandle>,
     rounds: u64,
     io_error: Option<io::Error>,
+    /// Bytes in fragments not yet verified (kept, not recounted: the driver asks every turn).
+    left: u64,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -249,7 +251,12 @@ impl SwarmCore {
                 picker.mark_have(i);
             }
         }
+        let left = (0..picker.fragment_count())
+            .filter(|&i| !picker.has(i))
+            .map(|i| u64::from(fragment_len(total_length, fragment_length, i)))
+            .sum();
         SwarmCore {
+            left,
             cfg,
             swarm_id,
             peer_id,
@@ -304,10 +311,7 @@ impl SwarmCore {
 
     /// Bytes still missing.
     pub fn left(&self) -> u64 {
-        (0..self.picker.fragment_count())
-            .filter(|&i| !self.picker.has(i))
-            .map(|i| self.fragment_len(i) as u64)
-            .sum()
+        self.left
     }
 
     fn fragment_len(&self, i: u32) -> u32 {
@@ -624,6 +628,7 @@ impl SwarmCore {
         if store.verify(i).unwrap_or(false) {
             self.picker.verified(i);
             self.stats.downloaded += u64::from(self.fragment_len(i));
+            self.left -= u64::from(self.fragment_len(i));
             let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
             for h in hs {
                 let s = self.sessions.get_mut(&h).expect("listed");
