@@ -119,8 +119,10 @@ also be the directory that holds the file under its advisory name."
     #[command(
         long_about = "Serve a file or directory to a swarm until SIGINT or SIGTERM. PATH \
 is checked against the .st file first (every core hashing, with progress); only fragments that \
-match are served. The peer announces itself to every tracker of the .st file and serves any \
-peer that connects.\n\n\
+match are served. The peer announces itself to every tracker of the .st file, announces the \
+swarm on the local network (UDP multicast to 239.192.83.84 and ff12::5354:4c44, port 6776; \
+--no-lan turns it off) and serves any peer that connects. Peers also tell each other of the \
+peers they reached (peer exchange), so a swarm that learnt of one peer finds the rest.\n\n\
 It prints 'listening on ADDR' on stdout once bound, and a summary (bytes sent) at exit."
     )]
     Seed {
@@ -134,6 +136,9 @@ It prints 'listening on ADDR' on stdout once bound, and a summary (bytes sent) a
         /// Address to bind [default: all IPv4 and IPv6 addresses].
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::IpAddr>,
+        /// Do not announce or look for peers on the local network (multicast).
+        #[arg(long)]
+        no_lan: bool,
     },
     /// Download a swarm's data, verifying every fragment, while serving what it has.
     #[command(
@@ -142,6 +147,9 @@ fragment's SHA-256, and serve verified fragments to other peers meanwhile. Data 
 NAME.part (each file.part for a directory) and moved into place, fsynced, only when every \
 fragment is verified. A resume file (DIR/.NAME.st-resume) records verified fragments that are \
 durably on disk, so an interrupted or killed fetch continues where it stopped.\n\n\
+Peers are found through the trackers of the .st file, on the local network (UDP multicast, \
+on by default; --no-lan turns it off) and by peer exchange. A .st file without trackers works \
+on a LAN with no further setup.\n\n\
 Exits 0 once complete (or on SIGINT/SIGTERM, after saving resume state), 1 on a runtime \
 failure such as a full disk, 2 on invalid input. With --seed it keeps serving after completion \
 until interrupted."
@@ -161,6 +169,9 @@ until interrupted."
         /// Keep serving after the download completes, until interrupted.
         #[arg(long)]
         seed: bool,
+        /// Do not announce or look for peers on the local network (multicast).
+        #[arg(long)]
+        no_lan: bool,
     },
     /// Run a UDP tracker (SwarmTorrent's protocol and BEP 15 on one port) until interrupted.
     #[command(
@@ -286,6 +297,7 @@ fn main() -> ExitCode {
             path,
             port,
             bind,
+            no_lan,
         } => swarm_cmd::run(
             ctx,
             swarm_cmd::SwarmArgs {
@@ -293,6 +305,7 @@ fn main() -> ExitCode {
                 path,
                 port,
                 bind,
+                lan: !no_lan,
                 mode: swarm_cmd::Mode::Seed,
             },
         ),
@@ -302,6 +315,7 @@ fn main() -> ExitCode {
             port,
             bind,
             seed,
+            no_lan,
         } => swarm_cmd::run(
             ctx,
             swarm_cmd::SwarmArgs {
@@ -309,6 +323,7 @@ fn main() -> ExitCode {
                 path: output,
                 port,
                 bind,
+                lan: !no_lan,
                 mode: swarm_cmd::Mode::Fetch { seed_after: seed },
             },
         ),

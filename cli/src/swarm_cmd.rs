@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use log::{info, warn};
+use st_engine::discovery::lan::{LanConfig, LanDiscovery};
 use st_engine::discovery::tracker_client::{Progress as TrackerProgress, TrackerClient};
+use st_engine::node::Node;
 use st_engine::peer::swarm::{SwarmConfig, SwarmCore};
 use st_engine::reactor::{Reactor, ReactorConfig};
 use st_engine::storage::Storage;
@@ -51,6 +53,8 @@ pub struct SwarmArgs {
     pub port: u16,
     /// Address to bind.
     pub bind: Option<IpAddr>,
+    /// Announce and look for peers on the local network.
+    pub lan: bool,
     /// Seed or fetch.
     pub mode: Mode,
 }
@@ -205,7 +209,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
     let port = reactor.local_addr().port();
     let seed = u64::from_ne_bytes(random_bytes::<8>());
-    let mut ep = Endpoint::new(
+    let ep = Endpoint::new(
         transport::Config {
             accept: true,
             secret: Some(random_bytes::<32>()),
@@ -214,6 +218,13 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         seed,
     );
     let peer_id = random_bytes::<16>();
+    let lan = if args.lan {
+        join_lan(&mut reactor, args.bind, peer_id, port, swarm_id)
+    } else {
+        None
+    };
+    let lan_on = lan.is_some();
+    let mut node = Node { ep, lan };
     let mut swarm = SwarmCore::new(
         SwarmConfig::default(),
         swarm_id,
@@ -225,9 +236,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         seed ^ 1,
     );
     let trackers = resolve_trackers(&st);
-    if trackers.is_empty() {
+    if trackers.is_empty() && !lan_on {
         warn!(
-            "no usable tracker in {} (LAN discovery is not available yet): waiting for peers to connect",
+            "no usable tracker in {} and LAN discovery is off: waiting for peers to connect",
             args.st.display()
         );
     }
@@ -268,7 +279,16 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         return Ok(());
     }
 
-    let result = reactor.run(&mut ep, Duration::from_millis(50), |ep, now| {
+    let result = reactor.run(&mut node, Duration::from_millis(50), |node, now| {
+        if let Some(lan) = &mut node.lan {
+            while let Some((id, addr)) = lan.poll_peer() {
+                if id == swarm_id {
+                    log::debug!("LAN: peer at {addr}");
+                    swarm.add_peers(&[addr]);
+                }
+            }
+        }
+        let ep = &mut node.ep;
         while let Some(ev) = ep.poll_event() {
             match ev {
                 Event::Response(id, payload) => {
@@ -368,6 +388,55 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         args.mode,
     );
     Ok(())
+}
+
+/// Joins the LAN discovery groups (only the IPv4 one when bound to an IPv4 address, and the
+/// reverse). No group at all: one warning, and the rest works without it.
+fn join_lan(
+    reactor: &mut Reactor,
+    bind: Option<IpAddr>,
+    peer_id: [u8; 16],
+    port: u16,
+    swarm_id: [u8; 32],
+) -> Option<LanDiscovery> {
+    let mut cfg = LanConfig::default();
+    let mut errors = Vec::new();
+    cfg.groups.retain(|g| {
+        let family_ok = match bind {
+            Some(b) if !b.is_unspecified() => b.is_ipv4() == g.is_ipv4(),
+            _ => true,
+        };
+        if !family_ok {
+            return false;
+        }
+        match reactor.join_multicast(*g, bind) {
+            Ok(n) => {
+                log::debug!("LAN discovery: joined {g} on {n} interfaces");
+                true
+            }
+            Err(e) => {
+                errors.push(format!("{g}: {e}"));
+                false
+            }
+        }
+    });
+    if cfg.groups.is_empty() {
+        warn!(
+            "LAN discovery unavailable ({}); using trackers and peer exchange only",
+            errors.join("; ")
+        );
+        return None;
+    }
+    for e in errors {
+        log::debug!("LAN discovery: {e}");
+    }
+    Some(LanDiscovery::new(
+        cfg,
+        peer_id,
+        port,
+        &[swarm_id],
+        reactor.now(),
+    ))
 }
 
 /// The file or directory whose bytes a seed serves (see `data_paths`).

@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod fuzzing;
+pub mod node;
 pub mod peer;
 pub mod reactor;
 pub mod rng;

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::time::Time;
 use crate::transport::{Endpoint, Transmit};
 
+mod multicast;
+
 const SOCKET: Token = Token(0);
+/// Most datagrams read from one multicast socket per turn (discovery is not a data path).
+const MAX_MCAST_PER_TURN: usize = 64;
 /// Buffer size of one send or receive slot: the largest UDP payload (GSO/GRO batches too).
 const SLOT: usize = 65_536;
 /// Largest transmit handed to the kernel: a UDP payload (or GSO batch) must stay below 65 507.
@@ -40,6 +44,14 @@ pub trait Core {
     fn poll_timeout(&self) -> Option<Time>;
     /// Timers due at `now`.
     fn handle_timeout(&mut self, now: Time);
+    /// A datagram arrived from `remote` on a multicast socket (see
+    /// [`Reactor::join_multicast`]). Cores without LAN discovery ignore it.
+    fn handle_multicast(&mut self, _now: Time, _remote: SocketAddr, _data: &[u8]) {}
+    /// The next datagram for a multicast group (`Transmit::remote` is the group), written into
+    /// `buf`; the reactor sends it out of every interface that joined the group.
+    fn poll_multicast(&mut self, _now: Time, _buf: &mut [u8]) -> Option<Transmit> {
+        None
+    }
 }
 
 impl Core for Endpoint {
@@ -100,6 +112,10 @@ pub struct ReactorStats {
     pub recv_calls: u64,
     /// Sends that hit `WouldBlock`.
     pub would_block: u64,
+    /// Datagrams received on multicast sockets.
+    pub multicast_in: u64,
+    /// Multicast sends (one per interface) that failed.
+    pub multicast_send_errors: u64,
     /// Send errors other than `WouldBlock` (the transmit is dropped; the transport recovers).
     pub send_errors: u64,
     /// Turns that stopped receiving after [`MAX_RECV_BATCHES`] batches (a flood) so that
@@ -139,6 +155,8 @@ pub struct Reactor {
     /// The last receive stopped at [`MAX_RECV_BATCHES`]: more may be waiting, and mio is
     /// edge-triggered, so the next turn must read without waiting for an event.
     rx_pending: bool,
+    /// Multicast sockets (LAN discovery), polled with tokens 1, 2, ….
+    mcast: Vec<multicast::McastSocket>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -197,7 +215,24 @@ impl Reactor {
             pool: Vec::new(),
             stats: ReactorStats::default(),
             rx_pending: false,
+            mcast: Vec::new(),
         })
+    }
+
+    /// Opens a socket bound to `group`'s port, joins `group` on every interface that is up
+    /// and multicast-capable (only the one holding `only`, if given), and registers it:
+    /// datagrams that arrive go to [`Core::handle_multicast`], and what
+    /// [`Core::poll_multicast`] yields for this group is sent out of each of those
+    /// interfaces. Returns how many interfaces joined; fails if none could.
+    pub fn join_multicast(&mut self, group: SocketAddr, only: Option<IpAddr>) -> io::Result<usize> {
+        let mut m = multicast::McastSocket::open(group, only)?;
+        let token = Token(1 + self.mcast.len());
+        self.poll
+            .registry()
+            .register(&mut m.socket, token, Interest::READABLE)?;
+        let n = m.ifaces.len();
+        self.mcast.push(m);
+        Ok(n)
     }
 
     /// The bound address.
@@ -252,7 +287,7 @@ impl Reactor {
             Some(t) => (t.saturating_since(now)).min(max_wait),
             None => max_wait,
         };
-        if self.rx_pending {
+        if self.rx_pending || self.mcast.iter().any(|m| m.readable) {
             wait = Duration::ZERO;
         }
         if !self.queue.is_empty() && wait > Duration::from_millis(1) {
@@ -268,6 +303,19 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+        if !self.mcast.is_empty() {
+            for e in self.events.iter() {
+                if let Some(m) = e
+                    .token()
+                    .0
+                    .checked_sub(1)
+                    .and_then(|k| self.mcast.get_mut(k))
+                {
+                    m.readable = true;
+                }
+            }
+            self.receive_multicast(ep);
+        }
         self.receive(ep)?;
         let now = self.now();
         if ep.poll_timeout().is_some_and(|t| t <= now) {
@@ -276,8 +324,48 @@ impl Reactor {
         self.flush(ep)
     }
 
+    /// Reads the multicast sockets that are readable, a bounded number of datagrams each.
+    fn receive_multicast<C: Core>(&mut self, ep: &mut C) {
+        for k in 0..self.mcast.len() {
+            if !self.mcast[k].readable {
+                continue;
+            }
+            let mut left = MAX_MCAST_PER_TURN;
+            while left > 0 {
+                match self.mcast[k].socket.recv_from(&mut self.rx[0]) {
+                    Ok((n, src)) => {
+                        self.stats.multicast_in += 1;
+                        let now = self.now();
+                        ep.handle_multicast(now, src, &self.rx[0][..n]);
+                        left -= 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        // WouldBlock: drained. Any other error: nothing to read now.
+                        self.mcast[k].readable = false;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the core's multicast datagrams (never queued: discovery tolerates loss).
+    fn flush_multicast<C: Core>(&mut self, ep: &mut C) {
+        let now = self.now();
+        let mut buf = [0u8; 2048];
+        while let Some(t) = ep.poll_multicast(now, &mut buf) {
+            if let Some(m) = self.mcast.iter().find(|m| m.group == t.remote) {
+                self.stats.multicast_send_errors += m.send(&buf[..t.len]) as u64;
+            }
+        }
+    }
+
     /// Sends everything the endpoint has, until the socket would block or the queue is full.
     pub fn flush<C: Core>(&mut self, ep: &mut C) -> io::Result<()> {
+        if !self.mcast.is_empty() {
+            self.flush_multicast(ep);
+        }
         loop {
             self.send_queued()?;
             if !self.queue.is_empty() {

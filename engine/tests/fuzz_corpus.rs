@@ -31,6 +31,13 @@ fn packet_corpus_round_trips() {
             Ok(false) => {}
             Err(e) => panic!("{}: {e}", p.display()),
         }
+        // The packet target also feeds the peer and LAN discovery parsers.
+        if let Err(e) = st_proto::peer::fuzz_check(d) {
+            panic!("{}: peer: {e}", p.display());
+        }
+        if let Err(e) = st_proto::discovery::fuzz_check(d) {
+            panic!("{}: discovery: {e}", p.display());
+        }
     }
     assert!(
         parsed >= 8,

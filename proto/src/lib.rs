@@ -6,6 +6,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod packet;
 pub mod peer;
 pub mod st_file;

@@ -40,6 +40,49 @@ pub mod msg {
     pub const CANCEL: u8 = 0x0A;
     /// REJECT
     pub const REJECT: u8 = 0x0B;
+    /// PEX (peer exchange, `spec/discovery.md` §4)
+    pub const PEX: u8 = 0x0C;
+}
+
+/// Handshake capability bit: the sender speaks peer exchange (PEX messages).
+pub const CAP_PEX: u32 = 1;
+/// Most addresses in each of a PEX message's two lists (added, dropped).
+pub const MAX_PEX: usize = 50;
+
+/// One address in a PEX message: an IPv6 address (IPv4 as `::ffff:a.b.c.d`) and a port.
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct PexEntry {
+    /// The address; IPv4 in the IPv4-mapped form.
+    pub addr: [u8; 16],
+    /// The peer's listen port (never 0).
+    pub port: U16,
+}
+
+impl PexEntry {
+    /// The entry for a socket address (IPv4 mapped into IPv6).
+    pub fn from_addr(a: std::net::SocketAddr) -> PexEntry {
+        let ip = match a.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            std::net::IpAddr::V6(v6) => v6,
+        };
+        PexEntry {
+            addr: ip.octets(),
+            port: a.port().into(),
+        }
+    }
+
+    /// The socket address (IPv4-mapped addresses come back as IPv4).
+    pub fn to_addr(&self) -> std::net::SocketAddr {
+        let v6 = std::net::Ipv6Addr::from(self.addr);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(v6),
+        };
+        std::net::SocketAddr::new(ip, self.port.get())
+    }
 }
 
 /// HANDSHAKE body (55 bytes after the type byte).
@@ -106,6 +149,13 @@ pub enum Message<'a> {
     Cancel(BlockRef),
     /// Refuses a request (the requester asks elsewhere).
     Reject(BlockRef),
+    /// Peer exchange: peers the sender connected to since its last PEX, and peers it lost.
+    Pex {
+        /// Newly connected peers, at most [`MAX_PEX`].
+        added: &'a [PexEntry],
+        /// Peers no longer connected, at most [`MAX_PEX`].
+        dropped: &'a [PexEntry],
+    },
 }
 
 /// Why a message was refused (the connection is then closed: spec §6).
@@ -123,6 +173,9 @@ pub enum PeerError {
     /// A block length of 0 or over [`MAX_BLOCK`].
     #[error("block length out of range")]
     BlockLength,
+    /// A PEX list over [`MAX_PEX`] entries, or an entry with port 0.
+    #[error("bad peer exchange list")]
+    Pex,
 }
 
 /// Parses one peer message.
@@ -172,6 +225,19 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
                 bytes,
             }
         }
+        msg::PEX => {
+            let (&added, rest) = body.split_first().ok_or(PeerError::Length(ty))?;
+            let entries = <[PexEntry]>::ref_from_bytes(rest).map_err(|_| PeerError::Length(ty))?;
+            let added = usize::from(added);
+            if added > MAX_PEX || added > entries.len() || entries.len() - added > MAX_PEX {
+                return Err(PeerError::Pex);
+            }
+            if entries.iter().any(|e| e.port.get() == 0) {
+                return Err(PeerError::Pex);
+            }
+            let (added, dropped) = entries.split_at(added);
+            Message::Pex { added, dropped }
+        }
         other => return Err(PeerError::UnknownType(other)),
     })
 }
@@ -216,6 +282,15 @@ pub fn emit(m: &Message<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&fragment.to_be_bytes());
             out.extend_from_slice(&offset.to_be_bytes());
             out.extend_from_slice(bytes);
+        }
+        Message::Pex { added, dropped } => {
+            // Callers keep to MAX_PEX; a longer list is cut rather than sent malformed.
+            let added = &added[..added.len().min(MAX_PEX)];
+            let dropped = &dropped[..dropped.len().min(MAX_PEX)];
+            out.push(msg::PEX);
+            out.push(added.len() as u8);
+            out.extend_from_slice(added.as_bytes());
+            out.extend_from_slice(dropped.as_bytes());
         }
     }
 }
@@ -301,6 +376,50 @@ mod tests {
         round(Message::Cancel(block(0, 0, 1)));
         round(Message::Reject(block(0, 0, MAX_BLOCK)));
         round(Message::HaveMap(&[0b1010_0000]));
+        // The PEX vector of spec/discovery.md §4: added 10.0.0.2:6881, dropped [fd00::1]:7000.
+        let a = [PexEntry::from_addr("10.0.0.2:6881".parse().unwrap())];
+        let d = [PexEntry::from_addr("[fd00::1]:7000".parse().unwrap())];
+        let b = round(Message::Pex {
+            added: &a,
+            dropped: &d,
+        });
+        let mut want = vec![0x0C, 0x01];
+        want.extend([
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 10, 0, 0, 2, 0x1A, 0xE1,
+        ]);
+        want.extend([
+            0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x1B, 0x58,
+        ]);
+        assert_eq!(b, want);
+        assert_eq!(a[0].to_addr(), "10.0.0.2:6881".parse().unwrap());
+        assert_eq!(d[0].to_addr(), "[fd00::1]:7000".parse().unwrap());
+        round(Message::Pex {
+            added: &[],
+            dropped: &[],
+        });
+    }
+
+    #[test]
+    fn pex_lists_are_bounded() {
+        let e = PexEntry::from_addr("10.0.0.2:1".parse().unwrap());
+        let mut m = vec![0x0C, 51];
+        for _ in 0..51 {
+            m.extend_from_slice(e.as_bytes());
+        }
+        assert_eq!(parse(&m), Err(PeerError::Pex), "51 added");
+        m[1] = 0;
+        assert_eq!(parse(&m), Err(PeerError::Pex), "51 dropped");
+        m[1] = 2;
+        m.truncate(2 + 18);
+        assert_eq!(parse(&m), Err(PeerError::Pex), "count over entries");
+        m[1] = 1;
+        assert!(parse(&m).is_ok());
+        m.push(0);
+        assert_eq!(parse(&m), Err(PeerError::Length(0x0C)), "partial entry");
+        assert_eq!(parse(&[0x0C]), Err(PeerError::Length(0x0C)));
+        let mut z = vec![0x0C, 1];
+        z.extend_from_slice(PexEntry::from_addr("10.0.0.2:0".parse().unwrap()).as_bytes());
+        assert_eq!(parse(&z), Err(PeerError::Pex), "port 0");
     }
 
     #[test]
@@ -345,7 +464,7 @@ mod tests {
                     (x >> 56) as u8
                 })
                 .collect();
-            for t in 0..13u8 {
+            for t in 0..14u8 {
                 if let Some(f) = b.first_mut() {
                     *f = t;
                 }

@@ -40,3 +40,72 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A running `st` (optionally inside a network namespace), with its stdout.
+pub struct Proc {
+    child: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    /// The address from the "listening on" line.
+    pub addr: String,
+}
+
+impl Proc {
+    /// Starts `st ARGS` in `cwd` (inside namespace `netns`, if given) and reads its first
+    /// line, which must be "listening on ADDR".
+    pub fn start_in(netns: Option<&str>, args: &[&str], cwd: &std::path::Path) -> Proc {
+        use std::io::BufRead;
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_st")]);
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_st")),
+        };
+        let mut child = cmd
+            .args(args)
+            .current_dir(cwd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start st");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("{args:?}: first line {line:?}"))
+            .to_owned();
+        Proc { child, out, addr }
+    }
+
+    /// Waits for exit (at most `limit`) and returns the exit code and the rest of stdout.
+    pub fn finish_within(mut self, limit: std::time::Duration) -> (i32, String) {
+        use std::io::BufRead;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut rest = String::new();
+                let mut line = String::new();
+                while self.out.read_line(&mut line).unwrap_or(0) > 0 {
+                    rest.push_str(&line);
+                    line.clear();
+                }
+                return (status.code().unwrap_or(-1), rest);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -3,7 +3,8 @@
 //! owns the handshake rules (same swarm, no self-connections, one connection per peer pair),
 //! interest, request pipelining (outstanding bytes sized to the measured rate), serving
 //! requests to unchoked peers, upload slots with an optimistic unchoke, verification with
-//! strikes and bans, and dialling the peers discovery finds.
+//! strikes and bans, dialling the peers discovery finds, and peer exchange (telling connected
+//! peers which peers we reached, `spec/discovery.md` §4).
 //!
 //! It reads no clock (`now` is passed in) and touches no socket (the endpoint's datagrams go
 //! out through the reactor). Disk IO goes through [`Store`], which a production driver backs
@@ -14,7 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use st_proto::peer::{self, Handshake, Message, PEER_VERSION};
+use st_proto::peer::{self, CAP_PEX, Handshake, MAX_PEX, Message, PEER_VERSION, PexEntry};
 
 use super::picker::{Block, Picker, Received};
 use crate::rng::Rng;
@@ -63,6 +64,12 @@ pub struct SwarmConfig {
     pub max_strikes: u8,
     /// A request unanswered this long is given up and asked elsewhere.
     pub request_timeout: Duration,
+    /// Speak peer exchange (capability bit 0).
+    pub pex: bool,
+    /// Least time between two PEX messages to one peer (after the first, sent at handshake).
+    pub pex_interval: Duration,
+    /// Most addresses waiting to be dialled (from trackers, LAN discovery and PEX).
+    pub max_candidates: usize,
 }
 
 impl Default for SwarmConfig {
@@ -76,6 +83,9 @@ impl Default for SwarmConfig {
             choke_interval: Duration::from_secs(10),
             max_strikes: 3,
             request_timeout: Duration::from_secs(5),
+            pex: true,
+            pex_interval: Duration::from_secs(15),
+            max_candidates: 1000,
         }
     }
 }
@@ -93,6 +103,14 @@ pub struct SwarmStats {
     pub hash_failures: u64,
     /// Verified bytes received, per peer address.
     pub from_peer: HashMap<SocketAddr, u64>,
+    /// PEX messages sent.
+    pub pex_sent: u64,
+    /// PEX messages received and used.
+    pub pex_received: u64,
+    /// PEX messages ignored for coming too often.
+    pub pex_ignored: u64,
+    /// New addresses learnt by PEX (added to the dial candidates).
+    pub pex_learned: u64,
 }
 
 /// A fixed-size bit set of fragments.
@@ -149,6 +167,15 @@ struct Session {
     rate: f64,
     /// Rate windows in a row in which requests timed out and nothing arrived.
     stalls: u8,
+    /// The port their HANDSHAKE says they accept connections on.
+    listen_port: u16,
+    /// Both sides speak peer exchange.
+    pex: bool,
+    /// Addresses we told them of by PEX (to send only changes).
+    told: HashSet<SocketAddr>,
+    /// When we last sent them PEX, and when we last used theirs.
+    pex_sent_at: Option<Time>,
+    pex_rx_at: Option<Time>,
 }
 
 impl Session {
@@ -169,6 +196,11 @@ impl Session {
             window_bytes: 0,
             rate: 0.0,
             stalls: 0,
+            listen_port: 0,
+            pex: false,
+            told: HashSet::new(),
+            pex_sent_at: None,
+            pex_rx_at: None,
         }
     }
 }
@@ -318,16 +350,95 @@ impl SwarmCore {
         fragment_len(self.total_length, self.fragment_length, i)
     }
 
-    /// Peers learnt from a tracker or elsewhere; they are dialled in random order.
-    pub fn add_peers(&mut self, addrs: &[SocketAddr]) {
+    /// Peers learnt from a tracker or elsewhere; they are dialled in random order. Returns
+    /// how many were new (at most [`SwarmConfig::max_candidates`] wait at once).
+    pub fn add_peers(&mut self, addrs: &[SocketAddr]) -> usize {
+        let mut added = 0;
         for &a in addrs {
-            if !self.banned.contains(&a)
+            let a = canonical(a);
+            if self.candidates.len() >= self.cfg.max_candidates {
+                break;
+            }
+            if a.port() != 0
+                && !a.ip().is_unspecified()
+                && !a.ip().is_multicast()
+                && !self.banned.contains(&a)
                 && !self.connected.contains(&a)
                 && !self.candidates.contains(&a)
             {
                 self.candidates.push(a);
+                added += 1;
             }
         }
+        added
+    }
+
+    /// The address a peer can be reached at, if we know it is reachable there: we dialled it,
+    /// or it reached us from its listen port (spec `discovery.md` §4). Link-local IPv6
+    /// addresses mean nothing off this host and are never passed on.
+    fn reachable(s: &Session) -> Option<SocketAddr> {
+        s.peer_id?;
+        let ok = s.outbound || (s.listen_port != 0 && s.listen_port == s.addr.port());
+        let link_local =
+            matches!(s.addr.ip(), std::net::IpAddr::V6(v6) if v6.is_unicast_link_local());
+        (ok && !link_local).then_some(s.addr)
+    }
+
+    /// Sends `h` the peers we reached that we have not told it of yet, and those we lost.
+    fn send_pex(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        h: ConnHandle,
+        current: &HashSet<SocketAddr>,
+    ) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if !s.pex || s.peer_id.is_none() {
+            return;
+        }
+        let own = (s.addr, SocketAddr::new(s.addr.ip(), s.listen_port));
+        let added: Vec<SocketAddr> = current
+            .iter()
+            .filter(|a| !s.told.contains(a) && **a != own.0 && **a != own.1)
+            .take(MAX_PEX)
+            .copied()
+            .collect();
+        let dropped: Vec<SocketAddr> = s
+            .told
+            .iter()
+            .filter(|a| !current.contains(a))
+            .take(MAX_PEX)
+            .copied()
+            .collect();
+        s.pex_sent_at = Some(now);
+        if added.is_empty() && dropped.is_empty() {
+            return;
+        }
+        for a in &added {
+            s.told.insert(*a);
+        }
+        for a in &dropped {
+            s.told.remove(a);
+        }
+        let added: Vec<PexEntry> = added.into_iter().map(PexEntry::from_addr).collect();
+        let dropped: Vec<PexEntry> = dropped.into_iter().map(PexEntry::from_addr).collect();
+        self.stats.pex_sent += 1;
+        Self::send(
+            ep,
+            h,
+            s,
+            Self::msg(&Message::Pex {
+                added: &added,
+                dropped: &dropped,
+            }),
+        );
+    }
+
+    /// The addresses PEX may pass on now.
+    fn reachable_set(&self) -> HashSet<SocketAddr> {
+        self.sessions.values().filter_map(Self::reachable).collect()
     }
 
     /// When [`SwarmCore::tick`] wants to run next.
@@ -398,7 +509,7 @@ impl SwarmCore {
         }
         let hs = Handshake {
             version: PEER_VERSION,
-            capabilities: 0.into(),
+            capabilities: if self.cfg.pex { CAP_PEX } else { 0 }.into(),
             swarm_id: self.swarm_id,
             peer_id: self.peer_id,
             listen_port: self.listen_port.into(),
@@ -464,7 +575,35 @@ impl SwarmCore {
                 }
                 let s = self.sessions.get_mut(&h).expect("checked");
                 s.peer_id = Some(hs.peer_id);
+                s.listen_port = hs.listen_port.get();
+                s.pex = self.cfg.pex && hs.capabilities.get() & CAP_PEX != 0;
                 self.by_peer.insert(hs.peer_id, h);
+                // The first PEX goes right after the handshake: a peer that learnt of only us
+                // learns of the rest at once.
+                if s.pex {
+                    let current = self.reachable_set();
+                    self.send_pex(now, ep, h, &current);
+                }
+            }
+            Message::Pex { added, dropped } => {
+                let interval = self.cfg.pex_interval;
+                if !s.pex
+                    || s.pex_rx_at
+                        .is_some_and(|t| now.saturating_since(t) < interval / 2)
+                {
+                    // Not negotiated, or faster than the agreed rate: ignored, not fatal.
+                    self.stats.pex_ignored += 1;
+                    return;
+                }
+                s.pex_rx_at = Some(now);
+                self.stats.pex_received += 1;
+                for e in dropped {
+                    let a = e.to_addr();
+                    self.candidates.retain(|c| *c != a);
+                }
+                let addrs: Vec<SocketAddr> = added.iter().map(PexEntry::to_addr).collect();
+                let learned = self.add_peers(&addrs);
+                self.stats.pex_learned += learned as u64;
             }
             Message::HaveMap(bits) => {
                 if !peer::check_have_map(bits, n) {
@@ -862,6 +1001,24 @@ impl SwarmCore {
         for &h in &handles {
             self.fill_requests(now, ep, h);
         }
+        // Peer exchange: each PEX peer hears of changes at most once per interval.
+        let interval = self.cfg.pex_interval;
+        let pex_due: Vec<ConnHandle> = handles
+            .iter()
+            .copied()
+            .filter(|h| {
+                let s = &self.sessions[h];
+                s.pex
+                    && s.pex_sent_at
+                        .is_none_or(|t| now.saturating_since(t) >= interval)
+            })
+            .collect();
+        if !pex_due.is_empty() {
+            let current = self.reachable_set();
+            for h in pex_due {
+                self.send_pex(now, ep, h, &current);
+            }
+        }
         // A peer we may ask, that has what we lack, with nothing asked of it: if the picker
         // still offers nothing, request counts leaked somewhere; rebuild them from the
         // requests really outstanding rather than stall.
@@ -959,11 +1116,24 @@ impl SwarmCore {
     }
 }
 
+/// IPv4-mapped IPv6 addresses as IPv4, so that one peer has one spelling.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
+}
+
 /// Length of fragment `i` of a swarm (the last may be short).
 fn fragment_len(total: u64, fragment_length: u32, i: u32) -> u32 {
     let start = u64::from(i) * u64::from(fragment_length);
     total.saturating_sub(start).min(u64::from(fragment_length)) as u32
 }
 
+#[cfg(test)]
+mod pex_tests;
 #[cfg(test)]
 mod tests;

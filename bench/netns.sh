@@ -1,0 +1,34 @@
+# bench/netns.sh — sourced by the LAN benchmarks: a private LAN of network namespaces.
+#
+#   lan_up PREFIX N      makes namespaces PREFIX-sw (a bridge, multicast snooping off) and
+#                        PREFIX-h0 … PREFIX-h(N-1), each with lo and eth0 = 10.78.0.(k+1)/24
+#                        on a veth to the bridge. Nothing touches the root namespace.
+#   lan_down PREFIX N    deletes them (their veths go with them).
+#   lan_ip K             the address of host K.
+#   in_host PREFIX K CMD runs CMD in host K's namespace.
+# Needs root and iproute2. The 10.78.0.0/24 subnet exists only inside these namespaces.
+
+lan_ip() { echo "10.78.0.$(($1 + 1))"; }
+
+lan_up() {
+  local p=$1 n=$2 k
+  ip netns add "$p-sw"
+  ip -n "$p-sw" link add br0 type bridge mcast_snooping 0
+  ip -n "$p-sw" link set br0 up
+  for k in $(seq 0 $((n - 1))); do
+    ip netns add "$p-h$k"
+    ip -n "$p-h$k" link add eth0 type veth peer name "v$k" netns "$p-sw"
+    ip -n "$p-sw" link set "v$k" master br0 up
+    ip -n "$p-h$k" addr add "$(lan_ip "$k")/24" dev eth0
+    ip -n "$p-h$k" link set eth0 up
+    ip -n "$p-h$k" link set lo up
+  done
+}
+
+lan_down() {
+  local p=$1 n=$2 k
+  for k in $(seq 0 $((n - 1))); do ip netns del "$p-h$k" 2>/dev/null || true; done
+  ip netns del "$p-sw" 2>/dev/null || true
+}
+
+in_host() { local p=$1 k=$2; shift 2; ip netns exec "$p-h$k" "$@"; }
