@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# bench/lan.sh — LAN seeding in a namespace LAN: 1 seed -> N hosts, one run, three ways.
+#
+# Usage: bench/lan.sh [RUNS=1] [SIZE=256M] [HOSTS=8]       (root; iproute2)
+#   st-lan      st with LAN discovery alone: a .st file with no tracker, no flags
+#   st-tracker  st with `st udp-tracker` on the seed's host, LAN discovery off (--no-lan)
+#   aria2       aria2c with Debian's opentracker (HTTP) on the seed's host; DHT, LPD and PEX
+#               off, as in bench/swarm.sh
+# Reports, per case: wall time from starting the fetchers to the last completion, and CPU
+# seconds (fetchers + seed). Hosts are network namespaces on one bridge (bench/netns.sh,
+# 10.78.0.0/24, created and removed here); data lives on /dev/shm. Target (issue #6): st-lan
+# within 10 % of st-tracker.
+set -euo pipefail
+RUNS=${1:-1}
+SIZE=${2:-256M}
+N=${3:-8}
+ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
+source "$ROOT_DIR/bench/netns.sh"
+P="stb$$"
+DATA=$(mktemp -d /dev/shm/st-bench-lan.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  lan_down "$P" $((N + 1))
+  rm -rf "$DATA"
+}
+trap cleanup EXIT
+need() { command -v "$1" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; }
+need aria2c aria2; need mktorrent mktorrent; need opentracker opentracker; need curl curl
+(cd "$ROOT_DIR" && cargo build --release -q -p st-cli)
+ST="$ROOT_DIR/target/release/st"
+HZ=$(getconf CLK_TCK)
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+now() { date +%s.%N; }
+ARIA="--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
+ --disable-ipv6=true --file-allocation=none --summary-interval=0 --console-log-level=warn
+ --max-overall-upload-limit=0 --max-overall-download-limit=0"
+SEED_IP=$(lan_ip 0)
+
+lan_up "$P" $((N + 1))
+mkdir -p "$DATA/src"
+head -c "$SIZE" /dev/urandom > "$DATA/src/blob.bin"
+want=$(sha256sum < "$DATA/src/blob.bin" | awk '{print $1}')
+
+# Starts the fetch command "$@" (with %K% replaced by the host number) on hosts 1..N, waits, prints "wall cpu".
+fetch_all() { # $1 work dir, $2 seed pid, rest: command template
+  local w=$1 seed=$2 pids=() k; shift 2
+  local s0; s0=$(ticks "$seed")
+  local t0; t0=$(now)
+  for k in $(seq "$N"); do
+    mkdir -p "$w/f$k"
+    ip netns exec "$P-h$k" /usr/bin/time -f "%U %S" -o "$w/t$k" timeout 600 "${@//%K%/$k}" > "$w/f$k.out" 2>&1 &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || true; done
+  local t1; t1=$(now)
+  local s1; s1=$(ticks "$seed")
+  for k in $(seq "$N"); do
+    [ "$(sha256sum < "$w/f$k/blob.bin" | awk '{print $1}')" = "$want" ] || { echo "fetcher $k: wrong data" >&2; cat "$w/f$k.out" >&2; exit 1; }
+  done
+  local cpu; cpu=$(cat "$w"/t* | awk -v s=$(( s1 - s0 )) -v hz="$HZ" '{c+=$1+$2} END{printf "%.2f", c + s/hz}')
+  echo "$(python3 -c "print(f'{$t1 - $t0:.2f}')") $cpu"
+}
+
+wait_line() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "timeout waiting for $2 in $1" >&2; exit 1; }
+
+run_st_lan() {
+  local w="$DATA/st-lan"; rm -rf "$w"; mkdir -p "$w"
+  "$ST" -q create "$DATA/src/blob.bin" -o "$w/x.st" > /dev/null
+  ip netns exec "$P-h0" timeout 900 "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  wait_line "$w/seed.out" listening
+  local r; r=$(fetch_all "$w" "$seed" "$ST" -q fetch "$w/x.st" -o "$w/f%K%")
+  kill "$seed" 2>/dev/null || true; wait "$seed" 2>/dev/null || true
+  rm -rf "$w"; echo "$r"
+}
+
+run_st_tracker() {
+  local w="$DATA/st-trk"; rm -rf "$w"; mkdir -p "$w"
+  ip netns exec "$P-h0" timeout 900 "$ST" udp-tracker --port 6969 --bind "$SEED_IP" > "$w/trk.out" 2>&1 & PIDS+=($!); local trk=$!
+  wait_line "$w/trk.out" listening
+  "$ST" -q create "$DATA/src/blob.bin" -t "udp://$SEED_IP:6969" -o "$w/x.st" > /dev/null
+  ip netns exec "$P-h0" timeout 900 "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  wait_line "$w/seed.out" listening
+  local r; r=$(fetch_all "$w" "$seed" "$ST" -q fetch "$w/x.st" -o "$w/f%K%" --no-lan)
+  kill "$seed" "$trk" 2>/dev/null || true; wait "$seed" "$trk" 2>/dev/null || true
+  rm -rf "$w"; echo "$r"
+}
+
+run_aria() {
+  local w="$DATA/aria"; rm -rf "$w"; mkdir -p "$w/ot" "$w/seed"
+  ln "$DATA/src/blob.bin" "$w/seed/blob.bin"
+  mktorrent -a "http://$SEED_IP:6969/announce" -l 18 -o "$w/x.torrent" "$w/seed/blob.bin" > /dev/null
+  aria2c -S "$w/x.torrent" | awk '/^Info Hash:/{print $3}' > "$w/ot/whitelist.txt"
+  ip netns exec "$P-h0" opentracker -i "$SEED_IP" -p 6969 -P 6969 -d "$w/ot" -w whitelist.txt > "$w/ot.log" 2>&1 & PIDS+=($!); local ot=$!
+  for _ in $(seq 50); do in_host "$P" 0 curl -s -o /dev/null "http://$SEED_IP:6969/scrape" && break; sleep 0.1; done
+  ip netns exec "$P-h0" timeout 900 aria2c $ARIA --stop=900 -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
+    -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  wait_line "$w/seed.log" 'Verification finished\|seeding'
+  sleep 0.5
+  local r; r=$(fetch_all "$w" "$seed" aria2c $ARIA --seed-time=0 --listen-port=6881 -d "$w/f%K%" "$w/x.torrent")
+  kill "$seed" "$ot" 2>/dev/null || true; wait "$seed" "$ot" 2>/dev/null || true
+  rm -rf "$w"; echo "$r"
+}
+
+echo "$("$ST" --version); $(aria2c --version | head -1); $SIZE, 1 seed -> $N hosts, namespace LAN"
+: > "$DATA/results"
+for i in $(seq "$RUNS"); do
+  echo "st-lan $(run_st_lan)" | tee -a "$DATA/results"
+  echo "st-tracker $(run_st_tracker)" | tee -a "$DATA/results"
+  echo "aria2 $(run_aria)" | tee -a "$DATA/results"
+done
+python3 - "$DATA/results" <<'PY'
+import sys, statistics, collections
+r = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    case, wall, cpu = line.split()
+    r[case].append((float(wall), float(cpu)))
+med = lambda k, i: statistics.median(x[i] for x in r[k])
+print()
+print(f"{'case':12} {'wall s':>8} {'CPU s':>8}")
+for c in ("st-lan", "st-tracker", "aria2"):
+    print(f"{c:12} {med(c, 0):8.2f} {med(c, 1):8.2f}")
+print(f"st-lan / st-tracker wall: {med('st-lan',0)/med('st-tracker',0):.3f} (target <= 1.10)")
+print(f"aria2 / st-lan wall: {med('aria2',0)/med('st-lan',0):.2f}x")
+PY
