@@ -166,6 +166,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             if let Some(why) = &resume.ignored {
                 warn!("resume state ignored: {why}; checking what is on disk");
             }
+            if let Some(why) = &resume.not_preallocated {
+                warn!("{why}; fetching what fits (a full disk stops the fetch, keeping it)");
+            }
             if resume.trusted > 0 {
                 info!(
                     "resuming: {} of {count} fragments already verified and on disk",
@@ -308,7 +311,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         }
         swarm.tick(now, ep);
         if let Some(e) = swarm.take_io_error() {
-            failure.get_or_insert(runtime(format!("{e}")));
+            failure.get_or_insert(runtime(disk_error(&e, &storage)));
         }
         let left = swarm.left();
         let (uploaded, downloaded) = (swarm.stats().uploaded, swarm.stats().downloaded);
@@ -361,8 +364,8 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             stopping_since = Some(now);
             tc.stop(now);
             swarm.close_all(now, ep);
-            if !finished {
-                let _ = storage.sync_resume();
+            if !finished && let Err(e) = storage.sync_resume() {
+                warn!("resume state not saved ({e}); a re-run checks the data on disk");
             }
         }
         if let Some(since) = stopping_since
@@ -437,6 +440,19 @@ fn join_lan(
         &[swarm_id],
         reactor.now(),
     ))
+}
+
+/// The one-line message for a disk error met while fetching; a full disk says what is kept.
+fn disk_error(e: &std::io::Error, storage: &Storage) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        format!(
+            "{e}; the {} of {} fragments verified so far are kept: run the fetch again once there is room",
+            storage.verified_count(),
+            storage.fragment_count()
+        )
+    } else {
+        e.to_string()
+    }
 }
 
 /// The file or directory whose bytes a seed serves (see `data_paths`).

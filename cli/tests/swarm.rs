@@ -1,6 +1,7 @@
 //! `st seed` and `st fetch` as real processes on 127.0.0.1 with `st udp-tracker`: several
 //! fetchers end with identical files, and a fetch killed with SIGKILL resumes without
-//! downloading again what it had verified and synced.
+//! downloading again what it had verified and synced, and a fetch that fills its disk stops
+//! with one error line, keeps what it verified and continues once there is room.
 
 mod common;
 
@@ -20,11 +21,16 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str], cwd: &Path) -> Proc {
+        Proc::start_to(args, cwd, Stdio::null())
+    }
+
+    /// Like [`Proc::start`], with stderr going to `stderr`.
+    fn start_to(args: &[&str], cwd: &Path, stderr: Stdio) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
             .args(args)
             .current_dir(cwd)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start st");
         let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -211,6 +217,146 @@ fn a_killed_fetch_resumes_without_fetching_synced_data_again() {
     assert!(
         fetched <= 32 * frag as u64,
         "the restart fetched {fetched} bytes; at most the 32 fragments the first run lacked"
+    );
+    assert!(fetched > 0);
+}
+
+/// A tmpfs mounted on a directory for the test's lifetime (unmounted on drop).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (a `mount -o size=` value) on `dir`; `None` where mounting is
+    /// not permitted (not root, no CAP_SYS_ADMIN).
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if !o.status.success() {
+            eprintln!(
+                "cannot mount a tmpfs ({}): {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let o = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// The fragments a resume file records (`spec/peer.md` §8: bitmap after 41 header bytes).
+fn recorded(resume: &[u8], n: usize) -> Vec<usize> {
+    assert_eq!(resume.len(), 41 + n.div_ceil(8) + 32, "resume file size");
+    assert_eq!(&resume[..4], b"STRS");
+    (0..n)
+        .filter(|&i| resume[41 + i / 8] & (0x80 >> (i % 8)) != 0)
+        .collect()
+}
+
+#[test]
+fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
+    let s = Scratch::new("diskfull");
+    let frag = 64 * 1024;
+    let n = 64;
+    let bytes = data(n * frag, 13);
+    std::fs::create_dir_all(s.0.join("seed")).unwrap();
+    std::fs::write(s.0.join("seed/blob.bin"), &bytes).unwrap();
+    // 4 MiB of data into 2 MiB of room: roughly half fits.
+    let Some(disk) = Tmpfs::mount(&s.0.join("out"), "2m") else {
+        eprintln!("SKIPPED: the disk-full test needs root to mount a tmpfs");
+        return;
+    };
+    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
+    create(&s.0.join("seed"), "blob.bin", tracker.port());
+    std::fs::rename(s.0.join("seed/data.st"), s.0.join("data.st")).unwrap();
+    let _seed = Proc::start(
+        &[
+            "-q",
+            "seed",
+            "data.st",
+            "seed/blob.bin",
+            "--bind",
+            "127.0.0.1",
+        ],
+        &s.0,
+    );
+    let fetch_args = ["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"];
+
+    let err_path = s.0.join("fetch1.err");
+    let err_file = std::fs::File::create(&err_path).unwrap();
+    let (code, out) = Proc::start_to(&fetch_args, &s.0, err_file.into()).finish();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(
+        code, 1,
+        "a full disk is a runtime failure; stdout {out:?}, stderr {err:?}"
+    );
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("st: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {err:?}");
+    assert!(
+        errors[0].contains("No space left on device"),
+        "the error names the cause: {err:?}"
+    );
+    assert!(
+        err.lines().all(|l| !l.contains("panicked")),
+        "no panic: {err:?}"
+    );
+    assert!(
+        !s.0.join("out/blob.bin").exists(),
+        "not in place: it is incomplete"
+    );
+    // The resume file survived the full disk and names verified fragments whose bytes are in
+    // the .part file.
+    let resume = std::fs::read(s.0.join("out/.blob.bin.st-resume"))
+        .expect("the resume file is kept on a full disk");
+    let kept = recorded(&resume, n);
+    assert!(
+        !kept.is_empty(),
+        "some fragments were verified before the disk filled"
+    );
+    assert!(kept.len() < n, "the disk cannot hold them all");
+    let part = std::fs::read(s.0.join("out/blob.bin.part")).unwrap();
+    assert_eq!(part.len(), bytes.len());
+    for &i in &kept {
+        assert!(
+            part[i * frag..(i + 1) * frag] == bytes[i * frag..(i + 1) * frag],
+            "recorded fragment {i} is on disk"
+        );
+    }
+
+    // Room again: the re-run completes, fetching only what was not kept.
+    disk.resize("16m");
+    let (code, out) = Proc::start(&fetch_args, &s.0).finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read(s.0.join("out/blob.bin")).unwrap() == bytes);
+    assert!(!s.0.join("out/blob.bin.part").exists());
+    assert!(!s.0.join("out/.blob.bin.st-resume").exists());
+    assert!(!s.0.join("out/.blob.bin.st-resume.part").exists());
+    let fetched = downloaded(&out) as usize;
+    assert!(
+        fetched <= (n - kept.len()) * frag,
+        "the re-run fetched {fetched} bytes; {} fragments were kept, so at most {}",
+        kept.len(),
+        (n - kept.len()) * frag
     );
     assert!(fetched > 0);
 }

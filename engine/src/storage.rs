@@ -10,6 +10,12 @@
 //! after a crash at any moment the resume file names only fragments whose bytes are on disk;
 //! everything else is checked again or fetched again. This module does blocking IO: callers
 //! keep it off the network reactor (a disk thread).
+//!
+//! Disk full: the resume file is always written into a spare file whose blocks were allocated
+//! beforehand (reserved before the data files, and again after each replacement, with the
+//! blocks the old resume file gave back), so the resume state can still be saved when a data
+//! write has just failed for lack of space. A data file that cannot be preallocated for lack
+//! of space is opened sparse instead, and the caller is told (`spec/peer.md` §8).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -42,6 +48,8 @@ pub struct Storage {
     /// Fragments recorded in the resume file (a subset of `verified`).
     recorded: Vec<bool>,
     resume_path: Option<PathBuf>,
+    /// The preallocated file the next resume state is written into (see the module doc).
+    resume_spare: Option<File>,
     complete: bool,
 }
 
@@ -52,6 +60,9 @@ pub struct ResumeState {
     pub trusted: usize,
     /// Why the resume file was ignored, if it was there but unusable.
     pub ignored: Option<String>,
+    /// Set when the data files could not be preallocated for lack of space (which file, and
+    /// how much was asked): they are sparse, and a write fails once the disk is full.
+    pub not_preallocated: Option<String>,
 }
 
 fn io_err(msg: String) -> io::Error {
@@ -70,6 +81,11 @@ impl Storage {
         let finals = final_paths(info, out_dir);
         let parts: Vec<PathBuf> = finals.iter().map(|p| part_name(p)).collect();
         let lengths = info.file_lengths();
+        let n = info.hashes.len();
+        let resume_path = resume_name(out_dir, &info.name);
+        // The resume file's room is taken first, before the data can fill the disk.
+        let resume_spare = open_spare(&part_name(&resume_path), resume_len(n))?;
+        let mut not_preallocated = None;
         let mut files = Vec::with_capacity(parts.len());
         for (p, &len) in parts.iter().zip(&lengths) {
             ensure_parent_inside(out_dir, p)?;
@@ -81,12 +97,26 @@ impl Storage {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(p)
                 .map_err(|e| io_err(format!("cannot open {}: {e}", p.display())))?;
-            preallocate(&f, len)
-                .map_err(|e| io_err(format!("cannot allocate {}: {e}", p.display())))?;
+            match preallocate(&f, len) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Fetch what fits: verified fragments are kept and a re-run continues.
+                    f.set_len(len).map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot size {}: {e}", p.display()))
+                    })?;
+                    not_preallocated.get_or_insert_with(|| {
+                        format!("cannot preallocate {} ({len} bytes): {e}", p.display())
+                    });
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot allocate {}: {e}", p.display()),
+                    ));
+                }
+            }
             files.push(f);
         }
-        let n = info.hashes.len();
-        let resume_path = resume_name(out_dir, &info.name);
         let mut s = Storage {
             fragment_length: info.fragment_length,
             total_length: info.total_length,
@@ -100,9 +130,11 @@ impl Storage {
             verified: vec![false; n],
             recorded: vec![false; n],
             resume_path: Some(resume_path),
+            resume_spare: Some(resume_spare),
             complete: false,
         };
-        let state = s.load_resume();
+        let mut state = s.load_resume();
+        state.not_preallocated = not_preallocated;
         Ok((s, state))
     }
 
@@ -137,6 +169,7 @@ impl Storage {
             verified: vec![false; n],
             recorded: vec![false; n],
             resume_path: None,
+            resume_spare: None,
             complete: false,
         })
     }
@@ -187,13 +220,14 @@ impl Storage {
         let mut at = 0usize;
         for s in self.spans(fragment, offset, data.len())? {
             let chunk = &data[at..at + s.len as usize];
+            // The kind is kept: a driver tells a full disk (`StorageFull`) from other errors.
             self.files[s.file]
                 .write_all_at(chunk, s.offset)
                 .map_err(|e| {
-                    io_err(format!(
-                        "cannot write {}: {e}",
-                        self.parts[s.file].display()
-                    ))
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot write {}: {e}", self.parts[s.file].display()),
+                    )
                 })?;
             at += s.len as usize;
         }
@@ -261,7 +295,17 @@ impl Storage {
         }
         let snapshot = self.verified.clone();
         let bytes = encode_resume(&self.swarm_id, &snapshot);
-        write_atomically(&path, &bytes)?;
+        let tmp = part_name(&path);
+        let spare = match self.resume_spare.take() {
+            Some(f) => f,
+            None => open_spare(&tmp, bytes.len() as u64)?,
+        };
+        replace_with(&spare, &tmp, &path, &bytes).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
+        })?;
+        // Reserve the room for the next write now: the old resume file's blocks were just
+        // given back. Failing here is not an error yet (the next write tries again).
+        self.resume_spare = open_spare(&tmp, bytes.len() as u64).ok();
         self.recorded = snapshot;
         Ok(self.recorded.iter().filter(|&&r| r).count())
     }
@@ -271,6 +315,7 @@ impl Storage {
             return ResumeState {
                 trusted: 0,
                 ignored: None,
+                not_preallocated: None,
             };
         };
         let bytes = match fs::read(path) {
@@ -279,12 +324,14 @@ impl Storage {
                 return ResumeState {
                     trusted: 0,
                     ignored: None,
+                    not_preallocated: None,
                 };
             }
             Err(e) => {
                 return ResumeState {
                     trusted: 0,
                     ignored: Some(e.to_string()),
+                    not_preallocated: None,
                 };
             }
         };
@@ -295,11 +342,13 @@ impl Storage {
                 ResumeState {
                     trusted: self.verified_count(),
                     ignored: None,
+                    not_preallocated: None,
                 }
             }
             Err(why) => ResumeState {
                 trusted: 0,
                 ignored: Some(why),
+                not_preallocated: None,
             },
         }
     }
@@ -336,10 +385,13 @@ impl Storage {
         }
         self.parts.clone_from(&self.finals);
         if let Some(r) = &self.resume_path {
-            match fs::remove_file(r) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            self.resume_spare = None;
+            for p in [r.clone(), part_name(r)] {
+                match fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.complete = true;
@@ -412,8 +464,13 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Allocates the blocks of `f` up to `len` (extending it to `len`). A file whose blocks
+/// already cover `len` is left alone; a sparse one (a fetch that started short of space) gets
+/// its holes filled.
 fn preallocate(f: &File, len: u64) -> io::Result<()> {
-    if len == 0 || f.metadata()?.len() >= len {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata()?;
+    if len == 0 || (m.len() >= len && m.blocks().saturating_mul(512) >= len) {
         return Ok(());
     }
     use std::os::fd::AsRawFd;
@@ -427,8 +484,47 @@ fn preallocate(f: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Size of the resume file of a swarm of `n` fragments (§8).
+fn resume_len(n: usize) -> u64 {
+    (4 + 1 + 32 + 4 + n.div_ceil(8) + 32) as u64
+}
+
+/// Opens (creating) the spare resume file at `path` with exactly `len` bytes allocated.
+fn open_spare(path: &Path, len: u64) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+    if f.metadata()?.len() != len {
+        f.set_len(len)?;
+    }
+    preallocate(&f, len).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot reserve room for {}: {e}", path.display()),
+        )
+    })?;
+    Ok(f)
+}
+
+/// Writes `bytes` into the spare file `f` (at `tmp`, already `bytes.len()` long and
+/// allocated), fsyncs it, renames it over `path` and fsyncs the directory.
+fn replace_with(f: &File, tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    f.write_all_at(bytes, 0)?;
+    f.sync_all()?;
+    fs::rename(tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn encode_resume(swarm_id: &Hash, bits: &[bool]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(45 + bits.len() / 8 + 32);
+    let mut out = Vec::with_capacity(resume_len(bits.len()) as usize);
     out.extend_from_slice(&RESUME_MAGIC);
     out.push(RESUME_VERSION);
     out.extend_from_slice(swarm_id);
@@ -448,8 +544,7 @@ fn encode_resume(swarm_id: &Hash, bits: &[bool]) -> Vec<u8> {
 }
 
 fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, String> {
-    let want = 4 + 1 + 32 + 4 + n.div_ceil(8) + 32;
-    if bytes.len() != want {
+    if bytes.len() as u64 != resume_len(n) {
         return Err("resume file has the wrong size".into());
     }
     let (body, digest) = bytes.split_at(bytes.len() - 32);
@@ -469,20 +564,6 @@ fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, S
     Ok((0..n)
         .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
         .collect())
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = part_name(path);
-    {
-        let f = File::create(&tmp)?;
-        f.write_all_at(bytes, 0)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ fn single_file_fetch_ends_in_place_with_no_leftovers() {
         state,
         ResumeState {
             trusted: 0,
-            ignored: None
+            ignored: None,
+            not_preallocated: None,
         }
     );
     assert!(d.0.join("blob.bin.part").exists());
