@@ -3,8 +3,9 @@
 //! owns the handshake rules (same swarm, no self-connections, one connection per peer pair),
 //! interest, request pipelining (outstanding bytes sized to the measured rate), serving
 //! requests to unchoked peers, upload slots with an optimistic unchoke, verification with
-//! strikes and bans, dialling the peers discovery finds, and peer exchange (telling connected
-//! peers which peers we reached, `spec/discovery.md` §4).
+//! strikes and bans (a failed fragment with several senders is refetched from one peer
+//! before anyone is struck), dialling the peers discovery finds, and peer exchange (telling
+//! connected peers which peers we reached, `spec/discovery.md` §4).
 //!
 //! It reads no clock (`now` is passed in) and touches no socket (the endpoint's datagrams go
 //! out through the reactor). Disk IO goes through [`Store`], which a production driver backs
@@ -222,6 +223,10 @@ pub struct SwarmCore {
     banned: HashSet<SocketAddr>,
     /// Peers that sent blocks of each fragment in progress (strikes on a bad hash).
     contributors: HashMap<u32, Vec<SocketAddr>>,
+    /// Fragments that failed verification with several contributors: their next attempt
+    /// takes every block from one peer (`Some` once a peer took it), so that a failure names
+    /// its sender (spec §6).
+    pinned: HashMap<u32, Option<SocketAddr>>,
     strikes: HashMap<SocketAddr, u8>,
     stats: SwarmStats,
     rng: Rng,
@@ -302,6 +307,7 @@ impl SwarmCore {
             candidates: Vec::new(),
             banned: HashSet::new(),
             contributors: HashMap::new(),
+            pinned: HashMap::new(),
             strikes: HashMap::new(),
             stats: SwarmStats::default(),
             rng: Rng::new(seed ^ 0x5157_4152_4d21),
@@ -635,11 +641,13 @@ impl SwarmCore {
             Message::NotInterested => s.interested = false,
             Message::Choke => {
                 s.choked = true;
+                let addr = s.addr;
                 let blocks: Vec<Block> = s.outstanding.drain(..).map(|(b, _)| b).collect();
                 s.outstanding_bytes = 0;
                 for b in blocks {
                     self.picker.release(b);
                 }
+                self.unpin(addr);
             }
             Message::Unchoke => {
                 s.choked = false;
@@ -765,6 +773,7 @@ impl SwarmCore {
     fn fragment_done(&mut self, now: Time, ep: &mut Endpoint, store: &mut dyn Store, i: u32) {
         let contributors = self.contributors.remove(&i).unwrap_or_default();
         if store.verify(i).unwrap_or(false) {
+            self.pinned.remove(&i);
             self.picker.verified(i);
             self.stats.downloaded += u64::from(self.fragment_len(i));
             self.left -= u64::from(self.fragment_len(i));
@@ -778,9 +787,20 @@ impl SwarmCore {
             }
             return;
         }
-        // Bad data: fetch the fragment again, and strike everyone who sent part of it.
+        // Bad data: fetch the fragment again. Strike its sender only if it had one: with
+        // several, an honest one cannot be told from the liar, so the next attempt is pinned
+        // to a single peer instead (spec §6).
         self.stats.hash_failures += 1;
         self.picker.failed(i);
+        if contributors.len() > 1 {
+            log::debug!(
+                "fragment {i} failed with {} senders; refetching it from one peer",
+                contributors.len()
+            );
+            self.pinned.insert(i, None);
+            return;
+        }
+        self.pinned.remove(&i);
         for addr in contributors {
             let strikes = self.strikes.entry(addr).or_default();
             *strikes += 1;
@@ -795,6 +815,16 @@ impl SwarmCore {
                 for h in victims {
                     self.violation(ep, now, h, close_code::BANNED);
                 }
+            }
+        }
+    }
+
+    /// A peer that choked us or left gives up its pinned fragments: the next peer asked takes
+    /// them (the blocks it already sent stay; a failure with both senders pins again).
+    fn unpin(&mut self, addr: SocketAddr) {
+        for p in self.pinned.values_mut() {
+            if *p == Some(addr) {
+                *p = None;
             }
         }
     }
@@ -855,10 +885,21 @@ impl SwarmCore {
         while s.outstanding_bytes < target {
             let room = target - s.outstanding_bytes;
             let count = (room / u64::from(self.cfg.block)).max(1) as usize;
-            let have = &s.have;
-            let blocks = self.picker.pick(|i| have.get(i), count.min(64));
+            let (have, addr, pinned) = (&s.have, s.addr, &self.pinned);
+            // A pinned fragment is only for the peer it is pinned to (or the first to take it).
+            let may = |i: u32| {
+                have.get(i)
+                    && (pinned.is_empty()
+                        || pinned.get(&i).is_none_or(|p| p.is_none_or(|a| a == addr)))
+            };
+            let blocks = self.picker.pick(may, count.min(64));
             if blocks.is_empty() {
                 break;
+            }
+            for b in &blocks {
+                if let Some(p @ None) = self.pinned.get_mut(&b.fragment) {
+                    *p = Some(addr);
+                }
             }
             for b in blocks {
                 s.outstanding.push((b, now));
@@ -934,6 +975,7 @@ impl SwarmCore {
             self.by_peer.remove(&id);
         }
         self.connected.remove(&s.addr);
+        self.unpin(s.addr);
         if self.optimistic == Some(h) {
             self.optimistic = None;
         }

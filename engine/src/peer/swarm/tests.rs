@@ -1,5 +1,6 @@
 //! Swarms in the simulator: a seed and fetchers end with identical data; a peer that sends
-//! bad data is banned and the swarm still completes.
+//! bad data is banned and the swarm still completes, and an honest peer whose blocks shared a
+//! fragment with a liar's is never struck.
 
 use std::time::Duration;
 
@@ -69,6 +70,18 @@ fn run_swarm(
     pipe: PipeConfig,
     limit: Duration,
 ) -> (Vec<Node>, Vec<u8>, Sim) {
+    run_swarm_cfg(SwarmConfig::default(), seed, fetchers, liar, pipe, limit)
+}
+
+/// [`run_swarm`] with every node's peer layer configured by `cfg`.
+fn run_swarm_cfg(
+    cfg: SwarmConfig,
+    seed: u64,
+    fetchers: usize,
+    liar: bool,
+    pipe: PipeConfig,
+    limit: Duration,
+) -> (Vec<Node>, Vec<u8>, Sim) {
     let size = 2 * 1024 * 1024 + 12_345;
     let data = payload(size, seed);
     let hashes: Vec<[u8; 32]> = data
@@ -90,7 +103,7 @@ fn run_swarm(
         let mut peer_id = [0u8; 16];
         peer_id[..8].copy_from_slice(&(k as u64 + 1).to_be_bytes());
         let core = SwarmCore::new(
-            SwarmConfig::default(),
+            cfg.clone(),
             swarm_id,
             peer_id,
             sim.addr(id).port(),
@@ -194,5 +207,55 @@ fn a_peer_sending_bad_data_is_banned_and_the_swarm_completes() {
                 "struck 3 times but not banned"
             );
         }
+    });
+}
+
+#[test]
+fn an_honest_peer_sharing_a_bad_fragment_with_a_liar_is_never_struck() {
+    crate::sim::for_seeds(&[4, 5, 6], |seed| {
+        // Four blocks per fragment and one request in flight per peer: peers take turns on
+        // the started fragments, so a bad fragment often has honest senders too.
+        let cfg = SwarmConfig {
+            block: FRAG / 4,
+            min_outstanding: u64::from(FRAG / 4),
+            max_outstanding: u64::from(FRAG / 4),
+            ..SwarmConfig::default()
+        };
+        let (nodes, data, sim) = run_swarm_cfg(
+            cfg,
+            seed,
+            3,
+            true,
+            PipeConfig::default(),
+            Duration::from_secs(120),
+        );
+        let liar = sim.addr(nodes[1].id);
+        let mut shared_failures = 0;
+        for (k, n) in nodes.iter().enumerate().skip(2) {
+            for (addr, strikes) in &n.core.strikes {
+                assert_eq!(
+                    *addr, liar,
+                    "fetcher {k} struck honest peer {addr} ({strikes} strikes)"
+                );
+            }
+            assert!(
+                n.core.banned.iter().all(|a| *a == liar),
+                "fetcher {k} banned an honest peer: {:?}",
+                n.core.banned
+            );
+            assert!(n.core.complete(), "fetcher {k} incomplete");
+            assert!(n.store.data == data, "fetcher {k} has different bytes");
+            // A failure with one sender gives one strike; one with several gives none.
+            let struck: u64 = n.core.strikes.values().map(|&s| u64::from(s)).sum();
+            shared_failures += n.core.stats().hash_failures - struck;
+        }
+        assert!(
+            shared_failures > 0,
+            "no bad fragment had several senders: the test does not test sharing"
+        );
+        assert!(
+            nodes.iter().skip(2).any(|n| n.core.banned.contains(&liar)),
+            "the liar was never identified and banned"
+        );
     });
 }
