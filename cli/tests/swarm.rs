@@ -343,10 +343,17 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
         );
     }
 
-    // Room again: the re-run completes, fetching only what was not kept.
+    // Room again: the re-run trusts the resume file and fetches only what was not kept.
     disk.resize("16m");
-    let (code, out) = Proc::start(&fetch_args, &s.0).finish();
-    assert_eq!(code, 0, "{out}");
+    let err_path = s.0.join("fetch2.err");
+    let err_file = std::fs::File::create(&err_path).unwrap();
+    let (code, out) = Proc::start_to(&fetch_args[1..], &s.0, err_file.into()).finish();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    assert_eq!(code, 0, "stdout {out:?}, stderr {err:?}");
+    assert!(
+        err.contains(&format!("resuming: {} of {n} fragments", kept.len())),
+        "the re-run starts from the resume file: {err:?}"
+    );
     assert!(std::fs::read(s.0.join("out/blob.bin")).unwrap() == bytes);
     assert!(!s.0.join("out/blob.bin.part").exists());
     assert!(!s.0.join("out/.blob.bin.st-resume").exists());
