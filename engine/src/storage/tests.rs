@@ -226,3 +226,35 @@ fn out_of_range_blocks_are_errors() {
     let mut b = [0u8; 10];
     assert!(s.read(0, 16380, &mut b).is_err());
 }
+
+#[test]
+fn the_resume_file_has_its_room_reserved_and_finish_removes_it() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Scratch::new("spare");
+    let all = data(100_000, 9);
+    let info = info_for("s", &all, None);
+    let spare = part_name(&resume_name(&d.0, "s"));
+    let reserved = |what: &str| {
+        let m = fs::metadata(&spare).unwrap_or_else(|e| panic!("{what}: no spare file: {e}"));
+        assert_eq!(m.len(), resume_len(7), "{what}: spare size");
+        assert!(m.blocks() * 512 >= m.len(), "{what}: spare not allocated");
+    };
+    // A stale spare of another size (another swarm of the same name) is resized.
+    fs::write(&spare, vec![1u8; 5000]).unwrap();
+    let (mut s, _) = Storage::open_for_fetch(&info, [4; 32], &d.0).unwrap();
+    reserved("after open");
+    s.store_fragment(3, fragment(&all, 3)).unwrap();
+    assert_eq!(s.sync_resume().unwrap(), 1);
+    reserved("after a sync");
+    let r = fs::read(resume_name(&d.0, "s")).unwrap();
+    assert!(decode_resume(&r, &[4; 32], 7).unwrap()[3]);
+    for i in (0..7).filter(|&i| i != 3) {
+        s.store_fragment(i, fragment(&all, i)).unwrap();
+    }
+    assert_eq!(s.sync_resume().unwrap(), 7);
+    reserved("after a second sync");
+    s.finish().unwrap();
+    assert!(!spare.exists(), "finish removes the spare");
+    assert!(!resume_name(&d.0, "s").exists());
+    assert_eq!(fs::read(d.0.join("s")).unwrap(), all);
+}
