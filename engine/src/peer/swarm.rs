@@ -261,6 +261,8 @@ pub mod close_code {
     pub const FULL: u32 = 6;
     /// Requests kept timing out with nothing received: reconnecting.
     pub const STALLED: u32 = 7;
+    /// The peer is leaving (stopped, or done and not seeding).
+    pub const LEAVING: u32 = 8;
 }
 
 impl SwarmCore {
@@ -1024,9 +1026,28 @@ impl SwarmCore {
             if s.stalls >= MAX_STALLS {
                 stalled.push(h);
             }
+            if !stale.is_empty() {
+                log::debug!(
+                    "peer {}: {} requests timed out ({} B received this window); transport {:?}",
+                    s.addr,
+                    stale.len(),
+                    got,
+                    ep.stats(h)
+                );
+            }
             for (b, _) in stale {
                 s.outstanding_bytes -= u64::from(b.length);
                 self.picker.release(b);
+                // Withdraw it, so that the peer does not spend upload on a block that is now
+                // asked elsewhere (and would arrive as waste).
+                Self::send(
+                    ep,
+                    h,
+                    s,
+                    Self::msg(&Message::Cancel(peer::block(
+                        b.fragment, b.offset, b.length,
+                    ))),
+                );
             }
         }
         // A connection whose requests keep timing out while nothing arrives is dead in
@@ -1143,17 +1164,15 @@ impl SwarmCore {
         }
     }
 
-    /// Closes every connection (on the way out). Peers are choked first, so that they
-    /// re-request at once elsewhere what they had asked of us instead of waiting for a timeout.
+    /// Closes every connection at once, on the way out. The peers see the close within a
+    /// round trip and ask elsewhere for what they had asked of us, instead of waiting for their
+    /// requests to time out (a graceful finish would queue the goodbye behind megabytes of data
+    /// and, if the process exits first, never send it). Data still queued for them is dropped.
     pub fn close_all(&mut self, now: Time, ep: &mut Endpoint) {
         let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         for h in hs {
-            if let Some(s) = self.sessions.get_mut(&h) {
-                s.choking = true;
-                s.serving.clear();
-                Self::send(ep, h, s, Self::msg(&Message::Choke));
-            }
-            ep.finish(now, h);
+            ep.close(now, h, close_code::LEAVING, b"");
+            self.on_closed(h);
         }
     }
 }

@@ -827,8 +827,15 @@ impl Connection {
                     self.cc.on_ack(now, p.time, u64::from(p.size), &self.rtt);
                 }
                 if let Some((off, len)) = p.stream {
+                    // A copy (probe or retransmission) can be acknowledged after the original
+                    // moved the send buffer's base past it: record only what lies above the
+                    // base, or a stale range at the front of `s_acked` would stop the base from
+                    // ever advancing again (the sender wedges with a full send buffer).
                     let end = off + u64::from(len);
-                    self.s_acked.insert(off, end);
+                    let start = off.max(self.s_base);
+                    if start < end {
+                        self.s_acked.insert(start, end);
+                    }
                     self.s_retx.remove(off, end);
                 }
             }
@@ -837,6 +844,7 @@ impl Connection {
             return Ok(());
         }
         // Release acknowledged stream bytes from the send buffer.
+        self.s_acked.remove_below(self.s_base);
         if let Some((s, e)) = self.s_acked.first()
             && s <= self.s_base
             && e > self.s_base
