@@ -4,7 +4,15 @@
 //! [`Endpoint`]s over *pipes* with latency, jitter, a bandwidth bottleneck with a finite
 //! drop-tail queue, random and bursty (Gilbert–Elliott) loss, duplication, reordering,
 //! corruption and an MTU black hole; partitions and node crash/restart are scheduled by the
-//! test. Every run is a pure function of its seed. It calls exactly the entry points the reactor
+//! test.
+//!
+//! Each node may also have an access link of limited rate in each direction (see
+//! [`LinkConfig`], [`Sim::set_uplink`], [`Sim::set_downlink`]), shared by all its paths, as a
+//! home or datacenter host's NIC is: a datagram first waits in the sender's uplink queue and
+//! is serialised at the uplink rate, then crosses its pipe (loss, latency, the pipe's own
+//! bottleneck), then waits in the receiver's downlink queue and is serialised at the downlink
+//! rate. Both queues are FIFO and drop-tail; the downlink queue is served in arrival order
+//! (arrivals pass through the event queue, so the order is exact). Every run is a pure function of its seed. It calls exactly the entry points the reactor
 //! calls (`handle`, `handle_timeout`, `poll_transmit`, `poll_timeout`), so simulated tests run
 //! production code. It owns no sockets and reads no clock.
 
@@ -102,7 +110,62 @@ struct Pipe {
     stats: PipeStats,
 }
 
+/// An access link of a node in one direction: a FIFO serialisation queue at a fixed rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// Rate in bits per second (UDP payload bytes count; no header overhead is added).
+    pub rate_bps: u64,
+    /// Drop-tail queue in front of the link, bytes (a datagram that would take the backlog
+    /// above this is dropped).
+    pub queue_bytes: usize,
+}
+
+/// Counters of a node's access link in one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    /// Datagrams that passed the link.
+    pub datagrams: u64,
+    /// Bytes that passed the link.
+    pub bytes: u64,
+    /// Datagrams dropped at the full queue.
+    pub queue_drops: u64,
+}
+
+#[derive(Default)]
+struct Link {
+    cfg: Option<LinkConfig>,
+    /// When the link finishes sending what it has queued, in nanoseconds (finer than
+    /// [`Time`], so that rounding does not bias the rate).
+    busy_until_ns: u128,
+    stats: LinkStats,
+}
+
+impl Link {
+    /// Queues `len` bytes arriving at `at`; returns when the last bit leaves the link, or
+    /// `None` if the queue is full (or the link has no limit: then it returns `at`).
+    fn pass(&mut self, at: Time, len: usize) -> Option<Time> {
+        let Some(cfg) = self.cfg else {
+            return Some(at);
+        };
+        let rate = u128::from(cfg.rate_bps.max(1));
+        let at_ns = u128::from(at.as_micros()) * 1000;
+        let start = self.busy_until_ns.max(at_ns);
+        let backlog = (start - at_ns) * rate / 8_000_000_000;
+        if backlog + len as u128 > cfg.queue_bytes as u128 {
+            self.stats.queue_drops += 1;
+            return None;
+        }
+        self.busy_until_ns = start + (len as u128 * 8_000_000_000).div_ceil(rate);
+        self.stats.datagrams += 1;
+        self.stats.bytes += len as u64;
+        let us = self.busy_until_ns.div_ceil(1000);
+        Some(Time::from_micros(u64::try_from(us).unwrap_or(u64::MAX)))
+    }
+}
+
 struct Node {
+    up: Link,
+    down: Link,
     addr: SocketAddr,
     cfg: Config,
     ep: Option<Endpoint>,
@@ -134,10 +197,18 @@ struct Partition {
     until: Time,
 }
 
+/// Where an arrival is: at the receiver's downlink queue, or through it.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Downlink,
+    Deliver,
+}
+
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
 struct Arrival {
     at: Time,
     seq: u64,
+    stage: Stage,
     dst: usize,
     src: SocketAddr,
     data: Vec<u8>,
@@ -212,6 +283,8 @@ impl Sim {
         );
         let seed = self.rng.next_u64();
         self.nodes.push(Node {
+            up: Link::default(),
+            down: Link::default(),
             addr,
             ep: Some(Endpoint::new(cfg.clone(), seed)),
             cfg,
@@ -244,6 +317,28 @@ impl Sim {
     /// The endpoint of a node (`None` while crashed).
     pub fn endpoint(&mut self, n: NodeId) -> Option<&mut Endpoint> {
         self.nodes[n.0].ep.as_mut()
+    }
+
+    /// Limits node `n`'s uplink (everything it sends, to any destination) from now on;
+    /// `None` removes the limit.
+    pub fn set_uplink(&mut self, n: NodeId, cfg: Option<LinkConfig>) {
+        self.nodes[n.0].up.cfg = cfg;
+    }
+
+    /// Limits node `n`'s downlink (everything it receives, from any source) from now on;
+    /// `None` removes the limit.
+    pub fn set_downlink(&mut self, n: NodeId, cfg: Option<LinkConfig>) {
+        self.nodes[n.0].down.cfg = cfg;
+    }
+
+    /// Counters of node `n`'s uplink (counted only while a limit is set).
+    pub fn uplink_stats(&self, n: NodeId) -> LinkStats {
+        self.nodes[n.0].up.stats
+    }
+
+    /// Counters of node `n`'s downlink (counted only while a limit is set).
+    pub fn downlink_stats(&self, n: NodeId) -> LinkStats {
+        self.nodes[n.0].down.stats
     }
 
     /// Adds a pipe; route directions through it with [`Self::route`].
@@ -317,7 +412,11 @@ impl Sim {
 
     fn offer(&mut self, src: usize, dst: usize, data: &[u8]) {
         let p = self.pipe_of(NodeId(src), NodeId(dst)).0;
-        let now = self.now;
+        // The sender's access link first (whatever happens on the path, the datagram used
+        // it): the datagram leaves it at `now`.
+        let Some(now) = self.nodes[src].up.pass(self.now, data.len()) else {
+            return;
+        };
         let partitioned = self.partitioned(src, dst);
         let pipe = &mut self.pipes[p];
         let cfg = &pipe.cfg;
@@ -374,10 +473,16 @@ impl Sim {
                 d[i] ^= 1 << self.rng.below(8);
                 self.pipes[p].stats.corrupted += 1;
             }
+            let stage = if self.nodes[dst].down.cfg.is_some() {
+                Stage::Downlink
+            } else {
+                Stage::Deliver
+            };
             self.seq += 1;
             self.queue.push(Reverse(Arrival {
                 at,
                 seq: self.seq,
+                stage,
                 dst,
                 src: self.nodes[src].addr,
                 data: d,
@@ -444,10 +549,19 @@ impl Sim {
         };
         self.now = self.now.max(next);
         while self.queue.peek().is_some_and(|Reverse(a)| a.at <= self.now) {
-            let Some(Reverse(a)) = self.queue.pop() else {
+            let Some(Reverse(mut a)) = self.queue.pop() else {
                 break;
             };
             let now = self.now;
+            if a.stage == Stage::Downlink {
+                // Through the receiver's access link, in arrival order.
+                if let Some(at) = self.nodes[a.dst].down.pass(now, a.data.len()) {
+                    a.at = at;
+                    a.stage = Stage::Deliver;
+                    self.queue.push(Reverse(a));
+                }
+                continue;
+            }
             if self.nodes[a.dst].ep.is_some() {
                 self.pipes_delivered(a.src, a.dst, a.data.len());
             }
@@ -484,6 +598,7 @@ impl Sim {
         self.queue.push(Reverse(Arrival {
             at,
             seq: self.seq,
+            stage: Stage::Deliver,
             dst: dst.0,
             src,
             data: data.to_vec(),
@@ -522,5 +637,141 @@ pub fn for_seeds(base: &[u64], mut f: impl FnMut(u64)) {
         let g = Guard(s);
         f(s);
         drop(g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::Event;
+
+    #[test]
+    fn a_link_serialises_at_its_rate_and_drops_at_a_full_queue() {
+        let mut l = Link {
+            cfg: Some(LinkConfig {
+                rate_bps: 10_000_000,
+                queue_bytes: 2500,
+            }),
+            ..Link::default()
+        };
+        let t0 = Time::from_micros(1_000_000);
+        let us = |t: Option<Time>| t.map(|t| t.as_micros() - t0.as_micros());
+        // 1250 bytes at 10 Mbit/s take 1 ms each, back to back.
+        assert_eq!(us(l.pass(t0, 1250)), Some(1000));
+        assert_eq!(us(l.pass(t0, 1250)), Some(2000));
+        // 2500 bytes are queued: a third datagram does not fit.
+        assert_eq!(us(l.pass(t0, 1250)), None);
+        assert_eq!(l.stats.queue_drops, 1);
+        // Once the queue drained a little, it fits again, after the backlog.
+        assert_eq!(
+            us(l.pass(t0 + Duration::from_micros(1000), 1250)),
+            Some(3000)
+        );
+        // An idle link sends at once.
+        assert_eq!(
+            us(l.pass(t0 + Duration::from_secs(1), 125)),
+            Some(1_000_100)
+        );
+        assert_eq!(l.stats.datagrams, 4);
+        assert_eq!(l.stats.bytes, 3875);
+        // No limit: no delay, no counting.
+        let mut free = Link::default();
+        assert_eq!(us(free.pass(t0, 60_000)), Some(0));
+    }
+
+    /// Streams messages from each `(sender, receiver)` pair for `secs` virtual seconds; returns
+    /// the bytes the receivers read.
+    fn stream(sim: &mut Sim, pairs: &[(NodeId, NodeId)], secs: u64) -> u64 {
+        let now = sim.now();
+        let conns: Vec<_> = pairs
+            .iter()
+            .map(|&(a, b)| {
+                let addr = sim.addr(b);
+                (a, sim.endpoint(a).expect("up").connect(now, addr))
+            })
+            .collect();
+        let msg = vec![0x5au8; 16 * 1024];
+        let end = now + Duration::from_secs(secs);
+        let mut got = 0u64;
+        while sim.now() < end {
+            for &(a, h) in &conns {
+                let ep = sim.endpoint(a).expect("up");
+                while ep.send(h, &msg).is_ok() {}
+            }
+            for i in 0..sim.nodes.len() {
+                let ep = sim.endpoint(NodeId(i)).expect("up");
+                let mut readable = Vec::new();
+                while let Some(ev) = ep.poll_event() {
+                    if let Event::Readable(h) = ev {
+                        readable.push(h);
+                    }
+                }
+                for h in readable {
+                    while let Some(m) = ep.recv(h) {
+                        got += m.len() as u64;
+                    }
+                }
+            }
+            let limit = sim.now() + Duration::from_millis(5);
+            while sim.step(limit) {}
+        }
+        got
+    }
+
+    fn sim_with(nodes: usize) -> (Sim, Vec<NodeId>) {
+        // Each path alone carries four times the node link.
+        let pipe = PipeConfig {
+            rate_bps: Some(4 * LINK.rate_bps),
+            queue_bytes: 200_000,
+            ..PipeConfig::default()
+        };
+        let mut sim = Sim::new(7, pipe);
+        let ids = (0..nodes)
+            .map(|_| {
+                sim.add_node(Config {
+                    accept: true,
+                    ..Config::default()
+                })
+            })
+            .collect();
+        (sim, ids)
+    }
+
+    const LINK: LinkConfig = LinkConfig {
+        rate_bps: 4_000_000,
+        queue_bytes: 50_000,
+    };
+
+    #[test]
+    fn a_node_uplink_limits_all_its_paths_together() {
+        let secs = 3;
+        let cap = LINK.rate_bps / 8 * secs;
+        // Without a limit the two flows move far more than the link would carry.
+        let (mut sim, n) = sim_with(3);
+        let free = stream(&mut sim, &[(n[0], n[1]), (n[0], n[2])], secs);
+        assert!(free > 4 * cap, "unlimited: {free} bytes");
+        let (mut sim, n) = sim_with(3);
+        sim.set_uplink(n[0], Some(LINK));
+        let got = stream(&mut sim, &[(n[0], n[1]), (n[0], n[2])], secs);
+        assert!(got <= cap, "uplink passed {got} bytes > {cap}");
+        assert!(got > cap * 3 / 4, "uplink passed only {got} bytes of {cap}");
+        let st = sim.uplink_stats(n[0]);
+        assert!(st.bytes <= cap + LINK.queue_bytes as u64, "{st:?}");
+        assert_eq!(sim.downlink_stats(n[1]), LinkStats::default());
+    }
+
+    #[test]
+    fn a_node_downlink_limits_all_its_paths_together() {
+        let secs = 3;
+        let cap = LINK.rate_bps / 8 * secs;
+        let (mut sim, n) = sim_with(3);
+        sim.set_downlink(n[0], Some(LINK));
+        let got = stream(&mut sim, &[(n[1], n[0]), (n[2], n[0])], secs);
+        assert!(got <= cap, "downlink passed {got} bytes > {cap}");
+        assert!(
+            got > cap * 3 / 4,
+            "downlink passed only {got} bytes of {cap}"
+        );
+        assert!(sim.downlink_stats(n[0]).bytes <= cap + LINK.queue_bytes as u64);
     }
 }
