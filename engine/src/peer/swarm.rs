@@ -11,7 +11,7 @@
 //! out through the reactor). Disk IO goes through [`Store`], which a production driver backs
 //! with files and a test with memory.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -215,7 +215,9 @@ pub struct SwarmCore {
     picker: Picker,
     fragment_length: u32,
     total_length: u64,
-    sessions: HashMap<ConnHandle, Session>,
+    /// Ordered, so that every pass over the sessions runs in the same order each run (a
+    /// `HashMap` is seeded per process: simulations would not replay from their seed).
+    sessions: BTreeMap<ConnHandle, Session>,
     by_peer: HashMap<[u8; 16], ConnHandle>,
     /// Addresses with a session, to avoid dialling twice.
     connected: HashSet<SocketAddr>,
@@ -303,7 +305,7 @@ impl SwarmCore {
             picker,
             fragment_length,
             total_length,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             by_peer: HashMap::new(),
             connected: HashSet::new(),
             candidates: Vec::new(),
