@@ -25,6 +25,8 @@ use crate::rng::Rng;
 use crate::time::Time;
 use crate::transport::{Config, Endpoint};
 
+pub mod swarm;
+
 /// Index of a node in a [`Sim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
@@ -166,6 +168,11 @@ impl Link {
 struct Node {
     up: Link,
     down: Link,
+    /// The endpoint may have changed since its transmits were drained and its timeout read
+    /// (it was handed out by [`Sim::endpoint`], or created): drain it and read again.
+    dirty: bool,
+    /// The endpoint's `poll_timeout` as of its last drain (valid while not `dirty`).
+    timeout: Option<Time>,
     addr: SocketAddr,
     cfg: Config,
     ep: Option<Endpoint>,
@@ -285,6 +292,8 @@ impl Sim {
         self.nodes.push(Node {
             up: Link::default(),
             down: Link::default(),
+            dirty: true,
+            timeout: None,
             addr,
             ep: Some(Endpoint::new(cfg.clone(), seed)),
             cfg,
@@ -314,8 +323,10 @@ impl Sim {
         self.nodes[n.0].addr
     }
 
-    /// The endpoint of a node (`None` while crashed).
+    /// The endpoint of a node (`None` while crashed). The node's transmits are drained at the
+    /// next [`Self::flush`] or [`Self::step`].
     pub fn endpoint(&mut self, n: NodeId) -> Option<&mut Endpoint> {
+        self.nodes[n.0].dirty = true;
         self.nodes[n.0].ep.as_mut()
     }
 
@@ -391,6 +402,7 @@ impl Sim {
     /// Crashes a node: its endpoint and all its state are gone; datagrams to it vanish.
     pub fn crash(&mut self, n: NodeId) {
         self.nodes[n.0].ep = None;
+        self.nodes[n.0].timeout = None;
     }
 
     /// Restarts a crashed node with a fresh endpoint (same config and secret, new seed).
@@ -399,6 +411,7 @@ impl Sim {
         node.restarts += 1;
         let seed = self.seed ^ (n.0 as u64) << 32 ^ node.restarts;
         node.ep = Some(Endpoint::new(node.cfg.clone(), seed));
+        node.dirty = true;
     }
 
     fn partitioned(&self, a: usize, b: usize) -> bool {
@@ -494,10 +507,15 @@ impl Sim {
         let mut buf = std::mem::take(&mut self.buf);
         loop {
             let now = self.now;
-            let Some(ep) = self.nodes[i].ep.as_mut() else {
+            let node = &mut self.nodes[i];
+            let Some(ep) = node.ep.as_mut() else {
+                node.dirty = false;
+                node.timeout = None;
                 break;
             };
             let Some(t) = ep.poll_transmit(now, &mut buf) else {
+                node.dirty = false;
+                node.timeout = ep.poll_timeout();
                 break;
             };
             let log = self.nodes[i].sent.entry(t.remote).or_default();
@@ -518,10 +536,13 @@ impl Sim {
         self.buf = buf;
     }
 
-    /// Lets every node send what it has queued (call after commands like `send`).
+    /// Lets every node send what it has queued (call after commands like `send`). Only nodes
+    /// whose endpoint was handed out since they were last drained can have anything new.
     pub fn flush(&mut self) {
         for i in 0..self.nodes.len() {
-            self.drain_transmits(i);
+            if self.nodes[i].dirty {
+                self.drain_transmits(i);
+            }
         }
     }
 
@@ -531,7 +552,13 @@ impl Sim {
         let t = self
             .nodes
             .iter()
-            .filter_map(|n| n.ep.as_ref()?.poll_timeout())
+            .filter_map(|n| {
+                if n.dirty {
+                    n.ep.as_ref()?.poll_timeout()
+                } else {
+                    n.timeout
+                }
+            })
             .min();
         match (q, t) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -570,14 +597,19 @@ impl Sim {
                 self.drain_transmits(a.dst);
             }
         }
+        // Timers that expired. A node that neither received nor timed out has nothing new to
+        // send (its pacing and retransmissions are timers), so it is not polled.
         for i in 0..self.nodes.len() {
             let now = self.now;
-            if let Some(ep) = self.nodes[i].ep.as_mut()
-                && ep.poll_timeout().is_some_and(|t| t <= now)
-            {
-                ep.handle_timeout(now);
+            let node = &mut self.nodes[i];
+            if node.dirty || node.timeout.is_some_and(|t| t <= now) {
+                if let Some(ep) = node.ep.as_mut()
+                    && ep.poll_timeout().is_some_and(|t| t <= now)
+                {
+                    ep.handle_timeout(now);
+                }
+                self.drain_transmits(i);
             }
-            self.drain_transmits(i);
         }
         true
     }

@@ -1,0 +1,211 @@
+//! Swarms with churn in the simulator: one seed and 30 fetchers over lossy, delayed,
+//! rate-limited links with late joiners, a leaver and a crash-restart; and a seed that leaves
+//! once one full copy is out. The oracle is identical bytes.
+
+use std::time::Duration;
+
+use st_engine::peer::swarm::SwarmConfig;
+use st_engine::rng::Rng;
+use st_engine::sim::swarm::{MemStore, Phase, SimSwarm};
+use st_engine::sim::{LinkConfig, PipeConfig, Sim, for_seeds};
+use st_engine::transport::Config;
+
+const FRAG: u32 = 32 * 1024;
+
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
+    v
+}
+
+/// Small blocks and pipelines, to fit the small data.
+fn swarm_cfg() -> SwarmConfig {
+    SwarmConfig {
+        block: 16 * 1024,
+        min_outstanding: 64 * 1024,
+        ..SwarmConfig::default()
+    }
+}
+
+fn link(mbit: u64) -> Option<LinkConfig> {
+    Some(LinkConfig {
+        rate_bps: mbit * 1_000_000,
+        queue_bytes: 64 * 1024,
+    })
+}
+
+fn limit_links(s: &mut SimSwarm<MemStore>, k: usize) {
+    let id = s.nodes[k].id;
+    s.sim.set_uplink(id, link(8));
+    s.sim.set_downlink(id, link(16));
+}
+
+fn verified_bytes(s: &SimSwarm<MemStore>, k: usize, size: usize) -> u64 {
+    let c = s.core(k);
+    (0..s.fragment_count())
+        .filter(|&i| c.has(i))
+        .map(|i| (size - i as usize * FRAG as usize).min(FRAG as usize) as u64)
+        .sum()
+}
+
+#[test]
+fn thirty_fetchers_with_churn_end_with_the_seeds_bytes() {
+    for_seeds(&[11], |seed| {
+        let size = 1024 * 1024 + 4321;
+        let data = payload(size, seed);
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(5),
+            loss: 0.01,
+            ..PipeConfig::default()
+        };
+        let mut s: SimSwarm<MemStore> = SimSwarm::new(
+            Sim::new(seed, pipe),
+            swarm_cfg(),
+            Config::default(),
+            size as u64,
+            FRAG,
+        );
+        let seed_store = MemStore::full(&data, FRAG);
+        let origin = s.join(seed_store.clone());
+        limit_links(&mut s, origin);
+        // 20 fetchers now, 10 late joiners later.
+        for _ in 0..20 {
+            let k = s.join(MemStore::empty_like(&seed_store));
+            limit_links(&mut s, k);
+        }
+        let (leaver, crasher) = (1, 2);
+        s.run_until(Duration::from_secs(2), |_| false);
+        for _ in 0..10 {
+            let k = s.join(MemStore::empty_like(&seed_store));
+            limit_links(&mut s, k);
+        }
+        // The leaver goes halfway through; the crasher dies a quarter of the way in.
+        let ok = s.run_until(Duration::from_secs(60), |s| {
+            let c = s.core(leaver);
+            c.left() <= size as u64 / 2 || c.complete()
+        });
+        assert!(ok, "the leaver never got halfway");
+        assert!(
+            s.core(leaver).left() > 0,
+            "the leaver finished before leaving"
+        );
+        s.leave(leaver);
+        let ok = s.run_until(Duration::from_secs(60), |s| {
+            let c = s.core(crasher);
+            c.left() <= size as u64 * 3 / 4 || c.complete()
+        });
+        assert!(ok, "the crasher never got a quarter of the way");
+        let had = verified_bytes(&s, crasher, size);
+        assert!(had > 0 && had < size as u64, "crasher had {had} bytes");
+        s.crash(crasher);
+        s.run_until(Duration::from_secs(3), |_| false);
+        let down_before = s.sim.downlink_stats(s.nodes[crasher].id).bytes;
+        s.restart(crasher);
+        let left_at_restart = s.core(crasher).left();
+        assert_eq!(left_at_restart, size as u64 - had, "resumed from the store");
+
+        let done = s.run_until(Duration::from_secs(300), |s| s.all_up_complete());
+        let now = s.sim.now();
+        assert!(done, "seed {seed}: not all fetchers completed by {now:?}");
+        assert_eq!(s.nodes[leaver].phase, Phase::Down);
+        for (k, n) in s.nodes.iter().enumerate().skip(1) {
+            if k == leaver {
+                continue;
+            }
+            let c = n.core.as_ref().expect("up");
+            assert!(c.complete(), "fetcher {k} incomplete");
+            assert_eq!(c.left(), 0, "fetcher {k}");
+            assert!(n.store.data == data, "fetcher {k} has different bytes");
+        }
+        // The restarted node fetched only what it had not verified before the crash: its
+        // counter says so, and, apart from the blocks it counted as wasted (endgame copies
+        // whose CANCEL came too late), its downlink carried less than a full copy after the
+        // restart (the missing data and protocol overhead).
+        let c = s.core(crasher);
+        assert_eq!(c.stats().downloaded, left_at_restart);
+        let carried = s.sim.downlink_stats(s.nodes[crasher].id).bytes - down_before;
+        assert!(
+            carried - c.stats().wasted < size as u64,
+            "restarted node received {carried} bytes for {left_at_restart} missing (wasted {})",
+            c.stats().wasted
+        );
+        // Fetchers served each other: the seed alone did not send 30 copies.
+        let seed_up = s.core(origin).stats().uploaded;
+        assert!(
+            seed_up < 10 * size as u64,
+            "the seed uploaded {seed_up} bytes"
+        );
+    });
+}
+
+#[test]
+fn fetchers_finish_among_themselves_after_the_seed_leaves() {
+    for_seeds(&[21], |seed| {
+        let size = 512 * 1024 + 77;
+        let data = payload(size, seed);
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(15),
+            loss: 0.005,
+            ..PipeConfig::default()
+        };
+        let mut s: SimSwarm<MemStore> = SimSwarm::new(
+            Sim::new(seed, pipe),
+            swarm_cfg(),
+            Config::default(),
+            size as u64,
+            FRAG,
+        );
+        let seed_store = MemStore::full(&data, FRAG);
+        let origin = s.join(seed_store.clone());
+        limit_links(&mut s, origin);
+        // The seed's uplink is the bottleneck: fetchers lack much when the copy is out.
+        s.sim.set_uplink(s.nodes[origin].id, link(2));
+        for _ in 0..8 {
+            let k = s.join(MemStore::empty_like(&seed_store));
+            limit_links(&mut s, k);
+        }
+        let n = s.fragment_count();
+        let copy_out = |s: &SimSwarm<MemStore>| {
+            (0..n).all(|i| {
+                s.nodes
+                    .iter()
+                    .skip(1)
+                    .any(|f| f.core.as_ref().is_some_and(|c| c.has(i)))
+            })
+        };
+        assert!(
+            s.run_until(Duration::from_secs(120), copy_out),
+            "one full copy never got out"
+        );
+        let missing: u64 = (1..s.nodes.len()).map(|k| s.core(k).left()).sum();
+        let incomplete = (1..s.nodes.len())
+            .filter(|&k| !s.core(k).complete())
+            .count();
+        assert!(
+            incomplete >= 4 && missing > size as u64 / 4,
+            "fetchers were (nearly) done before the seed left: {incomplete} incomplete, {missing} bytes missing"
+        );
+        let seed_up = s.core(origin).stats().uploaded;
+        s.leave(origin);
+        // While it closes its connections the seed serves nothing more.
+        s.run_until(Duration::from_secs(10), |s| {
+            if let Some(c) = &s.nodes[origin].core {
+                assert_eq!(c.stats().uploaded, seed_up, "the seed served after leaving");
+            }
+            s.nodes[origin].phase == Phase::Down
+        });
+        let done = s.run_until(Duration::from_secs(300), |s| s.all_up_complete());
+        assert!(
+            done,
+            "seed {seed}: the fetchers did not finish without the seed"
+        );
+        assert_eq!(s.nodes[origin].phase, Phase::Down);
+        assert!(s.nodes[origin].core.is_none());
+        for (k, f) in s.nodes.iter().enumerate().skip(1) {
+            assert_eq!(f.core.as_ref().expect("up").left(), 0, "fetcher {k}");
+            assert!(f.store.data == data, "fetcher {k} has different bytes");
+        }
+        assert!(seed_up > 0);
+    });
+}
