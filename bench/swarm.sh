@@ -3,6 +3,8 @@
 #
 # Usage: bench/swarm.sh [RUNS=1]
 #   (a) 1 GiB, 1 seed -> 1 fetcher      (b) 256 MiB, 1 seed -> 8 fetchers at once
+#   (c) in the simulator: 1 GiB, 1 seed -> 32 fetchers at 100 Mbit/s up and down per node,
+#       against the lower bound (bench/swarm-sim.sh; SKIP_SIM=1 skips it)
 # Reports, per tool: wall time from starting the fetchers to the last completion, and CPU
 # seconds (fetchers + seed, user + system) spent in that time; then the ratios.
 #
@@ -123,3 +125,9 @@ for case in "ab":
         print(f"{names[case]:36} {tool:6} {med((case, tool), 0):8.2f} {med((case, tool), 1):8.2f}")
     print(f"{'':36} {'ratio':6} {med((case,'aria2'),0)/med((case,'st'),0):7.2f}x faster, CPU st/aria2 {med((case,'st'),1)/med((case,'aria2'),1):.2f}")
 PY
+
+if [ "${SKIP_SIM:-0}" != 1 ]; then
+  echo
+  echo "(c) simulator, 1 GiB, 1 seed -> 32 fetchers, 100 Mbit/s up and down per node:"
+  "$ROOT_DIR/bench/swarm-sim.sh" 1G 32
+fi

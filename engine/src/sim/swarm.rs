@@ -399,8 +399,7 @@ impl<S: SimStore> SimSwarm<S> {
                 self.announce(k);
             }
         }
-        for k in 0..self.nodes.len() {
-            let n = &mut self.nodes[k];
+        for n in self.nodes.iter_mut() {
             let (Some(core), Some(ep)) = (n.core.as_mut(), self.sim.endpoint(n.id)) else {
                 continue;
             };

@@ -1,0 +1,145 @@
+//! Swarm benchmark in the simulator (issue #5, benchmark (c); run by `bench/swarm-sim.sh`).
+//!
+//! ```text
+//! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
+//!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600]
+//! ```
+//! One seed and `--peers` fetchers, every node with `--mbit` of uplink AND of downlink (its
+//! access link, shared by all its connections; `sim::LinkConfig`), paths of `--latency-ms`
+//! one way, no loss. The data is synthetic (`sim::swarm::SyntheticStore`: no bytes kept), so
+//! 1 GiB × 33 nodes needs little memory. Prints the virtual time at which the last fetcher
+//! completed, the lower bound (1 + log2(N)/M) · F/u (N fetchers, M fragments, F bits, u the
+//! per-node upload rate), their ratio, and the wall time of the run.
+
+use std::time::{Duration, Instant};
+
+use st_engine::peer::swarm::SwarmConfig;
+use st_engine::sim::swarm::{SimSwarm, SyntheticStore};
+use st_engine::sim::{LinkConfig, PipeConfig, Sim};
+use st_engine::transport::Config;
+
+fn parse_size(s: &str) -> u64 {
+    let (num, mul) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .unwrap_or_else(|_| panic!("bad size {s}"))
+        * mul
+}
+
+fn main() {
+    let mut size = 1u64 << 30;
+    let mut peers = 32usize;
+    let mut fragment = 512u64 << 10;
+    let mut mbit = 100u64;
+    let mut latency_ms = 10u64;
+    let mut queue = 256u64 << 10;
+    let mut quantum_ms = 2u64;
+    let mut seed = 1u64;
+    let mut limit_s = 3600u64;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut v = || {
+            it.next()
+                .unwrap_or_else(|| panic!("{a} needs a value"))
+                .clone()
+        };
+        match a.as_str() {
+            "--size" => size = parse_size(&v()),
+            "--peers" => peers = v().parse().expect("--peers N"),
+            "--fragment" => fragment = parse_size(&v()),
+            "--mbit" => mbit = v().parse().expect("--mbit N"),
+            "--latency-ms" => latency_ms = v().parse().expect("--latency-ms N"),
+            "--queue" => queue = parse_size(&v()),
+            "--quantum-ms" => quantum_ms = v().parse().expect("--quantum-ms N"),
+            "--seed" => seed = v().parse().expect("--seed N"),
+            "--limit-s" => limit_s = v().parse().expect("--limit-s N"),
+            other => panic!("unknown argument {other} (see the doc comment)"),
+        }
+    }
+    let fragment = u32::try_from(fragment).expect("fragment fits u32");
+    let rate = mbit * 1_000_000;
+    let pipe = PipeConfig {
+        latency: Duration::from_millis(latency_ms),
+        ..PipeConfig::default()
+    };
+    let mut s: SimSwarm<SyntheticStore> = SimSwarm::new(
+        Sim::new(seed, pipe),
+        SwarmConfig::default(),
+        Config::default(),
+        size,
+        fragment,
+    );
+    s.quantum = Duration::from_millis(quantum_ms);
+    let link = Some(LinkConfig {
+        rate_bps: rate,
+        queue_bytes: queue as usize,
+    });
+    for k in 0..=peers {
+        let k = s.join(SyntheticStore::new(seed, size, fragment, k == 0));
+        let id = s.nodes[k].id;
+        s.sim.set_uplink(id, link);
+        s.sim.set_downlink(id, link);
+    }
+    let start = s.sim.now();
+    let wall = Instant::now();
+    let mut next_report = start + Duration::from_secs(10);
+    let done = s.run_until(Duration::from_secs(limit_s), |s| {
+        if s.sim.now() >= next_report {
+            next_report = s.sim.now() + Duration::from_secs(10);
+            let left: u64 = (1..s.nodes.len()).map(|k| s.core(k).left()).sum();
+            let finished = (1..s.nodes.len()).filter(|&k| s.core(k).complete()).count();
+            eprintln!(
+                "t={:.0} s: {:.1} % of {} copies, {finished} complete (wall {:.0} s)",
+                (s.sim.now() - start).as_secs_f64(),
+                100.0 * (1.0 - left as f64 / (size as f64 * peers as f64)),
+                peers,
+                wall.elapsed().as_secs_f64()
+            );
+        }
+        s.all_up_complete()
+    });
+    let wall = wall.elapsed();
+    let m = size.div_ceil(u64::from(fragment)) as f64;
+    let bound = (1.0 + (peers as f64).log2() / m) * (size as f64 * 8.0) / rate as f64;
+    let times: Vec<f64> = s.nodes[1..]
+        .iter()
+        .filter_map(|n| n.completed_at.map(|t| (t - start).as_secs_f64()))
+        .collect();
+    let last = times.iter().copied().fold(0.0, f64::max);
+    let first = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let seed_up = s.core(0).stats().uploaded;
+    let wasted: u64 = (1..s.nodes.len()).map(|k| s.core(k).stats().wasted).sum();
+    let drops: u64 = s
+        .nodes
+        .iter()
+        .map(|n| s.sim.uplink_stats(n.id).queue_drops + s.sim.downlink_stats(n.id).queue_drops)
+        .sum();
+    println!(
+        "swarm-sim: {} MiB, 1 seed + {peers} fetchers, {mbit} Mbit/s up and down per node, {latency_ms} ms one way, {} fragments of {} KiB",
+        size >> 20,
+        m,
+        fragment >> 10
+    );
+    println!(
+        "seed uploaded {:.2} copies; fetchers wasted {} MiB; link queue drops {drops}",
+        seed_up as f64 / size as f64,
+        wasted >> 20
+    );
+    if !done {
+        println!(
+            "RESULT incomplete after {limit_s} s of virtual time ({} of {peers} done)",
+            times.len()
+        );
+        std::process::exit(1);
+    }
+    println!(
+        "RESULT last completion {last:.2} s (first {first:.2} s), bound {bound:.2} s, ratio {:.3}, wall {:.1} s",
+        last / bound,
+        wall.as_secs_f64()
+    );
+}
