@@ -239,6 +239,8 @@ pub struct SwarmCore {
     io_error: Option<io::Error>,
     /// Bytes in fragments not yet verified (kept, not recounted: the driver asks every turn).
     left: u64,
+    /// [`SwarmCore::close_all`] was called: no new connections, no dialling, no serving.
+    leaving: bool,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -320,6 +322,7 @@ impl SwarmCore {
             optimistic: None,
             rounds: 0,
             io_error: None,
+            leaving: false,
         }
     }
 
@@ -503,6 +506,11 @@ impl SwarmCore {
             return;
         };
         let outbound = self.sessions.contains_key(&h);
+        if self.leaving {
+            ep.close(Time::ZERO, h, close_code::LEAVING, b"");
+            self.on_closed(h);
+            return;
+        }
         if !outbound {
             if self.banned.contains(&addr) || self.sessions.len() >= self.cfg.max_peers {
                 let code = if self.banned.contains(&addr) {
@@ -987,6 +995,9 @@ impl SwarmCore {
 
     /// Periodic work: dial candidates, a choke round, rates, timed-out requests.
     pub fn tick(&mut self, now: Time, ep: &mut Endpoint) {
+        if self.leaving {
+            return;
+        }
         // Dial, in random order, up to the peer limit.
         while self.sessions.len() < self.cfg.max_peers && !self.candidates.is_empty() {
             let k = self.rng.below(self.candidates.len() as u64) as usize;
@@ -1171,6 +1182,8 @@ impl SwarmCore {
     /// requests to time out (a graceful finish would queue the goodbye behind megabytes of data
     /// and, if the process exits first, never send it). Data still queued for them is dropped.
     pub fn close_all(&mut self, now: Time, ep: &mut Endpoint) {
+        self.leaving = true;
+        self.candidates.clear();
         let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
         for h in hs {
             ep.close(now, h, close_code::LEAVING, b"");
