@@ -49,12 +49,12 @@ run_st() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   for _ in $(seq 100); do grep -q listening "$w/trk.out" && break; sleep 0.05; done
   local tp; tp=$(sed -n 's/.*127.0.0.1://p' "$w/trk.out")
   "$ST" -q create "$DATA/src/$f" -t "udp://127.0.0.1:$tp" -o "$w/x.st" > /dev/null
-  timeout 600 "$ST" -q seed "$w/x.st" "$DATA/src/$f" --bind 127.0.0.1 > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  timeout 600 "$ST" -q seed "$w/x.st" "$DATA/src/$f" --bind 127.0.0.1 --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   for _ in $(seq 600); do grep -q listening "$w/seed.out" && break; sleep 0.05; done
   local s0; s0=$(ticks $seed)
   local t0; t0=$(now)
   for k in $(seq "$n"); do
-    /usr/bin/time -f "%U %S" -o "$w/t$k" timeout 600 "$ST" -q fetch "$w/x.st" -o "$w/f$k" --bind 127.0.0.1 > "$w/f$k.out" 2>&1 &
+    /usr/bin/time -f "%U %S" -o "$w/t$k" timeout 600 "$ST" -q fetch "$w/x.st" -o "$w/f$k" --bind 127.0.0.1 --no-lan > "$w/f$k.out" 2>&1 &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || true; done
