@@ -5,74 +5,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Scratch, data};
-
-struct Proc {
-    child: Child,
-    out: BufReader<ChildStdout>,
-    /// The address from the "listening on" line.
-    addr: String,
-}
-
-impl Proc {
-    fn start(args: &[&str], cwd: &Path) -> Proc {
-        Proc::start_to(args, cwd, Stdio::null())
-    }
-
-    /// Like [`Proc::start`], with stderr going to `stderr`.
-    fn start_to(args: &[&str], cwd: &Path, stderr: Stdio) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
-            .args(args)
-            .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start st");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{args:?}: first line {line:?}"))
-            .to_owned();
-        Proc { child, out, addr }
-    }
-
-    fn port(&self) -> &str {
-        self.addr.rsplit(':').next().unwrap()
-    }
-
-    /// Waits for exit (bounded) and returns the exit code and the rest of stdout.
-    fn finish(mut self) -> (i32, String) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut rest = String::new();
-                let mut line = String::new();
-                while self.out.read_line(&mut line).unwrap_or(0) > 0 {
-                    rest.push_str(&line);
-                    line.clear();
-                }
-                return (status.code().unwrap_or(-1), rest);
-            }
-            assert!(Instant::now() < deadline, "process did not finish");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Proc, Scratch, data};
 
 fn create(dir: &Path, file: &str, tracker_port: &str) {
     let url = format!("udp://127.0.0.1:{tracker_port}");
@@ -301,7 +238,7 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
 
     let err_path = s.0.join("fetch1.err");
     let err_file = std::fs::File::create(&err_path).unwrap();
-    let (code, out) = Proc::start_to(&fetch_args, &s.0, err_file.into()).finish();
+    let (code, out) = Proc::start_with(None, &fetch_args, &s.0, err_file.into()).finish();
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert_eq!(
         code, 1,
@@ -347,7 +284,7 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
     disk.resize("16m");
     let err_path = s.0.join("fetch2.err");
     let err_file = std::fs::File::create(&err_path).unwrap();
-    let (code, out) = Proc::start_to(&fetch_args[1..], &s.0, err_file.into()).finish();
+    let (code, out) = Proc::start_with(None, &fetch_args[1..], &s.0, err_file.into()).finish();
     let err = std::fs::read_to_string(&err_path).unwrap();
     assert_eq!(code, 0, "stdout {out:?}, stderr {err:?}");
     assert!(

@@ -43,16 +43,32 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 
 /// A running `st` (optionally inside a network namespace), with its stdout.
 pub struct Proc {
-    child: std::process::Child,
+    /// The process.
+    pub child: std::process::Child,
     out: std::io::BufReader<std::process::ChildStdout>,
     /// The address from the "listening on" line.
     pub addr: String,
 }
 
 impl Proc {
-    /// Starts `st ARGS` in `cwd` (inside namespace `netns`, if given) and reads its first
-    /// line, which must be "listening on ADDR".
+    /// Starts `st ARGS` in `cwd`, stderr discarded, and reads its first line, which must be
+    /// "listening on ADDR".
+    pub fn start(args: &[&str], cwd: &std::path::Path) -> Proc {
+        Proc::start_with(None, args, cwd, std::process::Stdio::null())
+    }
+
+    /// Like [`Proc::start`], inside network namespace `netns` if given.
     pub fn start_in(netns: Option<&str>, args: &[&str], cwd: &std::path::Path) -> Proc {
+        Proc::start_with(netns, args, cwd, std::process::Stdio::null())
+    }
+
+    /// Like [`Proc::start_in`], with stderr going to `stderr`.
+    pub fn start_with(
+        netns: Option<&str>,
+        args: &[&str],
+        cwd: &std::path::Path,
+        stderr: std::process::Stdio,
+    ) -> Proc {
         use std::io::BufRead;
         let mut cmd = match netns {
             Some(ns) => {
@@ -66,7 +82,7 @@ impl Proc {
             .args(args)
             .current_dir(cwd)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start st");
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -78,6 +94,16 @@ impl Proc {
             .unwrap_or_else(|| panic!("{args:?}: first line {line:?}"))
             .to_owned();
         Proc { child, out, addr }
+    }
+
+    /// The port of the "listening on" address.
+    pub fn port(&self) -> &str {
+        self.addr.rsplit(':').next().unwrap()
+    }
+
+    /// Waits for exit (at most 120 s) and returns the exit code and the rest of stdout.
+    pub fn finish(self) -> (i32, String) {
+        self.finish_within(std::time::Duration::from_secs(120))
     }
 
     /// Waits for exit (at most `limit`) and returns the exit code and the rest of stdout.
