@@ -241,6 +241,9 @@ pub struct SwarmCore {
     left: u64,
     /// [`SwarmCore::close_all`] was called: no new connections, no dialling, no serving.
     leaving: bool,
+    /// Reused buffers: received messages, and DATA being assembled.
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -323,6 +326,8 @@ impl SwarmCore {
             rounds: 0,
             io_error: None,
             leaving: false,
+            rx_buf: Vec::new(),
+            tx_buf: Vec::new(),
         }
     }
 
@@ -488,12 +493,15 @@ impl SwarmCore {
         match ev {
             Event::Connected(h) => self.on_connected(ep, *h),
             Event::Readable(h) => {
-                while let Some(m) = ep.recv(*h) {
+                // One receive buffer, reused for every message (DATA is up to 256 KiB).
+                let mut m = std::mem::take(&mut self.rx_buf);
+                while ep.recv_into(*h, &mut m) {
                     if !self.sessions.contains_key(h) {
                         break;
                     }
                     self.on_message(now, ep, store, *h, &m);
                 }
+                self.rx_buf = m;
             }
             Event::Writable(h) => self.pump(ep, store, *h),
             Event::Closed(h, _) => self.on_closed(*h),
@@ -894,6 +902,13 @@ impl SwarmCore {
         } else {
             ((s.rate * 0.5) as u64).clamp(min, max)
         };
+        // Refill in batches (a quarter of the target, at least a block) rather than one block
+        // per DATA received: each pick scans the partial fragments and, when a peer has
+        // nothing new to offer, every fragment.
+        let batch = u64::from(self.cfg.block).max(target / 4);
+        if !s.outstanding.is_empty() && s.outstanding_bytes + batch > target {
+            return;
+        }
         while s.outstanding_bytes < target {
             let room = target - s.outstanding_bytes;
             let count = (room / u64::from(self.cfg.block)).max(1) as usize;
@@ -945,12 +960,18 @@ impl SwarmCore {
                 }
             }
         }
+        // DATA is assembled in one reused buffer (only a message the transport refuses for
+        // now is copied out, to the queue).
+        let buf = &mut self.tx_buf;
         while let Some(b) = s.serving.pop_front() {
-            let mut msg = Vec::with_capacity(peer::DATA_HEADER_LEN + b.length as usize);
-            msg.push(peer::msg::DATA);
-            msg.extend_from_slice(&b.fragment.to_be_bytes());
-            msg.extend_from_slice(&b.offset.to_be_bytes());
-            msg.resize(peer::DATA_HEADER_LEN + b.length as usize, 0);
+            let n = peer::DATA_HEADER_LEN + b.length as usize;
+            if buf.len() < n {
+                buf.resize(n, 0);
+            }
+            let msg = &mut buf[..n];
+            msg[0] = peer::msg::DATA;
+            msg[1..5].copy_from_slice(&b.fragment.to_be_bytes());
+            msg[5..9].copy_from_slice(&b.offset.to_be_bytes());
             if store
                 .read(b.fragment, b.offset, &mut msg[peer::DATA_HEADER_LEN..])
                 .is_err()
@@ -958,10 +979,10 @@ impl SwarmCore {
                 continue;
             }
             self.stats.uploaded += u64::from(b.length);
-            match ep.send(h, &msg) {
+            match ep.send(h, msg) {
                 Ok(()) => {}
                 Err(SendError::Blocked) => {
-                    s.queued.push_back(msg);
+                    s.queued.push_back(msg.to_vec());
                     return;
                 }
                 Err(_) => return,

@@ -487,11 +487,17 @@ impl Connection {
     }
 
     pub(crate) fn recv(&mut self) -> Option<Vec<u8>> {
+        let mut msg = Vec::new();
+        self.recv_into(&mut msg).then_some(msg)
+    }
+
+    /// Like [`Connection::recv`], into `out` (whose allocation is reused).
+    pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>) -> bool {
         let Some(len) = self.ready_message_len() else {
             self.readable_signalled = false;
-            return None;
+            return false;
         };
-        let msg = self.rbuf.to_vec(4, len);
+        self.rbuf.read_into(4, len, out);
         self.rbuf.consume(4 + len);
         self.r_base += 4 + len as u64;
         self.r_ranges.remove_below(self.r_base);
@@ -500,7 +506,7 @@ impl Connection {
             self.local_max_data = self.r_base + self.window;
             self.max_data_pending = true;
         }
-        Some(msg)
+        true
     }
 
     /// Closes after every byte written so far was acknowledged (spec §7.1).

@@ -584,6 +584,12 @@ impl Endpoint {
         self.get_mut(h)?.recv()
     }
 
+    /// Like [`Endpoint::recv`], into `out` (cleared first; its allocation is reused, so a
+    /// receive loop allocates nothing per message). False if no message is ready.
+    pub fn recv_into(&mut self, h: ConnHandle, out: &mut Vec<u8>) -> bool {
+        self.get_mut(h).is_some_and(|c| c.recv_into(out))
+    }
+
     /// Closes at once with an application code (spec §7.1).
     pub fn close(&mut self, now: Time, h: ConnHandle, code: u32, reason: &[u8]) {
         if let Some(c) = self.get_mut(h) {

@@ -65,6 +65,19 @@ impl Ring {
         out[first..].copy_from_slice(&self.buf[..n - first]);
     }
     /// Copies `len` bytes starting `off` bytes from the head into a new vector (no zeroing).
+    /// Copies `len` bytes at `off` into `out` (cleared first; its allocation is reused).
+    pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) {
+        out.clear();
+        if len == 0 {
+            return;
+        }
+        let cap = self.buf.len();
+        let start = (self.head + off) & (cap - 1);
+        let first = (cap - start).min(len);
+        out.extend_from_slice(&self.buf[start..start + first]);
+        out.extend_from_slice(&self.buf[..len - first]);
+    }
+
     pub(crate) fn to_vec(&self, off: usize, len: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(len);
         if len == 0 {
