@@ -78,19 +78,6 @@ impl Ring {
         out.extend_from_slice(&self.buf[..len - first]);
     }
 
-    pub(crate) fn to_vec(&self, off: usize, len: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(len);
-        if len == 0 {
-            return v;
-        }
-        let cap = self.buf.len();
-        let start = (self.head + off) & (cap - 1);
-        let first = (cap - start).min(len);
-        v.extend_from_slice(&self.buf[start..start + first]);
-        v.extend_from_slice(&self.buf[..len - first]);
-        v
-    }
-
     /// Drops `n` bytes from the head.
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
@@ -121,7 +108,10 @@ mod tests {
         let mut o = [0u8; 2];
         r.read_at(7600, &mut o);
         assert_eq!(&o, b"xy");
-        assert_eq!(r.to_vec(0, 7500), data[2500..]);
-        assert_eq!(r.to_vec(7600, 2), b"xy");
+        let mut v = vec![1, 2, 3];
+        r.read_into(0, 7500, &mut v);
+        assert_eq!(v, data[2500..]);
+        r.read_into(7600, 2, &mut v);
+        assert_eq!(v, b"xy");
     }
 }
