@@ -269,6 +269,12 @@ fn init_logging(g: &Global) -> Result<(), CliError> {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix filter: when the reader of stdout goes away (`st inspect x.st | head -1`),
+    // end quietly instead of panicking on the failed write (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring a signal's default disposition at start, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let ctx = Ctx {
         quiet: cli.global.quiet,
