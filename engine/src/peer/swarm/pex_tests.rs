@@ -4,43 +4,18 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::*;
+use crate::sim::swarm::MemStore;
 use crate::sim::{NodeId, PipeConfig, Sim};
 use crate::transport::Config;
 
 const FRAG: u32 = 32 * 1024;
 const SWARM: [u8; 32] = [9; 32];
 
-/// A node's data in memory, checked against the swarm's hashes.
-struct Mem {
-    data: Vec<u8>,
-    hashes: std::rc::Rc<Vec<[u8; 32]>>,
-}
-
-impl Store for Mem {
-    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
-        let at = fragment as usize * FRAG as usize + offset as usize;
-        buf.copy_from_slice(&self.data[at..at + buf.len()]);
-        Ok(())
-    }
-    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
-        let at = fragment as usize * FRAG as usize + offset as usize;
-        self.data[at..at + data.len()].copy_from_slice(data);
-        Ok(())
-    }
-    fn verify(&mut self, i: u32) -> io::Result<bool> {
-        let len = fragment_len(self.data.len() as u64, FRAG, i) as usize;
-        let at = i as usize * FRAG as usize;
-        Ok(<[u8; 32]>::from(Sha256::digest(&self.data[at..at + len])) == self.hashes[i as usize])
-    }
-}
-
 struct Peer {
     id: NodeId,
     core: SwarmCore,
-    store: Mem,
+    store: MemStore,
 }
 
 /// Node 0 seeds; node k ≥ 1 is told only of `knows(k)`. `listen_port(k)` is what node k's
@@ -57,11 +32,7 @@ fn run(
     let size = 512 * 1024 + 777;
     let mut data = vec![0u8; size];
     Rng::new(seed).fill(&mut data);
-    let hashes: std::rc::Rc<Vec<[u8; 32]>> = std::rc::Rc::new(
-        data.chunks(FRAG as usize)
-            .map(|c| Sha256::digest(c).into())
-            .collect(),
-    );
+    let full = MemStore::full(&data, FRAG);
     let pipe = PipeConfig {
         latency: Duration::from_millis(5),
         loss: 0.005,
@@ -89,9 +60,10 @@ fn run(
             |_| k == 0,
             seed ^ k as u64,
         );
-        let store = Mem {
-            data: if k == 0 { data.clone() } else { vec![0; size] },
-            hashes: hashes.clone(),
+        let store = if k == 0 {
+            full.clone()
+        } else {
+            MemStore::empty_like(&full)
         };
         peers.push(Peer { id, core, store });
     }
