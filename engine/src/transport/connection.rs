@@ -1334,3 +1334,78 @@ impl Connection {
         Some(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `c` an ACK frame for exactly the packet numbers `lo..=hi`.
+    fn ack(c: &mut Connection, now: Time, lo: u64, hi: u64) {
+        let mut buf = [0u8; 64];
+        let n = packet::write_ack(&mut buf, 0, 0, [(lo, hi)]).expect("ack frame");
+        let frames: Vec<packet::Frame<'_>> = packet::Frames::new(&buf[..n])
+            .collect::<Result<_, _>>()
+            .expect("parses");
+        let packet::Frame::Ack(a) = &frames[0] else {
+            panic!("not an ack: {frames:?}");
+        };
+        c.on_ack(now, a).expect("valid ack");
+    }
+
+    /// Sends whatever is due and returns the packet number of the last packet sent.
+    fn transmit(c: &mut Connection, now: Time) -> u64 {
+        let mut buf = vec![0u8; 65_536];
+        c.poll_transmit(now, &mut buf, 1).expect("a packet");
+        c.sent.back().expect("tracked").pn
+    }
+
+    /// A probe timeout resends the oldest data; the original's ACK then moves the send base
+    /// past it, and the copy's ACK arrives later. That late ACK once left a range below the
+    /// base at the front of `s_acked`; the base never advanced again and the sender wedged
+    /// with a full send buffer and nothing in flight (seen on real hosts under CPU starvation:
+    /// 16.6 MB buffered, nothing in flight, `s_next` equal to the receiver's `r_base`).
+    #[test]
+    fn a_copy_acknowledged_after_its_original_does_not_wedge_the_send_buffer() {
+        let t0 = Time::ZERO;
+        let mut c = Connection::client(
+            t0,
+            &Config::default(),
+            1,
+            "10.0.0.1:4000".parse().unwrap(),
+            [0; TOKEN_LEN],
+            7,
+        );
+        c.state = State::Established;
+        c.peer_max_data = 1 << 20;
+        c.send(&[1; 1000]).unwrap();
+        let original = transmit(&mut c, t0);
+        // Probe timeout: the oldest unacknowledged data goes out again.
+        let t1 = t0 + Duration::from_secs(1);
+        c.on_loss_timer(t1);
+        let copy = transmit(&mut c, t1);
+        assert!(copy > original);
+        assert_eq!(
+            c.sent.back().unwrap().stream,
+            c.sent.front().unwrap().stream
+        );
+        // More data, acknowledged with the original: the base moves past both, so the copy's
+        // range ends below the base, not at it.
+        c.send(&[3; 1000]).unwrap();
+        let more = transmit(&mut c, t1);
+        let t2 = t1 + Duration::from_millis(10);
+        ack(&mut c, t2, original, original);
+        ack(&mut c, t2, more, more);
+        assert_eq!(c.sbuf.len(), 0, "the originals' ACKs release the data");
+        ack(&mut c, t2, copy, copy);
+        // New data must still be released once acknowledged.
+        c.send(&[2; 1000]).unwrap();
+        let next = transmit(&mut c, t2);
+        ack(&mut c, t2 + Duration::from_millis(10), next, next);
+        assert_eq!(
+            c.sbuf.len(),
+            0,
+            "send buffer wedged: s_acked {:?}",
+            c.s_acked
+        );
+    }
+}
