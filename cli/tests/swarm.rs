@@ -43,26 +43,31 @@ fn downloaded(summary: &str) -> u64 {
     summary[start..at].parse().unwrap()
 }
 
+/// Starts a tracker on 127.0.0.1 and makes `data.st` (in the scratch root) for
+/// `DIR/blob.bin`, announcing to it.
+fn tracker_and_st(s: &Scratch, dir: &str) -> Proc {
+    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
+    create(&s.0.join(dir), "blob.bin", tracker.port());
+    std::fs::rename(s.0.join(dir).join("data.st"), s.0.join("data.st")).unwrap();
+    tracker
+}
+
+/// Starts `st seed data.st PATH` on 127.0.0.1.
+fn seed(s: &Scratch, path: &str) -> Proc {
+    Proc::start(
+        &["-q", "seed", "data.st", path, "--bind", "127.0.0.1"],
+        &s.0,
+    )
+}
+
 #[test]
 fn tracker_seed_and_three_fetchers_end_identical() {
     let s = Scratch::new("three");
     let bytes = data(6 << 20, 11);
     std::fs::create_dir_all(s.0.join("seed")).unwrap();
     std::fs::write(s.0.join("seed/blob.bin"), &bytes).unwrap();
-    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
-    create(&s.0.join("seed"), "blob.bin", tracker.port());
-    std::fs::rename(s.0.join("seed/data.st"), s.0.join("data.st")).unwrap();
-    let _seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "data.st",
-            "seed/blob.bin",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    );
+    let _tracker = tracker_and_st(&s, "seed");
+    let _seed = seed(&s, "seed/blob.bin");
     let fetchers: Vec<Proc> = (0..3)
         .map(|i| {
             let out = format!("f{i}");
@@ -95,21 +100,9 @@ fn a_killed_fetch_resumes_without_fetching_synced_data_again() {
     let mut half = bytes.clone();
     half[32 * frag..].iter_mut().for_each(|b| *b ^= 0xFF);
     std::fs::write(s.0.join("half/blob.bin"), &half).unwrap();
-    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
-    create(&s.0.join("full"), "blob.bin", tracker.port());
-    std::fs::rename(s.0.join("full/data.st"), s.0.join("data.st")).unwrap();
+    let _tracker = tracker_and_st(&s, "full");
 
-    let half_seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "data.st",
-            "half/blob.bin",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    );
+    let half_seed = seed(&s, "half/blob.bin");
     let mut fetch = Proc::start(
         &["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"],
         &s.0,
@@ -132,17 +125,7 @@ fn a_killed_fetch_resumes_without_fetching_synced_data_again() {
         "never in place before it is complete"
     );
 
-    let _full_seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "data.st",
-            "full/blob.bin",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    );
+    let _full_seed = seed(&s, "full/blob.bin");
     let again = Proc::start(
         &["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"],
         &s.0,
@@ -220,20 +203,8 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
         eprintln!("SKIPPED: the disk-full test needs root to mount a tmpfs");
         return;
     };
-    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
-    create(&s.0.join("seed"), "blob.bin", tracker.port());
-    std::fs::rename(s.0.join("seed/data.st"), s.0.join("data.st")).unwrap();
-    let _seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "data.st",
-            "seed/blob.bin",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    );
+    let _tracker = tracker_and_st(&s, "seed");
+    let _seed = seed(&s, "seed/blob.bin");
     let fetch_args = ["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"];
 
     let err_path = s.0.join("fetch1.err");
