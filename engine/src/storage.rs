@@ -89,14 +89,7 @@ impl Storage {
         let mut files = Vec::with_capacity(parts.len());
         for (p, &len) in parts.iter().zip(&lengths) {
             ensure_parent_inside(out_dir, p)?;
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(p)
-                .map_err(|e| io_err(format!("cannot open {}: {e}", p.display())))?;
+            let f = open_rw_nofollow(p)?;
             match preallocate(&f, len) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -489,16 +482,22 @@ fn resume_len(n: usize) -> u64 {
     (4 + 1 + 32 + 4 + n.div_ceil(8) + 32) as u64
 }
 
-/// Opens (creating) the spare resume file at `path` with exactly `len` bytes allocated.
-fn open_spare(path: &Path, len: u64) -> io::Result<File> {
-    let f = OpenOptions::new()
+/// Opens `path` for reading and writing, creating it, never through a symlink (`O_NOFOLLOW`);
+/// the error names the path and keeps its kind.
+fn open_rw_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
+}
+
+/// Opens (creating) the spare resume file at `path` with exactly `len` bytes allocated.
+fn open_spare(path: &Path, len: u64) -> io::Result<File> {
+    let f = open_rw_nofollow(path)?;
     if f.metadata()?.len() != len {
         f.set_len(len)?;
     }
