@@ -17,25 +17,9 @@ N=${3:-8}
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
 source "$ROOT_DIR/bench/netns.sh"
 P="stb$$"
-DATA=$(mktemp -d /dev/shm/st-bench-lan.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  lan_down "$P" $((N + 1))
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-need() { command -v "$1" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; }
-need aria2c aria2; need mktorrent mktorrent; need opentracker opentracker; need curl curl
-(cd "$ROOT_DIR" && cargo build --release -q -p st-cli)
-ST="$ROOT_DIR/target/release/st"
-HZ=$(getconf CLK_TCK)
-ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-now() { date +%s.%N; }
-ARIA="--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
- --disable-ipv6=true --file-allocation=none --summary-interval=0 --console-log-level=warn
- --max-overall-upload-limit=0 --max-overall-download-limit=0"
+source "$ROOT_DIR/bench/common.sh"
+bench_cleanup_extra() { lan_down "$P" $((N + 1)); }
+bench_init lan
 SEED_IP=$(lan_ip 0)
 
 lan_up "$P" $((N + 1))

@@ -13,18 +13,8 @@
 set -euo pipefail
 SIZE=${1:-4G}
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
-DATA=$(mktemp -d /dev/shm/st-bench-rss.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
-need() { command -v "$1" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; }; }
-need aria2c aria2; need mktorrent mktorrent; need opentracker opentracker; need curl curl
-(cd "$ROOT_DIR" && cargo build --release -q -p st-cli)
-ST="$ROOT_DIR/target/release/st"
+source "$ROOT_DIR/bench/common.sh"
+bench_init rss
 # Peak RSS (KiB) of the process that `timeout` (PID $1) runs.
 hwm() { awk '/^VmHWM/{print $2}' "/proc/$(awk '{print $1}' "/proc/$1/task/$1/children")/status"; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.1f", k/1024}'; }
@@ -50,9 +40,6 @@ kill $seed $trk 2>/dev/null || true; wait $seed $trk 2>/dev/null || true
 rm -rf "$w"
 
 # ---------- aria2c ----------
-ARIA="--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
- --disable-ipv6=true --file-allocation=none --summary-interval=0 --console-log-level=warn
- --max-overall-upload-limit=0 --max-overall-download-limit=0"
 w="$DATA/aria"; mkdir -p "$w/ot" "$w/seed" "$w/out"
 ln "$DATA/src/big.bin" "$w/seed/big.bin"
 mktorrent -a http://127.0.0.1:6969/announce -l 18 -o "$w/x.torrent" "$w/seed/big.bin" > /dev/null
