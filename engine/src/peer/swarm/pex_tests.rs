@@ -73,16 +73,10 @@ fn run(
     }
     let end = sim.now() + limit;
     while sim.now() < end && !peers.iter().all(|p| p.core.complete()) {
-        let now = sim.now();
-        for p in peers.iter_mut() {
-            let ep = sim.endpoint(p.id).expect("node up");
-            while let Some(ev) = ep.poll_event() {
-                p.core.handle_event(now, ep, &mut p.store, &ev);
-            }
-            p.core.tick(now, ep);
-        }
-        let step_limit = now + Duration::from_millis(20);
-        while sim.step(step_limit) {}
+        super::tests::turn(
+            &mut sim,
+            peers.iter_mut().map(|p| (p.id, &mut p.core, &mut p.store)),
+        );
     }
     (peers, data, sim)
 }

@@ -134,27 +134,37 @@ fn run_swarm_cfg(
         }
     }
     let end = sim.now() + limit;
-    while sim.now() < end {
-        let now = sim.now();
-        for n in nodes.iter_mut() {
-            let ep = sim.endpoint(n.id).expect("node up");
-            while let Some(ev) = ep.poll_event() {
-                n.core.handle_event(now, ep, &mut n.store, &ev);
-            }
-            n.core.tick(now, ep);
-        }
-        if nodes
+    while sim.now() < end
+        && !nodes
             .iter()
             .skip(1)
             .filter(|n| !n.store.liar)
             .all(|n| n.core.complete())
-        {
-            break;
-        }
-        let step_limit = now + Duration::from_millis(20);
-        while sim.step(step_limit) {}
+    {
+        turn(
+            &mut sim,
+            nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+        );
     }
     (nodes, data, sim)
+}
+
+/// One turn of a simulated swarm, as the production driver does it: each node's transport
+/// events go to its core, then the core ticks; then the network runs for 20 ms.
+pub(super) fn turn<'a, S: Store + 'a>(
+    sim: &mut Sim,
+    nodes: impl IntoIterator<Item = (crate::sim::NodeId, &'a mut SwarmCore, &'a mut S)>,
+) {
+    let now = sim.now();
+    for (id, core, store) in nodes {
+        let ep = sim.endpoint(id).expect("node up");
+        while let Some(ev) = ep.poll_event() {
+            core.handle_event(now, ep, store, &ev);
+        }
+        core.tick(now, ep);
+    }
+    let limit = now + Duration::from_millis(20);
+    while sim.step(limit) {}
 }
 
 #[test]
