@@ -48,27 +48,39 @@ fn verified_bytes(s: &SimSwarm<MemStore>, k: usize, size: usize) -> u64 {
         .sum()
 }
 
+/// A swarm of `size` random bytes over `pipe` with its seed joined (links limited); returns
+/// the swarm, the data, the seed's store (to make empty fetcher stores like it) and the seed's
+/// index.
+fn seeded_swarm(
+    seed: u64,
+    size: usize,
+    pipe: PipeConfig,
+) -> (SimSwarm<MemStore>, Vec<u8>, MemStore, usize) {
+    let data = payload(size, seed);
+    let mut s: SimSwarm<MemStore> = SimSwarm::new(
+        Sim::new(seed, pipe),
+        swarm_cfg(),
+        Config::default(),
+        size as u64,
+        FRAG,
+    );
+    let seed_store = MemStore::full(&data, FRAG);
+    let origin = s.join(seed_store.clone());
+    limit_links(&mut s, origin);
+    (s, data, seed_store, origin)
+}
+
 #[test]
 fn thirty_fetchers_with_churn_end_with_the_seeds_bytes() {
     for_seeds(&[11], |seed| {
         let size = 1024 * 1024 + 4321;
-        let data = payload(size, seed);
         let pipe = PipeConfig {
             latency: Duration::from_millis(20),
             jitter: Duration::from_millis(5),
             loss: 0.01,
             ..PipeConfig::default()
         };
-        let mut s: SimSwarm<MemStore> = SimSwarm::new(
-            Sim::new(seed, pipe),
-            swarm_cfg(),
-            Config::default(),
-            size as u64,
-            FRAG,
-        );
-        let seed_store = MemStore::full(&data, FRAG);
-        let origin = s.join(seed_store.clone());
-        limit_links(&mut s, origin);
+        let (mut s, data, seed_store, origin) = seeded_swarm(seed, size, pipe);
         // 20 fetchers now, 10 late joiners later.
         for _ in 0..20 {
             let k = s.join(MemStore::empty_like(&seed_store));
@@ -142,22 +154,12 @@ fn thirty_fetchers_with_churn_end_with_the_seeds_bytes() {
 fn fetchers_finish_among_themselves_after_the_seed_leaves() {
     for_seeds(&[21], |seed| {
         let size = 512 * 1024 + 77;
-        let data = payload(size, seed);
         let pipe = PipeConfig {
             latency: Duration::from_millis(15),
             loss: 0.005,
             ..PipeConfig::default()
         };
-        let mut s: SimSwarm<MemStore> = SimSwarm::new(
-            Sim::new(seed, pipe),
-            swarm_cfg(),
-            Config::default(),
-            size as u64,
-            FRAG,
-        );
-        let seed_store = MemStore::full(&data, FRAG);
-        let origin = s.join(seed_store.clone());
-        limit_links(&mut s, origin);
+        let (mut s, data, seed_store, origin) = seeded_swarm(seed, size, pipe);
         // The seed's uplink is the bottleneck: fetchers lack much when the copy is out.
         s.sim.set_uplink(s.nodes[origin].id, link(2));
         for _ in 0..8 {
