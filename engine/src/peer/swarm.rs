@@ -11,7 +11,7 @@
 //! out through the reactor). Disk IO goes through [`Store`], which a production driver backs
 //! with files and a test with memory.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -172,8 +172,10 @@ struct Session {
     listen_port: u16,
     /// Both sides speak peer exchange.
     pex: bool,
-    /// Addresses we told them of by PEX (to send only changes).
-    told: HashSet<SocketAddr>,
+    /// Addresses we told them of by PEX (to send only changes). Ordered, like the set it is
+    /// compared with, so that which 50 go first is a function of the state, not of a hash seed
+    /// (simulations replay from their seed).
+    told: BTreeSet<SocketAddr>,
     /// When we last sent them PEX, and when we last used theirs.
     pex_sent_at: Option<Time>,
     pex_rx_at: Option<Time>,
@@ -199,7 +201,7 @@ impl Session {
             stalls: 0,
             listen_port: 0,
             pex: false,
-            told: HashSet::new(),
+            told: BTreeSet::new(),
             pex_sent_at: None,
             pex_rx_at: None,
         }
@@ -408,7 +410,7 @@ impl SwarmCore {
         now: Time,
         ep: &mut Endpoint,
         h: ConnHandle,
-        current: &HashSet<SocketAddr>,
+        current: &BTreeSet<SocketAddr>,
     ) {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
@@ -455,7 +457,7 @@ impl SwarmCore {
     }
 
     /// The addresses PEX may pass on now.
-    fn reachable_set(&self) -> HashSet<SocketAddr> {
+    fn reachable_set(&self) -> BTreeSet<SocketAddr> {
         self.sessions.values().filter_map(Self::reachable).collect()
     }
 

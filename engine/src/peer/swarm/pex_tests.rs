@@ -156,3 +156,21 @@ fn an_address_not_verified_as_reachable_is_never_passed_on() {
     // The others still found each other through the seed.
     assert!(peers[2].core.peer_count() >= 3);
 }
+
+#[test]
+fn a_pex_swarm_replays_from_its_seed() {
+    // Which addresses a PEX message lists first, and so whom a peer dials, must follow from
+    // the state, not from a per-process hash seed: the same seed gives the same swarm.
+    let summary = || {
+        let (peers, _, sim) = run(5, 20, true, |k| k - 1, |_| 4000, Duration::from_secs(300));
+        let per_peer: Vec<(u64, u64, usize)> = peers
+            .iter()
+            .map(|p| {
+                let s = p.core.stats();
+                (s.pex_learned, s.uploaded, p.core.peer_count())
+            })
+            .collect();
+        (per_peer, sim.now())
+    };
+    assert_eq!(summary(), summary());
+}
