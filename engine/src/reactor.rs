@@ -353,12 +353,14 @@ impl Reactor {
     /// Sends the core's multicast datagrams (never queued: discovery tolerates loss).
     fn flush_multicast<C: Core>(&mut self, ep: &mut C) {
         let now = self.now();
-        let mut buf = [0u8; 2048];
+        // A pooled transmit buffer: this runs on every flush, so no fresh zeroed buffer.
+        let mut buf = self.pool.pop().unwrap_or_else(|| vec![0u8; SLOT]);
         while let Some(t) = ep.poll_multicast(now, &mut buf) {
             if let Some(m) = self.mcast.iter().find(|m| m.group == t.remote) {
                 self.stats.multicast_send_errors += m.send(&buf[..t.len]) as u64;
             }
         }
+        self.pool.push(buf);
     }
 
     /// Sends everything the endpoint has, until the socket would block or the queue is full.
