@@ -70,10 +70,11 @@ impl McastSocket {
         }
         if ifaces.is_empty() {
             return Err(last_err.unwrap_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "no multicast-capable interface is up",
-                )
+                let msg = match only {
+                    Some(ip) => format!("no multicast-capable interface that is up holds {ip}"),
+                    None => "no multicast-capable interface is up".to_owned(),
+                };
+                io::Error::new(io::ErrorKind::NotFound, msg)
             }));
         }
         match group {
