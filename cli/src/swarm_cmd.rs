@@ -241,7 +241,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let trackers = resolve_trackers(&st);
     if trackers.is_empty() && !lan_on {
         warn!(
-            "no usable tracker in {} and LAN discovery is off: waiting for peers to connect",
+            "no usable tracker in {} and no LAN discovery: waiting for peers to connect",
             args.st.display()
         );
     }
