@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use log::{info, warn};
+use log::{debug, info, warn};
 use st_engine::discovery::lan::{LanConfig, LanDiscovery};
 use st_engine::discovery::tracker_client::{Progress as TrackerProgress, TrackerClient};
 use st_engine::node::Node;
@@ -379,6 +379,12 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         b.finish_and_clear();
     }
     result.map_err(|e| runtime(format!("network error: {e}")))?;
+    debug!(
+        "reactor: {:?}; gso {} gro {}",
+        reactor.stats(),
+        reactor.gso(),
+        reactor.gro()
+    );
     if let Some(f) = failure {
         return Err(f);
     }

@@ -190,6 +190,9 @@ impl Reactor {
         sock.bind(&cfg.bind.into())?;
         let (gso, gro) = offloads(&sock, cfg.gso, cfg.gro);
         log::info!("udp offloads: gso {gso} gro {gro}");
+        if !set_dont_fragment(&sock, cfg.bind.is_ipv6()) {
+            log::info!("cannot set the don't-fragment bit; path MTU probes may be fragmented");
+        }
         let std_sock: std::net::UdpSocket = sock.into();
         let mut socket = UdpSocket::from_std(std_sock);
         let local = socket.local_addr()?;
@@ -516,6 +519,41 @@ mod linux {
     pub(super) const UDP_GRO: libc::c_int = 104;
     const CMSG_LEN: usize = 64;
 
+    /// Sets the don't-fragment bit and ignores the kernel's path MTU cache
+    /// (`IP_PMTUDISC_PROBE`, and its IPv6 twin on an IPv6 socket, which also carries IPv4):
+    /// the transport finds the path MTU itself (spec §8.4), so a datagram larger than the
+    /// interface's MTU fails at once with `EMSGSIZE` instead of leaving as IP fragments. True
+    /// if the bit is set for the socket's own family.
+    pub(super) fn set_dont_fragment(sock: &Socket, v6: bool) -> bool {
+        let fd = sock.as_raw_fd();
+        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+            // SAFETY: setsockopt with a valid fd and a c_int option value of the right size.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&value as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                ) == 0
+            }
+        };
+        let v4 = set(
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
+        if v6 {
+            set(
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            )
+        } else {
+            v4
+        }
+    }
+
     pub(super) fn offloads(sock: &Socket, want_gso: bool, want_gro: bool) -> (bool, bool) {
         let fd = sock.as_raw_fd();
         let gso = want_gso && {
@@ -673,7 +711,14 @@ mod linux {
                         io::ErrorKind::Interrupted => continue,
                         _ => {
                             let errno = e.raw_os_error().unwrap_or(0);
-                            let first_seg = self.queue.front().and_then(|s| s.seg).is_some();
+                            // A refused GSO batch of Ethernet-sized segments means the kernel
+                            // or the device cannot do GSO; larger segments may just be too big
+                            // for the path (the kernel says EINVAL then too): drop those only.
+                            let first_seg = self
+                                .queue
+                                .front()
+                                .and_then(|s| s.seg)
+                                .is_some_and(|g| g <= 1472);
                             if self.gso
                                 && first_seg
                                 && (errno == libc::EIO || errno == libc::EINVAL)
@@ -809,11 +854,16 @@ mod linux {
 }
 
 #[cfg(target_os = "linux")]
-use linux::offloads;
+use linux::{offloads, set_dont_fragment};
 
 #[cfg(not(target_os = "linux"))]
 fn offloads(_: &Socket, _: bool, _: bool) -> (bool, bool) {
     (false, false)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_dont_fragment(_: &Socket, _: bool) -> bool {
+    false
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -62,7 +62,8 @@ pub struct PipeConfig {
     pub reorder_delay: Duration,
     /// Probability one random byte of a datagram is flipped.
     pub corrupt: f64,
-    /// Datagrams larger than this vanish silently (MTU black hole).
+    /// Largest UDP payload the link carries (default 1472, Ethernet); larger datagrams vanish
+    /// silently (an MTU black hole, as with the don't-fragment bit set).
     pub mtu: usize,
 }
 
@@ -81,7 +82,7 @@ impl Default for PipeConfig {
             reorder: 0.0,
             reorder_delay: Duration::from_millis(5),
             corrupt: 0.0,
-            mtu: 65_535,
+            mtu: 1472,
         }
     }
 }

@@ -44,6 +44,8 @@ enum State {
 struct Partial {
     blocks: Vec<State>,
     received: u32,
+    /// Blocks in [`State::Missing`].
+    missing: u32,
 }
 
 /// What a received block completed.
@@ -64,6 +66,12 @@ pub struct Picker {
     total_length: u64,
     block: u32,
     have: Vec<bool>,
+    /// Fragments with an entry in `partial` (a flat copy of its key set, for the scans).
+    started: Vec<bool>,
+    /// Fragments in `have`.
+    have_count: usize,
+    /// Blocks in [`State::Missing`] over all of `partial`.
+    missing_blocks: usize,
     availability: Vec<u32>,
     partial: BTreeMap<u32, Partial>,
     rng: Rng,
@@ -79,6 +87,9 @@ impl Picker {
             total_length,
             block: block.clamp(1, fragment_length),
             have: vec![false; n],
+            started: vec![false; n],
+            have_count: 0,
+            missing_blocks: 0,
             availability: vec![0; n],
             partial: BTreeMap::new(),
             rng: Rng::new(seed),
@@ -117,7 +128,7 @@ impl Picker {
 
     /// True when every fragment is verified.
     pub fn complete(&self) -> bool {
-        self.have.iter().all(|&h| h)
+        self.have_count == self.have.len()
     }
 
     /// A peer announced fragment `i` (HAVE, or a bit of its HAVE_MAP).
@@ -137,13 +148,16 @@ impl Picker {
     /// Up to `max` blocks to request from a peer that has the fragments `peer_has` says.
     pub fn pick(&mut self, peer_has: impl Fn(u32) -> bool, max: usize) -> Vec<Block> {
         let mut out = Vec::new();
-        // 1. Started fragments, most complete first.
-        let mut started: Vec<(u32, u32)> = self
-            .partial
-            .iter()
-            .filter(|(i, _)| peer_has(**i))
-            .map(|(&i, p)| (i, p.received))
-            .collect();
+        // 1. Started fragments with unrequested blocks, most complete first.
+        let mut started: Vec<(u32, u32)> = if self.missing_blocks == 0 {
+            Vec::new()
+        } else {
+            self.partial
+                .iter()
+                .filter(|(i, p)| p.missing > 0 && peer_has(**i))
+                .map(|(&i, p)| (i, p.received))
+                .collect()
+        };
         started.sort_by_key(|&(i, r)| (std::cmp::Reverse(r), i));
         for (i, _) in started {
             self.take_missing(i, max, &mut out);
@@ -156,11 +170,15 @@ impl Picker {
             let Some(i) = self.rarest_new(&peer_has) else {
                 break;
             };
+            let n = self.blocks_in(i);
             let partial = Partial {
-                blocks: vec![State::Missing; self.blocks_in(i)],
+                blocks: vec![State::Missing; n],
                 received: 0,
+                missing: n as u32,
             };
             self.partial.insert(i, partial);
+            self.started[i as usize] = true;
+            self.missing_blocks += n;
             self.take_missing(i, max, &mut out);
         }
         if !out.is_empty() {
@@ -168,11 +186,7 @@ impl Picker {
         }
         // 3. Endgame: nothing is missing unrequested; duplicate requests of this peer's
         //    fragments, least-requested blocks first.
-        let endgame = self
-            .partial
-            .values()
-            .all(|p| p.blocks.iter().all(|s| !matches!(s, State::Missing)))
-            && self.unstarted_missing() == 0;
+        let endgame = self.missing_blocks == 0 && self.unstarted_missing() == 0;
         if endgame {
             let frags: Vec<u32> = self
                 .partial
@@ -201,9 +215,8 @@ impl Picker {
     }
 
     fn unstarted_missing(&self) -> usize {
-        (0..self.fragment_count())
-            .filter(|&i| !self.has(i) && !self.partial.contains_key(&i))
-            .count()
+        // A fragment is held, started, or neither (verified fragments leave `partial`).
+        self.have.len() - self.have_count - self.partial.len()
     }
 
     fn take_missing(&mut self, i: u32, max: usize, out: &mut Vec<Block>) {
@@ -217,6 +230,8 @@ impl Picker {
                 && p.blocks[b] == State::Missing
             {
                 p.blocks[b] = State::Requested(1);
+                p.missing -= 1;
+                self.missing_blocks -= 1;
                 out.push(block);
             }
         }
@@ -227,11 +242,12 @@ impl Picker {
     fn rarest_new(&mut self, peer_has: &impl Fn(u32) -> bool) -> Option<u32> {
         let mut best: Option<(u32, u32)> = None;
         let mut ties = 0u64;
-        for i in 0..self.fragment_count() {
-            if self.have[i as usize] || self.partial.contains_key(&i) || !peer_has(i) {
+        for (k, (&have, &started)) in self.have.iter().zip(&self.started).enumerate() {
+            let i = k as u32;
+            if have || started || !peer_has(i) {
                 continue;
             }
-            let a = self.availability[i as usize];
+            let a = self.availability[k];
             match best {
                 Some((_, b)) if a > b => {}
                 Some((_, b)) if a == b => {
@@ -252,23 +268,32 @@ impl Picker {
     /// A request was not answered (the peer choked, rejected or left): the block may be
     /// requested again.
     pub fn release(&mut self, b: Block) {
-        if let Some(s) = self.state_mut(b)
-            && let State::Requested(c) = *s
+        let block = self.block;
+        if let Some((p, idx)) = Self::partial_of(&mut self.partial, block, b)
+            && let State::Requested(c) = p.blocks[idx]
         {
-            *s = if c > 1 {
-                State::Requested(c - 1)
+            if c > 1 {
+                p.blocks[idx] = State::Requested(c - 1);
             } else {
-                State::Missing
-            };
+                p.blocks[idx] = State::Missing;
+                p.missing += 1;
+                self.missing_blocks += 1;
+            }
         }
     }
 
-    fn state_mut(&mut self, b: Block) -> Option<&mut State> {
-        if !b.offset.is_multiple_of(self.block) {
+    /// The partial fragment holding block `b`, and the block's index in it.
+    fn partial_of(
+        partial: &mut BTreeMap<u32, Partial>,
+        block: u32,
+        b: Block,
+    ) -> Option<(&mut Partial, usize)> {
+        if !b.offset.is_multiple_of(block) {
             return None;
         }
-        let idx = (b.offset / self.block) as usize;
-        self.partial.get_mut(&b.fragment)?.blocks.get_mut(idx)
+        let idx = (b.offset / block) as usize;
+        let p = partial.get_mut(&b.fragment)?;
+        (idx < p.blocks.len()).then_some((p, idx))
     }
 
     /// Rebuilds the request counts from the requests actually outstanding (all peers'), so a
@@ -284,9 +309,10 @@ impl Picker {
                 }
             }
         }
+        let block = self.block;
         for b in outstanding {
-            if let Some(st) = self.state_mut(b) {
-                *st = match *st {
+            if let Some((p, idx)) = Self::partial_of(&mut self.partial, block, b) {
+                p.blocks[idx] = match p.blocks[idx] {
                     State::Missing => {
                         freed = freed.saturating_sub(1);
                         State::Requested(1)
@@ -296,22 +322,29 @@ impl Picker {
                 };
             }
         }
+        self.missing_blocks = 0;
+        for p in self.partial.values_mut() {
+            p.missing = p.blocks.iter().filter(|s| **s == State::Missing).count() as u32;
+            self.missing_blocks += p.missing as usize;
+        }
         freed
     }
 
     /// A block arrived (its length was checked against the request by the caller).
     pub fn received(&mut self, b: Block) -> Received {
-        let Some(s) = self.state_mut(b) else {
+        let block = self.block;
+        let Some((p, idx)) = Self::partial_of(&mut self.partial, block, b) else {
             return Received::Unneeded;
         };
-        if *s == State::Received {
-            return Received::Unneeded;
+        match p.blocks[idx] {
+            State::Received => return Received::Unneeded,
+            State::Missing => {
+                p.missing -= 1;
+                self.missing_blocks -= 1;
+            }
+            State::Requested(_) => {}
         }
-        *s = State::Received;
-        let p = self
-            .partial
-            .get_mut(&b.fragment)
-            .expect("state_mut found it");
+        p.blocks[idx] = State::Received;
         p.received += 1;
         if p.received as usize == p.blocks.len() {
             Received::FragmentComplete
@@ -322,15 +355,26 @@ impl Picker {
 
     /// The assembled fragment matched its hash.
     pub fn verified(&mut self, i: u32) {
-        self.partial.remove(&i);
-        if let Some(h) = self.have.get_mut(i as usize) {
+        self.forget(i);
+        if let Some(h) = self.have.get_mut(i as usize)
+            && !*h
+        {
             *h = true;
+            self.have_count += 1;
         }
     }
 
     /// The assembled fragment did not match: fetch all of it again.
     pub fn failed(&mut self, i: u32) {
-        self.partial.remove(&i);
+        self.forget(i);
+    }
+
+    /// Drops fragment `i`'s partial state.
+    fn forget(&mut self, i: u32) {
+        if let Some(p) = self.partial.remove(&i) {
+            self.missing_blocks -= p.missing as usize;
+            self.started[i as usize] = false;
+        }
     }
 
     /// Fragment `i` was already verified on disk (resume).

@@ -149,6 +149,8 @@ struct Session {
     peer_id: Option<[u8; 16]>,
     outbound: bool,
     have: Bits,
+    /// Fragments in `have` that we lack (kept up to date, so interest is not a scan).
+    wanted: u32,
     /// They choke us (we may not request).
     choked: bool,
     /// We choke them (we do not serve).
@@ -188,6 +190,7 @@ impl Session {
             peer_id: None,
             outbound,
             have: Bits::new(n),
+            wanted: 0,
             choked: true,
             choking: true,
             interested: false,
@@ -638,9 +641,11 @@ impl SwarmCore {
                     return self.violation(ep, now, h, close_code::VIOLATION);
                 }
                 s.have = Bits::from_wire(bits, n);
+                s.wanted = 0;
                 for i in 0..n {
                     if s.have.get(i) {
                         self.picker.add_availability(i);
+                        s.wanted += u32::from(!self.picker.has(i));
                     }
                 }
                 self.update_interest(ep, h);
@@ -651,6 +656,7 @@ impl SwarmCore {
                 }
                 if s.have.set(i) {
                     self.picker.add_availability(i);
+                    s.wanted += u32::from(!self.picker.has(i));
                 }
                 self.update_interest(ep, h);
             }
@@ -802,6 +808,9 @@ impl SwarmCore {
             let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
             for h in hs {
                 let s = self.sessions.get_mut(&h).expect("listed");
+                if s.have.get(i) {
+                    s.wanted = s.wanted.saturating_sub(1);
+                }
                 if s.peer_id.is_some() {
                     Self::send(ep, h, s, Self::msg(&Message::Have(i)));
                 }
@@ -852,11 +861,10 @@ impl SwarmCore {
     }
 
     fn update_interest(&mut self, ep: &mut Endpoint, h: ConnHandle) {
-        let picker = &self.picker;
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        let want = (0..picker.fragment_count()).any(|i| s.have.get(i) && !picker.has(i));
+        let want = s.wanted > 0;
         if want != s.interesting {
             s.interesting = want;
             let m = if want {
@@ -1009,7 +1017,12 @@ impl SwarmCore {
         {
             self.by_peer.remove(&id);
         }
-        self.connected.remove(&s.addr);
+        // Two sessions with one address (both sides dialled; the duplicate is being closed):
+        // the address stays connected while the other lives, or it would be dialled again,
+        // found a duplicate again, and so on for ever.
+        if !self.sessions.values().any(|o| o.addr == s.addr) {
+            self.connected.remove(&s.addr);
+        }
         self.unpin(s.addr);
         if self.optimistic == Some(h) {
             self.optimistic = None;

@@ -12,8 +12,11 @@ use crate::time::Time;
 pub trait Controller: std::fmt::Debug + Send {
     /// A packet of `bytes` counted in flight was sent.
     fn on_sent(&mut self, now: Time, bytes: u64);
-    /// A packet of `bytes` sent at `sent` was acknowledged.
-    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator);
+    /// A packet of `bytes` sent at `sent` was acknowledged. `app_limited`: it was sent while
+    /// less than half the window was in use (the application or flow control held the sender
+    /// back), so it says nothing about whether the path could take more: the window must not
+    /// grow on it (RFC 9002 §7.8), though a delay-based controller may still shrink.
+    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, app_limited: bool, rtt: &RttEstimator);
     /// Loss of a packet sent at `sent` is a congestion signal; `persistent` per RFC 9002 §7.6.
     fn on_congestion_event(&mut self, now: Time, sent: Time, persistent: bool);
     /// The path MTU changed.
@@ -77,8 +80,8 @@ impl NewReno {
 
 impl Controller for NewReno {
     fn on_sent(&mut self, _now: Time, _bytes: u64) {}
-    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, _rtt: &RttEstimator) {
-        if self.recovery_start.is_some_and(|r| sent <= r) {
+    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, app_limited: bool, _: &RttEstimator) {
+        if app_limited || self.recovery_start.is_some_and(|r| sent <= r) {
             return;
         }
         if self.cwnd < self.ssthresh {
@@ -149,8 +152,8 @@ impl Cubic {
 impl Controller for Cubic {
     fn on_sent(&mut self, _now: Time, _bytes: u64) {}
 
-    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) {
-        if self.recovery_start.is_some_and(|r| sent <= r) {
+    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
+        if app_limited || self.recovery_start.is_some_and(|r| sent <= r) {
             return;
         }
         if self.cwnd < self.ssthresh {
@@ -253,7 +256,14 @@ impl Ledbat {
 impl Controller for Ledbat {
     fn on_sent(&mut self, _now: Time, _bytes: u64) {}
 
-    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) {
+    fn on_ack(
+        &mut self,
+        _now: Time,
+        sent: Time,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
         if self.recovery_start.is_some_and(|r| sent <= r) {
             return;
         }
@@ -261,7 +271,9 @@ impl Controller for Ledbat {
         let target = LEDBAT_TARGET.as_secs_f64();
         if self.slow_start {
             if queuing.as_secs_f64() < target / 2.0 {
-                self.cwnd += bytes;
+                if !app_limited {
+                    self.cwnd += bytes;
+                }
                 return;
             }
             self.slow_start = false;
@@ -269,6 +281,9 @@ impl Controller for Ledbat {
         // RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
         let off_target = ((target - queuing.as_secs_f64()) / target).clamp(-1.0, 1.0);
         let delta = off_target * bytes as f64 * self.mtu as f64 / self.cwnd as f64;
+        if app_limited && delta > 0.0 {
+            return;
+        }
         let next = (self.cwnd as f64 + delta).max(2.0 * self.mtu as f64);
         self.cwnd = next as u64;
     }
@@ -352,7 +367,7 @@ mod tests {
         let mut c = Cubic::new(1200);
         let rtt = RttEstimator::default();
         let w0 = c.window();
-        c.on_ack(Time(1000), Time(0), 1200, &rtt);
+        c.on_ack(Time(1000), Time(0), 1200, false, &rtt);
         assert_eq!(c.window(), w0 + 1200);
         c.on_congestion_event(Time(2000), Time(1500), false);
         let w1 = c.window();
@@ -362,7 +377,13 @@ mod tests {
         assert_eq!(c.window(), w1);
         // Growth in congestion avoidance is positive and bounded.
         for i in 0..100 {
-            c.on_ack(Time(3000 + i * 1000), Time(2500 + i * 1000), 1200, &rtt);
+            c.on_ack(
+                Time(3000 + i * 1000),
+                Time(2500 + i * 1000),
+                1200,
+                false,
+                &rtt,
+            );
         }
         assert!(c.window() > w1 && c.window() < 3 * w1);
         c.on_congestion_event(Time(500_000), Time(400_000), true);

@@ -31,6 +31,10 @@ pub(crate) const MAX_STREAM_RANGES: usize = 256;
 const MAX_ACK_DELAY_MS: u16 = (1 << 14) - 1;
 /// Packet numbers are below 2^62 (spec §7); a DATA packet with a larger one is dropped.
 pub(crate) const MAX_PN: u64 = 1 << 62;
+/// Smallest send allowance in bytes (see `Connection::send_allowance`): room for a few
+/// largest peer messages whatever the window.
+const SEND_FLOOR: usize = 1 << 20;
+
 /// Packet reordering threshold (RFC 9002 §6.1.1).
 const PACKET_THRESHOLD: u64 = 3;
 /// Base MTU (spec §8.4).
@@ -39,6 +43,14 @@ const BASE_MTU: usize = 1200;
 const HANDSHAKE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Delay before probing the MTU again after a failure or a black hole.
 const MTU_RETRY: Duration = Duration::from_secs(60);
+/// Probe sizes below the configured maximum (spec §8.4): Ethernet (1500 − 28), and jumbo
+/// frames (9000 − 48, which fits IPv6 too).
+const MTU_STEPS: [usize; 2] = [1472, 8952];
+/// Bytes a connection sends before it probes beyond Ethernet's MTU: only bulk transfers gain
+/// from larger datagrams, and on a path that cannot carry them each lost probe costs uplink.
+const JUMBO_PROBE_AFTER: u64 = 1 << 20;
+/// Probes of one size lost in a row before the size counts as too big for the path.
+const MTU_PROBE_ATTEMPTS: u8 = 2;
 
 /// The keep-alive interval: the configured one, at most a third of the (negotiated) idle
 /// timeout (spec §7).
@@ -104,6 +116,9 @@ struct Sent {
     max_data: bool,
     mtu_probe: bool,
     done: bool,
+    /// Sent while the window was in use (in flight, this packet included, at least half the
+    /// window): only such packets may grow the window when acknowledged (spec §8.1).
+    cwnd_limited: bool,
 }
 
 /// Counters and gauges of one connection.
@@ -225,6 +240,10 @@ pub(crate) struct Connection {
     probe_mtu: bool,
     mtu_next: Option<usize>,
     mtu_probe: Option<(u64, usize)>,
+    /// Probing searches sizes up to this (the largest size not yet found too big).
+    mtu_ceiling: usize,
+    /// Losses in a row of probes of the size being probed.
+    mtu_probe_losses: u8,
     // Misc.
     ping_pending: bool,
     close_frame: Option<(u32, Vec<u8>)>,
@@ -330,6 +349,8 @@ impl Connection {
             probe_mtu: cfg.probe_mtu,
             mtu_next: None,
             mtu_probe: None,
+            mtu_ceiling: usize::from(cfg.max_mtu).max(BASE_MTU),
+            mtu_probe_losses: 0,
             ping_pending: false,
             close_frame: None,
             close_pending: false,
@@ -413,10 +434,14 @@ impl Connection {
         usize::from(p.max_udp_payload) >= BASE_MTU && p.recv_window >= u64::from(p.max_message) + 4
     }
 
+    /// The next size to probe (spec §8.4): the first of [`MTU_STEPS`] and the maximum that is
+    /// above the current MTU and not above the search ceiling.
     fn next_mtu_candidate(&self) -> Option<usize> {
-        [1472, self.max_mtu]
+        let top = self.max_mtu.min(self.mtu_ceiling);
+        MTU_STEPS
             .into_iter()
-            .find(|&c| c > self.mtu && c <= self.max_mtu)
+            .chain([self.max_mtu])
+            .find(|&c| c > self.mtu && c <= top)
     }
 
     // -------------------------------------------------------------------------------------
@@ -469,6 +494,34 @@ impl Connection {
     // -------------------------------------------------------------------------------------
     // Commands
 
+    /// How many unacknowledged bytes (in flight, lost and waiting, or not sent yet) the send
+    /// buffer may hold before it refuses messages (spec §8.3): one and a half times what the
+    /// path holds without a queue (the congestion window scaled by min RTT / smoothed RTT), at
+    /// least [`SEND_FLOOR`]. Sized to the path rather than fixed, the buffer neither starves
+    /// a fast path nor holds megabytes for a slow or bloated one (which a CANCEL could no
+    /// longer withdraw and which would only wait in a queue), and a connection's memory
+    /// follows its rate. The configured send buffer stays the hard limit on everything held,
+    /// acknowledged bytes above a hole included.
+    fn send_allowance(&self) -> usize {
+        let mut w = self.cc.window() as f64;
+        if self.rtt.has_sample() {
+            let (min, srtt) = (
+                self.rtt.min().as_secs_f64(),
+                self.rtt.smoothed().as_secs_f64(),
+            );
+            if srtt > min && min > 0.0 {
+                w *= min / srtt;
+            }
+        }
+        ((w * 1.5) as usize).max(SEND_FLOOR)
+    }
+
+    /// Bytes in the send buffer not yet acknowledged.
+    fn unacked_in_buffer(&self) -> usize {
+        let acked: u64 = self.s_acked.iter().map(|(s, e)| e - s).sum();
+        self.sbuf.len().saturating_sub(acked as usize)
+    }
+
     pub(crate) fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         if self.is_closed() || self.finishing {
             return Err(SendError::Closed);
@@ -477,7 +530,12 @@ impl Connection {
         if msg.len() > limit {
             return Err(SendError::TooLarge);
         }
-        if self.sbuf.len() + 4 + msg.len() > self.send_limit {
+        let add = 4 + msg.len();
+        // A message is taken while the allowance is not used up (so it may overshoot by one
+        // message: messages larger than the allowance still go), never past the hard limit.
+        if self.sbuf.len() + add > self.send_limit
+            || self.unacked_in_buffer() >= self.send_allowance()
+        {
             self.send_blocked = true;
             return Err(SendError::Blocked);
         }
@@ -516,7 +574,7 @@ impl Connection {
     }
 
     fn maybe_finish(&mut self, now: Time) {
-        if self.finishing && self.sbuf.len() == 0 && self.state == State::Established {
+        if self.finishing && self.sbuf.is_empty() && self.state == State::Established {
             self.close(now, code::NO_ERROR, b"", CloseReason::Local(code::NO_ERROR));
         }
     }
@@ -825,12 +883,15 @@ impl Connection {
                         && ppn == p.pn
                     {
                         self.mtu_probe = None;
+                        self.mtu_probe_losses = 0;
                         self.mtu = size;
                         self.cc.on_mtu(size as u64);
                         self.mtu_next = self.next_mtu_candidate();
                     }
                 } else {
-                    self.cc.on_ack(now, p.time, u64::from(p.size), &self.rtt);
+                    let app_limited = !p.cwnd_limited;
+                    self.cc
+                        .on_ack(now, p.time, u64::from(p.size), app_limited, &self.rtt);
                 }
                 if let Some((off, len)) = p.stream {
                     // A copy (probe or retransmission) can be acknowledged after the original
@@ -860,7 +921,10 @@ impl Connection {
             self.s_base = e;
             self.s_acked.remove_below(e);
             self.s_retx.remove_below(e);
-            if self.send_blocked && self.sbuf.len() <= self.send_limit / 2 {
+            if self.send_blocked
+                && self.sbuf.len() <= self.send_limit / 2
+                && self.unacked_in_buffer() <= self.send_allowance() / 2
+            {
                 self.send_blocked = false;
                 self.events.push_back(ConnEvent::Writable);
             }
@@ -906,10 +970,21 @@ impl Connection {
                     self.max_data_pending = true;
                 }
                 if p.mtu_probe {
-                    if self.mtu_probe.is_some_and(|(pn, _)| pn == p.pn) {
+                    if let Some((pn, size)) = self.mtu_probe
+                        && pn == p.pn
+                    {
                         self.mtu_probe = None;
-                        self.mtu_next = None;
-                        self.timers[Timer::MtuRetry as usize] = Some(now + MTU_RETRY);
+                        self.mtu_probe_losses += 1;
+                        if self.mtu_probe_losses < MTU_PROBE_ATTEMPTS {
+                            // One loss may be congestion: try the same size again.
+                            self.mtu_next = Some(size);
+                        } else {
+                            // Too big for the path: search below it, and look again later.
+                            self.mtu_probe_losses = 0;
+                            self.mtu_ceiling = size - 1;
+                            self.mtu_next = self.next_mtu_candidate();
+                            self.timers[Timer::MtuRetry as usize] = Some(now + MTU_RETRY);
+                        }
                     }
                     continue;
                 }
@@ -1020,7 +1095,11 @@ impl Connection {
                 }
                 Timer::MtuRetry => {
                     if self.probe_mtu && self.state == State::Established {
-                        self.mtu_next = self.next_mtu_candidate();
+                        // The path may have changed: search up to the maximum again.
+                        self.mtu_ceiling = self.max_mtu;
+                        if self.mtu_probe.is_none() {
+                            self.mtu_next = self.next_mtu_candidate();
+                        }
                     }
                 }
             }
@@ -1183,6 +1262,7 @@ impl Connection {
     fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
         let size = self.mtu_next?;
         if self.mtu_probe.is_some()
+            || (size > MTU_STEPS[0] && self.stats.bytes_sent < JUMBO_PROBE_AFTER)
             || !self.confirmed
             || size > buf.len()
             || self.in_flight + size as u64 > self.cc.window()
@@ -1206,15 +1286,17 @@ impl Connection {
                 max_data: false,
                 mtu_probe: true,
                 done: false,
+                cwnd_limited: false,
             },
         );
         Some(n)
     }
 
-    fn on_packet_sent(&mut self, now: Time, s: Sent) {
+    fn on_packet_sent(&mut self, now: Time, mut s: Sent) {
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += u64::from(s.size);
         self.in_flight += u64::from(s.size);
+        s.cwnd_limited = 2 * self.in_flight >= self.cc.window();
         self.eliciting_in_flight += 1;
         self.cc.on_sent(now, u64::from(s.size));
         self.pacer.on_sent(u64::from(s.size));
@@ -1287,6 +1369,7 @@ impl Connection {
             max_data: false,
             mtu_probe: false,
             done: false,
+            cwnd_limited: false,
         };
         let mut elicit = false;
         if self.max_data_pending && out.len() - n >= 9 {

@@ -94,7 +94,7 @@ impl Default for Config {
             keep_alive: Some(Duration::from_secs(10)),
             max_ack_delay: Duration::from_millis(25),
             initial_mtu: 1200,
-            max_mtu: 1472,
+            max_mtu: 65_000,
             probe_mtu: true,
             congestion: CongestionKind::Cubic,
             accept: false,

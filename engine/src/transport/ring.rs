@@ -14,6 +14,10 @@ impl Ring {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+    /// True if no bytes are held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
     /// Allocated capacity.
     pub(crate) fn capacity(&self) -> usize {
         self.buf.len()
