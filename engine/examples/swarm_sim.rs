@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
-//!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600]
+//!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600] [--cc cubic]
+//!           [--report-s 10]
 //! ```
 //! One seed and `--peers` fetchers, every node with `--mbit` of uplink AND of downlink (its
 //! access link, shared by all its connections; `sim::LinkConfig`), paths of `--latency-ms`
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use st_engine::peer::swarm::SwarmConfig;
 use st_engine::sim::swarm::{SimSwarm, SyntheticStore};
 use st_engine::sim::{LinkConfig, PipeConfig, Sim};
-use st_engine::transport::Config;
+use st_engine::transport::{CongestionKind, Config};
 
 fn parse_size(s: &str) -> u64 {
     let (num, mul) = match s.chars().last() {
@@ -40,6 +41,8 @@ fn main() {
     let mut quantum_ms = 2u64;
     let mut seed = 1u64;
     let mut limit_s = 3600u64;
+    let mut report = Duration::from_secs(10);
+    let mut cc = CongestionKind::Cubic;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -58,6 +61,15 @@ fn main() {
             "--quantum-ms" => quantum_ms = v().parse().expect("--quantum-ms N"),
             "--seed" => seed = v().parse().expect("--seed N"),
             "--limit-s" => limit_s = v().parse().expect("--limit-s N"),
+            "--report-s" => report = Duration::from_secs(v().parse().expect("--report-s N")),
+            "--cc" => {
+                cc = match v().as_str() {
+                    "cubic" => CongestionKind::Cubic,
+                    "newreno" => CongestionKind::NewReno,
+                    "ledbat" => CongestionKind::Ledbat,
+                    other => panic!("--cc cubic|newreno|ledbat, not {other}"),
+                }
+            }
             other => panic!("unknown argument {other} (see the doc comment)"),
         }
     }
@@ -70,7 +82,10 @@ fn main() {
     let mut s: SimSwarm<SyntheticStore> = SimSwarm::new(
         Sim::new(seed, pipe),
         SwarmConfig::default(),
-        Config::default(),
+        Config {
+            congestion: cc,
+            ..Config::default()
+        },
         size,
         fragment,
     );
@@ -87,17 +102,27 @@ fn main() {
     }
     let start = s.sim.now();
     let wall = Instant::now();
-    let mut next_report = start + Duration::from_secs(10);
+    let mut next_report = start + report;
+    let mut last_up: Vec<u64> = vec![0; s.nodes.len()];
     let done = s.run_until(Duration::from_secs(limit_s), |s| {
         if s.sim.now() >= next_report {
-            next_report = s.sim.now() + Duration::from_secs(10);
+            next_report = s.sim.now() + report;
             let left: u64 = (1..s.nodes.len()).map(|k| s.core(k).left()).sum();
             let finished = (1..s.nodes.len()).filter(|&k| s.core(k).complete()).count();
+            // Uplink use since the last report: of all nodes, and of the seed.
+            let up: Vec<u64> = s.nodes.iter().map(|n| s.sim.uplink_stats(n.id).bytes).collect();
+            let cap = rate as f64 / 8.0 * report.as_secs_f64();
+            let all: u64 = up.iter().zip(&last_up).map(|(a, b)| a - b).sum();
+            let seed_use = (up[0] - last_up[0]) as f64 / cap;
+            let all_use = all as f64 / (cap * up.len() as f64);
+            last_up = up;
             eprintln!(
-                "t={:.0} s: {:.1} % of {} copies, {finished} complete (wall {:.0} s)",
+                "t={:.0} s: {:.1} % of {} copies, {finished} complete, uplinks {:.0} % busy (seed {:.0} %) (wall {:.0} s)",
                 (s.sim.now() - start).as_secs_f64(),
                 100.0 * (1.0 - left as f64 / (size as f64 * peers as f64)),
                 peers,
+                100.0 * all_use,
+                100.0 * seed_use,
                 wall.elapsed().as_secs_f64()
             );
         }
