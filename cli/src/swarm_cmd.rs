@@ -22,6 +22,7 @@ use st_engine::node::Node;
 use st_engine::peer::swarm::{SwarmConfig, SwarmCore};
 use st_engine::reactor::{Reactor, ReactorConfig};
 use st_engine::storage::Storage;
+use st_engine::storage::disk::{DiskThread, Done};
 use st_engine::time::Time;
 use st_engine::transport::{self, Endpoint, Event, RequestId};
 use st_proto::st_file::{Host, StFile};
@@ -281,8 +282,43 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         println!("{}: already complete", info.name);
         return Ok(());
     }
+    // From here on writes, verification and resume syncs run on the disk thread; the reactor
+    // serves reads through the thread's view (spec peer.md §8).
+    let waker = reactor
+        .waker()
+        .map_err(|e| runtime(format!("cannot set up the disk thread: {e}")))?;
+    let mut disk = DiskThread::spawn(storage, waker)
+        .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
+    // The final fsync and renames are queued, not done yet.
+    let mut finishing = false;
+    // A resume sync is queued and has not answered yet.
+    let mut syncing = false;
 
     let result = reactor.run(&mut node, Duration::from_millis(50), |node, now| {
+        while let Some(done) = disk.poll() {
+            match done {
+                Done::Verified(i, ok) => swarm.fragment_verified(now, &mut node.ep, i, ok),
+                Done::Synced(r) => {
+                    syncing = false;
+                    if let Err(e) = r {
+                        failure.get_or_insert(runtime(disk_error(&e, disk.view())));
+                    }
+                }
+                Done::Finished(Ok(())) => {
+                    finishing = false;
+                    finished = true;
+                    tc.set_complete(now);
+                    info!("{}: complete, every fragment verified", info.name);
+                }
+                Done::Finished(Err(e)) => {
+                    finishing = false;
+                    failure.get_or_insert(runtime(format!("{e}")));
+                }
+                Done::Failed(e) => {
+                    failure.get_or_insert(runtime(disk_error(&e, disk.view())));
+                }
+            }
+        }
         if let Some(lan) = &mut node.lan {
             while let Some((id, addr)) = lan.poll_peer() {
                 if id == swarm_id {
@@ -306,12 +342,12 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                     }
                 }
                 Event::Request(_) => {}
-                other => swarm.handle_event(now, ep, &mut storage, &other),
+                other => swarm.handle_event(now, ep, &mut disk, &other),
             }
         }
         swarm.tick(now, ep);
         if let Some(e) = swarm.take_io_error() {
-            failure.get_or_insert(runtime(disk_error(&e, &storage)));
+            failure.get_or_insert(runtime(disk_error(&e, disk.view())));
         }
         let left = swarm.left();
         let (uploaded, downloaded) = (swarm.stats().uploaded, swarm.stats().downloaded);
@@ -344,17 +380,17 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 format_size(uploaded)
             );
         }
-        if !finished && swarm.complete() {
-            finished = true;
-            if let Err(e) = storage.finish() {
+        if !finished && !finishing && swarm.complete() {
+            // Every fragment verified: the thread fsyncs and moves the files into place, and
+            // says so (`Done::Finished`) before the fetch counts as complete.
+            finishing = true;
+            if let Err(e) = disk.finish() {
                 failure.get_or_insert(runtime(format!("{e}")));
-            } else {
-                tc.set_complete(now);
-                info!("{}: complete, every fragment verified", info.name);
             }
-        } else if !finished && Instant::now() >= next_sync {
+        } else if !finished && !finishing && !syncing && Instant::now() >= next_sync {
             next_sync = Instant::now() + SYNC_EVERY;
-            if let Err(e) = storage.sync_resume() {
+            syncing = true;
+            if let Err(e) = disk.sync() {
                 failure.get_or_insert(runtime(format!("{e}")));
             }
         }
@@ -364,7 +400,10 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             stopping_since = Some(now);
             tc.stop(now);
             swarm.close_all(now, ep);
-            if !finished && let Err(e) = storage.sync_resume() {
+            if !finished
+                && !finishing
+                && let Err(e) = disk.sync_and_wait()
+            {
                 warn!("resume state not saved ({e}); a re-run checks the data on disk");
             }
         }
@@ -379,6 +418,15 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         b.finish_and_clear();
     }
     result.map_err(|e| runtime(format!("network error: {e}")))?;
+    if finishing {
+        // Stopped while the files were being moved into place: wait for that to end.
+        match disk.wait_finished() {
+            Ok(()) => finished = true,
+            Err(e) => {
+                failure.get_or_insert(runtime(format!("{e}")));
+            }
+        }
+    }
     debug!(
         "reactor: {:?}; gso {} gro {}",
         reactor.stats(),
@@ -391,8 +439,8 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     summary(
         &swarm,
         started.elapsed(),
-        storage.verified_bytes().saturating_sub(start_have),
-        &storage,
+        disk.view().verified_bytes().saturating_sub(start_have),
+        disk.view(),
         finished,
         args.mode,
     );

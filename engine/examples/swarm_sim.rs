@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use st_engine::peer::swarm::SwarmConfig;
 use st_engine::sim::swarm::{SimSwarm, SyntheticStore};
 use st_engine::sim::{LinkConfig, PipeConfig, Sim};
-use st_engine::transport::{CongestionKind, Config};
+use st_engine::transport::{Config, CongestionKind};
 
 fn parse_size(s: &str) -> u64 {
     let (num, mul) = match s.chars().last() {

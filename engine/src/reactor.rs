@@ -25,6 +25,8 @@ use crate::transport::{Endpoint, Transmit};
 mod multicast;
 
 const SOCKET: Token = Token(0);
+/// Token of the waker (see [`Reactor::waker`]); multicast sockets use 1, 2, ….
+const WAKER: Token = Token(usize::MAX);
 /// Most datagrams read from one multicast socket per turn (discovery is not a data path).
 const MAX_MCAST_PER_TURN: usize = 64;
 /// Buffer size of one send or receive slot: the largest UDP payload (GSO/GRO batches too).
@@ -236,6 +238,16 @@ impl Reactor {
         let n = m.ifaces.len();
         self.mcast.push(m);
         Ok(n)
+    }
+
+    /// A waker for another thread (the disk thread): `wake()` ends the reactor's current
+    /// sleep, so the `run` callback sees that thread's results at once instead of at the next
+    /// deadline. One per reactor (a second call fails).
+    pub fn waker(&self) -> io::Result<std::sync::Arc<mio::Waker>> {
+        Ok(std::sync::Arc::new(mio::Waker::new(
+            self.poll.registry(),
+            WAKER,
+        )?))
     }
 
     /// The bound address.

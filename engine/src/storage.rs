@@ -391,6 +391,33 @@ impl Storage {
         Ok(())
     }
 
+    /// A second handle on the same files for reading only (duplicated descriptors), with the
+    /// same layout and a copy of the verified set; it cannot write, sync or finish. The
+    /// reactor thread serves from it while the [`disk::DiskThread`] owns this one.
+    pub fn reader(&self) -> io::Result<Storage> {
+        let files = self
+            .files
+            .iter()
+            .map(File::try_clone)
+            .collect::<io::Result<Vec<File>>>()?;
+        Ok(Storage {
+            fragment_length: self.fragment_length,
+            total_length: self.total_length,
+            hashes: self.hashes.clone(),
+            swarm_id: self.swarm_id,
+            map: self.map.clone(),
+            lengths: self.lengths.clone(),
+            finals: self.finals.clone(),
+            parts: self.parts.clone(),
+            files,
+            verified: self.verified.clone(),
+            recorded: self.recorded.clone(),
+            resume_path: None,
+            resume_spare: None,
+            complete: self.complete,
+        })
+    }
+
     /// Final paths of the files.
     pub fn final_paths(&self) -> &[PathBuf] {
         &self.finals
@@ -564,6 +591,8 @@ fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, S
         .map(|i| bits[i / 8] & (0x80 >> (i % 8)) != 0)
         .collect())
 }
+
+pub mod disk;
 
 #[cfg(test)]
 mod tests;

@@ -29,9 +29,10 @@ pub trait Store {
     fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()>;
     /// Writes a block.
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()>;
-    /// Reads fragment `i` back and checks its hash; true (and recorded as verified) if it
-    /// matches.
-    fn verify(&mut self, i: u32) -> io::Result<bool>;
+    /// Reads fragment `i` back and checks its hash: `Some(true)` (and recorded as verified)
+    /// if it matches, `Some(false)` if not, `None` if the check runs elsewhere (a disk thread)
+    /// and its result will be given to [`SwarmCore::fragment_verified`].
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>>;
 }
 
 impl Store for crate::storage::Storage {
@@ -41,8 +42,8 @@ impl Store for crate::storage::Storage {
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
         crate::storage::Storage::write(self, fragment, offset, data)
     }
-    fn verify(&mut self, i: u32) -> io::Result<bool> {
-        crate::storage::Storage::verify(self, i)
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
+        crate::storage::Storage::verify(self, i).map(Some)
     }
 }
 
@@ -799,8 +800,23 @@ impl SwarmCore {
     }
 
     fn fragment_done(&mut self, now: Time, ep: &mut Endpoint, store: &mut dyn Store, i: u32) {
+        match store.verify(i) {
+            Ok(Some(ok)) => self.fragment_verified(now, ep, i, ok),
+            // Checked elsewhere: the driver reports the result.
+            Ok(None) => {}
+            Err(_) => self.fragment_verified(now, ep, i, false),
+        }
+    }
+
+    /// The result of checking fragment `i`, whose blocks all arrived: announce it if it
+    /// matched, fetch it again (and strike its sender) if not. Called by the swarm itself when
+    /// the [`Store`] checks at once, and by the driver for a store that checks elsewhere.
+    pub fn fragment_verified(&mut self, now: Time, ep: &mut Endpoint, i: u32, ok: bool) {
+        if i >= self.picker.fragment_count() || self.picker.has(i) {
+            return;
+        }
         let contributors = self.contributors.remove(&i).unwrap_or_default();
-        if store.verify(i).unwrap_or(false) {
+        if ok {
             self.pinned.remove(&i);
             self.picker.verified(i);
             self.stats.downloaded += u64::from(self.fragment_len(i));

@@ -86,7 +86,7 @@ impl Store for MemStore {
         self.data[r].copy_from_slice(data);
         Ok(())
     }
-    fn verify(&mut self, i: u32) -> io::Result<bool> {
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
         let len = fragment_len(self.data.len() as u64, self.fragment_length, i);
         let r = self.range(i, 0, len)?;
         let ok = self
@@ -96,7 +96,7 @@ impl Store for MemStore {
         if let Some(v) = self.verified.get_mut(i as usize) {
             *v = ok;
         }
-        Ok(ok)
+        Ok(Some(ok))
     }
 }
 
@@ -193,17 +193,17 @@ impl Store for SyntheticStore {
         }
         Ok(())
     }
-    fn verify(&mut self, i: u32) -> io::Result<bool> {
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
         let k = i as usize;
         if k >= self.verified.len() {
-            return Ok(false);
+            return Ok(Some(false));
         }
         let len = fragment_len(self.total, self.fragment_length, i);
         let ok = !self.bad[k] && self.good[k] as usize == len;
         self.verified[k] = ok;
         self.good[k] = 0;
         self.bad[k] = false;
-        Ok(ok)
+        Ok(Some(ok))
     }
 }
 

@@ -258,3 +258,83 @@ fn the_resume_file_has_its_room_reserved_and_finish_removes_it() {
     assert!(!resume_name(&d.0, "s").exists());
     assert_eq!(fs::read(d.0.join("s")).unwrap(), all);
 }
+
+/// Waits (polling, as the reactor would after a wake-up) for the disk thread's next result.
+fn next_result(d: &mut disk::DiskThread) -> disk::Done {
+    loop {
+        if let Some(r) = d.poll() {
+            return r;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn the_disk_thread_writes_verifies_syncs_and_finishes_off_the_caller() {
+    use crate::peer::swarm::Store;
+    use disk::{DiskThread, Done, NoWake};
+    let d = Scratch::new("disk-thread");
+    let all = data(50_000, 5);
+    let info = info_for("blob.bin", &all, None);
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    // Fragment 0 right, fragment 1 with one byte wrong.
+    t.write(0, 0, fragment(&all, 0)).unwrap();
+    let mut bad = fragment(&all, 1).to_vec();
+    bad[100] ^= 1;
+    t.write(1, 0, &bad).unwrap();
+    // The check is queued, not done by the caller: it answers "pending".
+    assert_eq!(t.verify(0).unwrap(), None);
+    assert_eq!(t.verify(1).unwrap(), None);
+    assert_eq!(t.pending(), 2);
+    assert!(matches!(next_result(&mut t), Done::Verified(0, true)));
+    assert!(matches!(next_result(&mut t), Done::Verified(1, false)));
+    assert_eq!(t.pending(), 0);
+    // The view the reactor serves from follows the thread's results.
+    assert!(t.view().has(0) && !t.view().has(1));
+    let mut buf = vec![0u8; 1000];
+    t.read(0, 2000, &mut buf).unwrap();
+    assert_eq!(buf, fragment(&all, 0)[2000..3000]);
+    // A sync records exactly the verified fragment.
+    assert_eq!(t.sync_and_wait().unwrap(), 1);
+    // Finishing before everything is verified is refused, and says why.
+    t.finish().unwrap();
+    match next_result(&mut t) {
+        Done::Finished(Err(e)) => assert!(e.to_string().contains("not verified"), "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    for i in 1..info.hashes.len() as u32 {
+        t.write(i, 0, fragment(&all, i)).unwrap();
+        assert_eq!(t.verify(i).unwrap(), None);
+    }
+    for _ in 1..info.hashes.len() {
+        assert!(matches!(next_result(&mut t), Done::Verified(_, true)));
+    }
+    t.finish().unwrap();
+    assert!(matches!(next_result(&mut t), Done::Finished(Ok(()))));
+    let s = t.shut_down().expect("the thread returns the storage");
+    assert!(s.missing().next().is_none());
+    assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
+    assert!(!d.0.join("blob.bin.part").exists());
+    assert!(!resume_name(&d.0, "blob.bin").exists());
+}
+
+#[test]
+fn a_failed_write_on_the_disk_thread_is_reported_and_stops_later_work() {
+    use crate::peer::swarm::Store;
+    use disk::{DiskThread, Done, NoWake};
+    let d = Scratch::new("disk-thread-fail");
+    let all = data(50_000, 6);
+    let info = info_for("blob.bin", &all, None);
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    // A block past the end of its fragment cannot be written.
+    t.write(0, 16_000, &[0u8; 1000]).unwrap();
+    assert!(matches!(next_result(&mut t), Done::Failed(_)));
+    // After a failure nothing more is written or verified (the fetch stops), but a sync
+    // still answers, so the resume state can be saved.
+    t.write(0, 0, fragment(&all, 0)).unwrap();
+    assert_eq!(t.verify(0).unwrap(), None);
+    assert_eq!(t.sync_and_wait().unwrap(), 0);
+    assert!(!t.view().has(0));
+}

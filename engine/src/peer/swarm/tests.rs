@@ -40,10 +40,12 @@ impl Store for MemStore {
         self.data[r].copy_from_slice(data);
         Ok(())
     }
-    fn verify(&mut self, i: u32) -> io::Result<bool> {
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
         let len = fragment_len(self.data.len() as u64, self.fragment_length, i) as usize;
         let r = self.range(i, 0, len);
-        Ok(<[u8; 32]>::from(Sha256::digest(&self.data[r])) == self.hashes[i as usize])
+        Ok(Some(
+            <[u8; 32]>::from(Sha256::digest(&self.data[r])) == self.hashes[i as usize],
+        ))
     }
 }
 

@@ -1,0 +1,279 @@
+//! The disk thread (`spec/peer.md` §8): a fetch's writes, the read-back that verifies each
+//! fragment, and the fsyncs of the resume file run on their own thread, so that a slow disk
+//! never stalls the network reactor.
+//!
+//! The reactor side ([`DiskThread`]) is a [`Store`]: `write` hands the block to the thread
+//! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
+//! back-pressure of a disk slower than the network, and it bounds the memory held in flight),
+//! `verify` queues the check and answers "pending", and `read` serves verified fragments at
+//! once through duplicated file descriptors (a fragment is verified only after the thread wrote
+//! it, so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
+//! thread wakes the reactor (a `mio::Waker`) after each one.
+//!
+//! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
+//! only fragments that the thread itself verified and fsynced (module `storage`).
+
+use std::io;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use super::Storage;
+use crate::peer::swarm::Store;
+
+/// Operations queued to the disk thread, in order.
+enum Op {
+    Write {
+        fragment: u32,
+        offset: u32,
+        data: Vec<u8>,
+    },
+    Verify(u32),
+    Sync,
+    Finish,
+}
+
+/// What the disk thread reports.
+#[derive(Debug)]
+pub enum Done {
+    /// Fragment `i` was read back and checked: true if its hash matched (it is then verified,
+    /// and recorded at the next sync).
+    Verified(u32, bool),
+    /// A resume sync finished: how many fragments are recorded, or why it failed.
+    Synced(io::Result<usize>),
+    /// [`DiskThread::finish`] finished: the files are in place, or why not.
+    Finished(io::Result<()>),
+    /// A write (or the read-back of a verification) failed. Later writes are skipped and later
+    /// verifications are not answered: the fetch must stop (verified data and the resume
+    /// state are kept).
+    Failed(io::Error),
+}
+
+/// Something that wakes the reactor when a result is ready (a `mio::Waker`, or nothing).
+pub trait Wake: Send + Sync + 'static {
+    /// Wakes the reactor.
+    fn wake(&self);
+}
+
+impl Wake for mio::Waker {
+    fn wake(&self) {
+        // A failed wake only delays the result to the reactor's next turn.
+        let _ = mio::Waker::wake(self);
+    }
+}
+
+/// A thread that wakes nobody (tests poll).
+#[derive(Debug, Default)]
+pub struct NoWake;
+
+impl Wake for NoWake {
+    fn wake(&self) {}
+}
+
+/// Most operations queued to the disk thread: with blocks of at most 256 KiB, at most 16 MiB
+/// of written data wait in memory.
+pub const QUEUE: usize = 64;
+
+/// The reactor's handle on the disk thread.
+pub struct DiskThread {
+    tx: Option<SyncSender<Op>>,
+    rx: Receiver<Done>,
+    /// Reads and the verified set, on the reactor thread.
+    reader: Storage,
+    join: Option<JoinHandle<Storage>>,
+    /// Verifications queued and not answered yet.
+    pending: usize,
+}
+
+impl std::fmt::Debug for DiskThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskThread")
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl DiskThread {
+    /// Moves `storage` to a new thread, which calls `waker` after each result.
+    pub fn spawn(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<DiskThread> {
+        let reader = storage.reader()?;
+        let (tx, ops) = sync_channel::<Op>(QUEUE);
+        let (done, rx) = channel::<Done>();
+        let join = std::thread::Builder::new()
+            .name("st-disk".into())
+            .spawn(move || run(storage, &ops, &done, waker.as_ref()))?;
+        Ok(DiskThread {
+            tx: Some(tx),
+            rx,
+            reader,
+            join: Some(join),
+            pending: 0,
+        })
+    }
+
+    /// The reactor-side view: verified set, lengths, paths (reads go through it too).
+    pub fn view(&self) -> &Storage {
+        &self.reader
+    }
+
+    /// Verifications queued and not yet answered.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    fn send(&mut self, op: Op) -> io::Result<()> {
+        let gone = || io::Error::other("the disk thread stopped");
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(op)
+            .map_err(|_| gone())
+    }
+
+    /// The next result, if one is ready. A successful verification is applied to the view
+    /// before it is returned.
+    pub fn poll(&mut self) -> Option<Done> {
+        match self.rx.try_recv() {
+            Ok(d) => {
+                if let Done::Verified(i, ok) = d {
+                    self.pending = self.pending.saturating_sub(1);
+                    if ok {
+                        self.reader.mark_verified(i);
+                    }
+                }
+                Some(d)
+            }
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Queues a resume sync; its result comes back as [`Done::Synced`].
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.send(Op::Sync)
+    }
+
+    /// Queues the final fsync and renames (after every fragment is verified); the result
+    /// comes back as [`Done::Finished`].
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.send(Op::Finish)
+    }
+
+    /// Queues a sync and waits for it (and for everything queued before it): for shutdown.
+    /// Results that arrive meanwhile are applied to the view and dropped.
+    pub fn sync_and_wait(&mut self) -> io::Result<usize> {
+        self.send(Op::Sync)?;
+        loop {
+            match self.rx.recv() {
+                Ok(Done::Synced(r)) => return r,
+                Ok(Done::Verified(i, true)) => {
+                    self.pending = self.pending.saturating_sub(1);
+                    self.reader.mark_verified(i);
+                }
+                Ok(Done::Failed(e)) => return Err(e),
+                Ok(_) => {}
+                Err(_) => return Err(io::Error::other("the disk thread stopped")),
+            }
+        }
+    }
+
+    /// Waits for the answer to a queued [`DiskThread::finish`] (for shutdown: a stop that came
+    /// while the files were being moved into place). Other results are applied and dropped.
+    pub fn wait_finished(&mut self) -> io::Result<()> {
+        loop {
+            match self.rx.recv() {
+                Ok(Done::Finished(r)) => return r,
+                Ok(Done::Verified(i, true)) => {
+                    self.pending = self.pending.saturating_sub(1);
+                    self.reader.mark_verified(i);
+                }
+                Ok(Done::Failed(e)) => return Err(e),
+                Ok(_) => {}
+                Err(_) => return Err(io::Error::other("the disk thread stopped")),
+            }
+        }
+    }
+
+    /// Stops the thread after everything queued is done, and returns the storage.
+    pub fn shut_down(mut self) -> Option<Storage> {
+        self.tx = None;
+        self.join.take()?.join().ok()
+    }
+}
+
+impl Drop for DiskThread {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl Store for DiskThread {
+    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        self.reader.read(fragment, offset, buf)
+    }
+
+    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        self.send(Op::Write {
+            fragment,
+            offset,
+            data: data.to_vec(),
+        })
+    }
+
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
+        self.send(Op::Verify(i))?;
+        self.pending += 1;
+        Ok(None)
+    }
+}
+
+/// The thread: runs the operations in order until the reactor side hangs up.
+fn run(
+    mut storage: Storage,
+    ops: &Receiver<Op>,
+    done: &std::sync::mpsc::Sender<Done>,
+    waker: &dyn Wake,
+) -> Storage {
+    let mut failed = false;
+    while let Ok(op) = ops.recv() {
+        let out = match op {
+            Op::Write {
+                fragment,
+                offset,
+                data,
+            } => {
+                if failed {
+                    continue;
+                }
+                match storage.write(fragment, offset, &data) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        failed = true;
+                        Done::Failed(e)
+                    }
+                }
+            }
+            Op::Verify(i) => {
+                if failed {
+                    continue;
+                }
+                match storage.verify(i) {
+                    Ok(ok) => Done::Verified(i, ok),
+                    Err(e) => {
+                        failed = true;
+                        Done::Failed(e)
+                    }
+                }
+            }
+            Op::Sync => Done::Synced(storage.sync_resume()),
+            Op::Finish => Done::Finished(storage.finish()),
+        };
+        if done.send(out).is_err() {
+            break;
+        }
+        waker.wake();
+    }
+    storage
+}
