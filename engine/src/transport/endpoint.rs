@@ -254,7 +254,10 @@ impl Endpoint {
                 ConnEvent::Connected => Event::Connected(h),
                 ConnEvent::Readable => Event::Readable(h),
                 ConnEvent::Writable => Event::Writable(h),
-                ConnEvent::Closed(r) => Event::Closed(h, r),
+                ConnEvent::Closed(r) => {
+                    log::debug!("connection to {} closed ({r:?}): {:?}", c.remote, c.stats());
+                    Event::Closed(h, r)
+                }
             });
         }
         if c.is_drained() {
