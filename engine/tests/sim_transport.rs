@@ -194,3 +194,156 @@ fn live_cid_from_another_address_gets_no_reset() {
     assert!(net.sim.endpoint(c).unwrap().is_open(ch));
     assert!(net.flows[0].client_closed.is_none() && net.flows[0].server_closed.is_none());
 }
+
+/// A bulk transfer (8 MiB over 50 Mbit/s, so it lasts long enough for the whole search)
+/// over a path that carries UDP payloads up to `link_mtu` bytes; returns the client
+/// connection's final MTU and the datagrams each direction dropped for their size.
+fn bulk_over_mtu(seed: u64, link_mtu: usize) -> (usize, u64, u64) {
+    let mut net = Net::new(seed, bulk_pipe(link_mtu, 250_000));
+    let f = net.add_flow(Config::default(), server_cfg(), vec![256 << 10; 32]);
+    assert!(
+        net.run(Duration::from_secs(30)),
+        "seed {seed} link MTU {link_mtu}: transfer incomplete"
+    );
+    let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+    let mtu = net.sim.endpoint(c).unwrap().stats(ch).unwrap().mtu;
+    let (up, down) = (net.sim.pipe_of(c, s), net.sim.pipe_of(s, c));
+    (
+        mtu,
+        net.sim.pipe_stats(up).mtu_drops,
+        net.sim.pipe_stats(down).mtu_drops,
+    )
+}
+
+/// Path MTU probing (spec §8.4) goes past Ethernet on a bulk connection: it settles on the
+/// largest step the path carries (1472, 8952 for jumbo frames, then the 65 000 maximum), and a
+/// step the path cannot carry costs two lost probes, not a probe every round trip.
+#[test]
+fn bulk_transfer_probes_the_mtu_up_to_what_the_path_carries() {
+    for_seeds(&[191, 192], |seed| {
+        // (link MTU, MTU found, steps the path cannot carry)
+        for (link, want, too_big) in [(1472, 1472, 2), (9000, 8952, 1), (65_535, 65_000, 0)] {
+            let (mtu, up_drops, down_drops) = bulk_over_mtu(seed, link);
+            eprintln!("seed {seed} link {link}: MTU {mtu}, {up_drops}/{down_drops} MTU drops");
+            assert_eq!(mtu, want, "seed {seed}: MTU over a {link}-byte path");
+            // Each size too big is lost twice (MTU_PROBE_ATTEMPTS), then the search goes below
+            // it until the 60 s retry (on a 1472 path 8952 is lost twice and 65 000 is never
+            // sent): a few drops, not one per round trip. The receiver's acknowledgements
+            // also pass 1 MiB here, so it may probe too, within the same bound.
+            assert!(
+                up_drops <= 2 * too_big && (too_big == 0) == (up_drops == 0),
+                "seed {seed} link {link}: {up_drops} sender probes dropped for size"
+            );
+            assert!(
+                down_drops <= 2 * too_big,
+                "seed {seed} link {link}: {down_drops} receiver probes dropped for size"
+            );
+        }
+    });
+}
+
+/// A connection that sends little (well under 1 MiB, JUMBO_PROBE_AFTER) probes only
+/// Ethernet's 1472 bytes: on an Ethernet path no probe is ever dropped for its size, and on a
+/// path that would carry 64 KiB it still stays at 1472.
+#[test]
+fn a_connection_that_sends_little_never_probes_beyond_ethernet() {
+    for_seeds(&[193], |seed| {
+        for link in [1472, 65_535] {
+            let mut net = Net::new(
+                seed,
+                PipeConfig {
+                    mtu: link,
+                    ..pipe(10)
+                },
+            );
+            let f = net.add_flow(
+                Config::default(),
+                server_cfg(),
+                sizes(seed, 400_000, 40_000),
+            );
+            assert!(net.run(Duration::from_secs(10)), "seed {seed}: incomplete");
+            // Idle a while (keep-alives only): still nothing larger.
+            net.run_for(Duration::from_secs(30));
+            let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+            let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+            assert!(
+                st.bytes_sent < 1 << 20,
+                "seed {seed}: sent {}",
+                st.bytes_sent
+            );
+            assert_eq!(st.mtu, 1472, "seed {seed} link {link}: MTU");
+            for p in [net.sim.pipe_of(c, s), net.sim.pipe_of(s, c)] {
+                assert_eq!(
+                    net.sim.pipe_stats(p).mtu_drops,
+                    0,
+                    "seed {seed} link {link}: a probe beyond 1472 was sent"
+                );
+            }
+        }
+    });
+}
+
+/// 50 Mbit/s carrying UDP payloads up to `link_mtu`, with a queue of `queue` bytes.
+fn bulk_pipe(link_mtu: usize, queue: usize) -> PipeConfig {
+    PipeConfig {
+        mtu: link_mtu,
+        rate_bps: Some(50_000_000),
+        queue_bytes: queue,
+        ..pipe(10)
+    }
+}
+
+/// One lost probe may be congestion: the same size is probed once more before it counts as
+/// too big (MTU_PROBE_ATTEMPTS = 2). Here the path carries jumbo frames only from the moment
+/// the first 8952-byte probe was dropped: the second attempt gets through. (The queue is
+/// deep enough never to drop, so that no probe is lost to congestion.)
+#[test]
+fn an_mtu_probe_lost_once_is_sent_again() {
+    for_seeds(&[194], |seed| {
+        let mut net = Net::new(seed, bulk_pipe(1472, 16 << 20));
+        let f = net.add_flow(Config::default(), server_cfg(), vec![256 << 10; 32]);
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        let p = net.sim.pipe_of(c, s);
+        assert!(
+            net.run_until(Duration::from_secs(30), |n| n.sim.pipe_stats(p).mtu_drops
+                > 0),
+            "seed {seed}: no jumbo probe"
+        );
+        assert_eq!(net.sim.pipe_stats(p).mtu_drops, 1);
+        net.sim.set_pipe(p, bulk_pipe(9000, 16 << 20));
+        assert!(net.run(Duration::from_secs(30)), "seed {seed}: incomplete");
+        assert_eq!(net.sim.pipe_stats(p).queue_drops, 0);
+        let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+        assert_eq!(
+            st.mtu, 8952,
+            "seed {seed}: the second 8952 probe was not sent"
+        );
+    });
+}
+
+/// A size lost twice lowers the search ceiling; the MTU retry timer (60 s) lifts it again, so
+/// a path that carries more later (here: from 1472 to jumbo frames) is found.
+#[test]
+fn the_mtu_retry_timer_searches_above_a_failed_size_again() {
+    for_seeds(&[195], |seed| {
+        let mut net = Net::new(seed, bulk_pipe(1472, 250_000));
+        let f = net.add_flow(Config::default(), server_cfg(), vec![256 << 10; 32]);
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        assert!(net.run(Duration::from_secs(30)), "seed {seed}: incomplete");
+        let p = net.sim.pipe_of(c, s);
+        assert_eq!(net.sim.pipe_stats(p).mtu_drops, 2, "8952 failed twice");
+        net.sim.set_pipe(p, bulk_pipe(9000, 250_000));
+        // Idle (keep-alives hold the connection), well within the 60 s: no new search.
+        net.run_for(Duration::from_secs(30));
+        let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+        assert_eq!(st.mtu, 1472, "seed {seed}: searched again before the retry");
+        assert_eq!(net.sim.pipe_stats(p).mtu_drops, 2);
+        // Past the retry timer.
+        net.run_for(Duration::from_secs(40));
+        let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+        assert_eq!(
+            st.mtu, 8952,
+            "seed {seed}: the retry did not search above 8951"
+        );
+    });
+}
