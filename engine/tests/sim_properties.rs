@@ -673,3 +673,54 @@ fn mtu_black_hole_appearing_mid_transfer_is_detected() {
         assert!(net.sim.pipe_stats(p).mtu_drops > 0);
     });
 }
+
+/// A sender that never fills its window (a small message every 100 ms over a fast path) does
+/// not grow it: acknowledgements of app-limited packets say nothing about the path (RFC 9002
+/// §7.8), and a window grown on them would let a later burst go out unchecked.
+#[test]
+fn an_app_limited_sender_keeps_its_initial_window() {
+    for_seeds(&[181], |seed| {
+        for kind in [
+            CongestionKind::Cubic,
+            CongestionKind::NewReno,
+            CongestionKind::Ledbat,
+        ] {
+            let mut net = Net::new(seed, bottleneck(1_000_000_000, 10, 1 << 20, 0.0));
+            let client = Config {
+                congestion: kind,
+                ..Config::default()
+            };
+            let f = net.add_flow(client, server_cfg(), Vec::new());
+            // The messages are sent and read here, not by the harness.
+            net.flows[f].paused = true;
+            assert!(
+                net.run_until(Duration::from_secs(5), |n| n.flows[f].connected
+                    && n.flows[f].sh.is_some())
+            );
+            let (c, ch) = (net.flows[f].c, net.flows[f].ch);
+            let w0 = net.sim.endpoint(c).unwrap().stats(ch).unwrap().cwnd;
+            let msg = vec![0x33u8; 1000];
+            for _ in 0..200 {
+                net.sim.endpoint(c).unwrap().send(ch, &msg).unwrap();
+                net.run_for(Duration::from_millis(100));
+            }
+            let sh = net.flows[f].sh.unwrap();
+            let s = net.flows[f].s;
+            let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+            let mut got = 0;
+            while net.sim.endpoint(s).unwrap().recv(sh).is_some() {
+                got += 1;
+            }
+            eprintln!(
+                "seed {seed} {kind:?}: cwnd {w0} -> {}, {} packets sent",
+                st.cwnd, st.packets_sent
+            );
+            assert_eq!(got, 200, "seed {seed} {kind:?}: messages delivered");
+            assert!(
+                st.cwnd <= w0 + 2 * st.mtu as u64,
+                "seed {seed} {kind:?}: the window grew from {w0} to {}",
+                st.cwnd
+            );
+        }
+    });
+}

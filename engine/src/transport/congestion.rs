@@ -399,6 +399,107 @@ mod tests {
         assert!(!c.in_slow_start());
     }
 
+    /// An RTT estimator whose latest sample is `latest_ms` above a minimum of `min_ms`.
+    fn rtt_with(min_ms: u64, latest_ms: u64) -> RttEstimator {
+        let mut rtt = RttEstimator::default();
+        rtt.update(Duration::from_millis(min_ms), Duration::ZERO);
+        rtt.update(Duration::from_millis(latest_ms), Duration::ZERO);
+        rtt
+    }
+
+    /// Acknowledgements of packets sent while the window was not in use (RFC 9002 §7.8) grow
+    /// neither CUBIC nor NewReno, in slow start or in congestion avoidance; the same
+    /// acknowledgements of window-limited packets do.
+    #[test]
+    fn app_limited_acks_do_not_grow_loss_based_windows() {
+        let rtt = rtt_with(20, 20);
+        for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
+            let mut c = kind.build(1200);
+            let w0 = c.window();
+            // Slow start.
+            for i in 0..50 {
+                c.on_ack(Time(10_000 + i * 1000), Time(i * 1000), 1200, true, &rtt);
+            }
+            assert!(c.in_slow_start());
+            assert_eq!(
+                c.window(),
+                w0,
+                "{kind:?}: grew in slow start on app-limited acks"
+            );
+            c.on_ack(Time(70_000), Time(60_000), 1200, false, &rtt);
+            assert_eq!(c.window(), w0 + 1200, "{kind:?}: a cwnd-limited ack grows");
+            // Congestion avoidance, long after the reduction.
+            c.on_congestion_event(Time(80_000), Time(75_000), false);
+            assert!(!c.in_slow_start());
+            let w1 = c.window();
+            for i in 0..500 {
+                let t = 1_000_000 + i * 1000;
+                c.on_ack(Time(t + 20_000), Time(t), 1200, true, &rtt);
+            }
+            assert_eq!(
+                c.window(),
+                w1,
+                "{kind:?}: grew in congestion avoidance on app-limited acks"
+            );
+            for i in 0..500 {
+                let t = 2_000_000 + i * 1000;
+                c.on_ack(Time(t + 20_000), Time(t), 1200, false, &rtt);
+            }
+            assert!(c.window() > w1, "{kind:?}: cwnd-limited acks grow");
+        }
+    }
+
+    /// LEDBAT grows on neither kind of app-limited acknowledgement when the queuing delay is
+    /// below target (in slow start or after), but still shrinks on them when it is above.
+    #[test]
+    fn app_limited_acks_do_not_grow_ledbat_but_still_shrink_it() {
+        let low = rtt_with(20, 21);
+        let high = rtt_with(20, 20 + 2 * LEDBAT_TARGET.as_millis() as u64);
+        // Slow start, low delay.
+        let mut c = Ledbat::new(1200);
+        let w0 = c.window();
+        for i in 0..50 {
+            c.on_ack(Time(100_000 + i), Time(i), 1200, true, &low);
+        }
+        assert!(c.in_slow_start());
+        assert_eq!(c.window(), w0, "grew in slow start on app-limited acks");
+        c.on_ack(Time(200_000), Time(100_000), 1200, false, &low);
+        assert_eq!(c.window(), w0 + 1200, "a cwnd-limited ack grows");
+        // Congestion avoidance, low delay.
+        c.on_congestion_event(Time(300_000), Time(250_000), false);
+        assert!(!c.in_slow_start());
+        let w1 = c.window();
+        for i in 0..200 {
+            c.on_ack(Time(500_000 + i), Time(400_000 + i), 1200, true, &low);
+        }
+        assert_eq!(
+            c.window(),
+            w1,
+            "grew in congestion avoidance on app-limited acks"
+        );
+        // High delay: app-limited acks still shrink the window.
+        for i in 0..20 {
+            c.on_ack(Time(700_000 + i), Time(600_000 + i), 1200, true, &high);
+        }
+        assert!(
+            c.window() < w1,
+            "did not shrink above target: {}",
+            c.window()
+        );
+        // The same in slow start: a delay above target ends it and shrinks.
+        let mut c = Ledbat::new(1200);
+        let w0 = c.window();
+        for i in 0..20 {
+            c.on_ack(Time(100_000 + i), Time(i), 1200, true, &high);
+        }
+        assert!(!c.in_slow_start());
+        assert!(
+            c.window() < w0,
+            "did not shrink from slow start: {}",
+            c.window()
+        );
+    }
+
     #[test]
     fn pacer_spreads_packets() {
         let mut p = Pacer::default();
