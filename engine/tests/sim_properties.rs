@@ -724,3 +724,120 @@ fn an_app_limited_sender_keeps_its_initial_window() {
         }
     });
 }
+
+/// What [`push_as_fast_as_accepted`] saw.
+#[derive(Debug)]
+struct Pushed {
+    /// Largest `send_buffered` of the sending connection, sampled after every event.
+    max_buffered: u64,
+    /// From the connection's establishment to the last message read.
+    elapsed: Duration,
+    /// Message bytes read by the receiver.
+    bytes: u64,
+}
+
+/// An application that sends `count` messages of `len` bytes as fast as the connection takes
+/// them (after `Blocked` it waits for `Writable`, as the peer layer does) over `pipe`, with a
+/// receiver that reads at once.
+fn push_as_fast_as_accepted(seed: u64, pipe: PipeConfig, len: usize, count: usize) -> Pushed {
+    let mut sim = Sim::new(seed, pipe);
+    let c = sim.add_node(Config::default());
+    let s = sim.add_node(server_cfg());
+    let (t0, saddr) = (sim.now(), sim.addr(s));
+    let ch = sim.endpoint(c).unwrap().connect(t0, saddr);
+    let msg = vec![0xa5u8; len];
+    let (mut sent, mut read, mut bytes) = (0, 0, 0u64);
+    let (mut writable, mut start, mut max_buffered) = (false, None, 0);
+    let deadline = sim.now() + Duration::from_secs(120);
+    while read < count {
+        let now = sim.now();
+        let ep = sim.endpoint(c).unwrap();
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                Event::Connected(_) => {
+                    writable = true;
+                    start = Some(now);
+                }
+                Event::Writable(_) => writable = true,
+                Event::Closed(_, r) => panic!("seed {seed}: sender closed: {r:?}"),
+                _ => {}
+            }
+        }
+        while writable && sent < count {
+            match ep.send(ch, &msg) {
+                Ok(()) => sent += 1,
+                Err(st_engine::transport::SendError::Blocked) => writable = false,
+                Err(e) => panic!("seed {seed}: send: {e}"),
+            }
+        }
+        max_buffered = max_buffered.max(ep.stats(ch).unwrap().send_buffered);
+        let ep = sim.endpoint(s).unwrap();
+        while let Some(ev) = ep.poll_event() {
+            if let Event::Readable(h) = ev {
+                while let Some(m) = ep.recv(h) {
+                    assert_eq!(m.len(), len);
+                    read += 1;
+                    bytes += m.len() as u64;
+                }
+            }
+        }
+        assert!(
+            sim.step(deadline),
+            "seed {seed}: {read}/{count} messages read, {sent} taken, writable {writable}"
+        );
+    }
+    let start = start.expect("connected");
+    Pushed {
+        max_buffered,
+        elapsed: sim.now().saturating_since(start),
+        bytes,
+    }
+}
+
+/// The send buffer follows the path (spec §8.3): on a 10 Mbit/s path an application pushing
+/// 256 KiB messages as fast as they are taken holds about the 1 MiB floor unacknowledged, not
+/// the 16 MiB hard limit, and the transfer still runs at the path's rate.
+#[test]
+fn send_allowance_keeps_a_slow_paths_buffer_small_at_full_goodput() {
+    for_seeds(&[201], |seed| {
+        let rate = 10_000_000;
+        let r = push_as_fast_as_accepted(seed, bottleneck(rate, 10, 100_000, 0.0), 256 << 10, 80);
+        let bps = goodput_bps(r.bytes, r.elapsed);
+        eprintln!("seed {seed}: {r:?}, {:.2} Mbit/s", bps / 1e6);
+        assert_eq!(r.bytes, 80 * (256 << 10));
+        assert!(
+            r.max_buffered <= 2 << 20,
+            "seed {seed}: {} bytes buffered",
+            r.max_buffered
+        );
+        assert!(
+            bps >= 0.9 * rate as f64,
+            "seed {seed}: goodput {:.2} Mbit/s",
+            bps / 1e6
+        );
+    });
+}
+
+/// A message larger than the allowance (4 MiB against the 1 MiB floor) is still taken when
+/// little is unacknowledged: every message up to `max_message` goes eventually.
+#[test]
+fn messages_larger_than_the_send_allowance_still_go() {
+    for_seeds(&[202], |seed| {
+        let rate = 10_000_000;
+        let r = push_as_fast_as_accepted(seed, bottleneck(rate, 10, 100_000, 0.0), 4 << 20, 4);
+        let bps = goodput_bps(r.bytes, r.elapsed);
+        eprintln!("seed {seed}: {r:?}, {:.2} Mbit/s", bps / 1e6);
+        assert_eq!(r.bytes, 4 * (4 << 20));
+        // One message over the allowance at most: well under the 16 MiB limit.
+        assert!(
+            r.max_buffered <= 6 << 20,
+            "seed {seed}: {} bytes buffered",
+            r.max_buffered
+        );
+        assert!(
+            bps >= 0.9 * rate as f64,
+            "seed {seed}: goodput {:.2} Mbit/s",
+            bps / 1e6
+        );
+    });
+}
