@@ -210,3 +210,54 @@ fn fetchers_finish_among_themselves_after_the_seed_leaves() {
         assert!(seed_up > 0);
     });
 }
+
+/// Every node knows every other (the stand-in tracker tells each of all, and again every
+/// 15 s), so both sides of a pair dial each other and one of the two connections is closed as
+/// a duplicate (spec peer.md §3). Closing the duplicate must not make its address look
+/// unconnected while the surviving session to the same address lives, or the address is
+/// dialled again, found a duplicate again, and so on for ever: the connections ever made stay
+/// a small multiple of the pairs.
+#[test]
+fn duplicate_connections_are_not_redialled() {
+    for_seeds(&[31], |seed| {
+        let size = 256 * 1024 + 5;
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            ..PipeConfig::default()
+        };
+        let (mut s, data, seed_store, _) = seeded_swarm(seed, size, pipe);
+        for _ in 0..8 {
+            let k = s.join(MemStore::empty_like(&seed_store));
+            limit_links(&mut s, k);
+        }
+        // Everyone learns of everyone (the tracker told early joiners only of earlier ones).
+        for k in 0..s.nodes.len() {
+            s.announce(k);
+        }
+        s.run_until(Duration::from_secs(30), |_| false);
+        let nodes = s.nodes.len() as u64;
+        let pairs = nodes * (nodes - 1) / 2;
+        let (mut opened, mut accepted) = (0, 0);
+        for n in &s.nodes {
+            let st = s.sim.endpoint(n.id).expect("up").endpoint_stats();
+            opened += st.connections_opened;
+            accepted += st.connections_accepted;
+        }
+        eprintln!("seed {seed}: {nodes} nodes, {opened} connections opened, {accepted} accepted");
+        assert!(
+            opened <= 3 * pairs && accepted <= opened,
+            "seed {seed}: {opened} connections opened ({accepted} accepted) for {pairs} pairs"
+        );
+        // Each pair is still connected (once: the duplicates are gone), and all have the data.
+        for (k, n) in s.nodes.iter().enumerate() {
+            let c = n.core.as_ref().expect("up");
+            assert!(c.complete(), "seed {seed}: node {k} incomplete");
+            assert!(n.store.data == data, "node {k} has different bytes");
+            let live = s.sim.endpoint(n.id).expect("up").connection_count() as u64;
+            assert!(
+                live < nodes + 2,
+                "seed {seed}: node {k} has {live} connections"
+            );
+        }
+    });
+}

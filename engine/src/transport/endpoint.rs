@@ -68,6 +68,10 @@ pub struct EndpointStats {
     pub wrong_address: u64,
     /// Bytes received.
     pub bytes_received: u64,
+    /// Connections opened with [`Endpoint::connect`].
+    pub connections_opened: u64,
+    /// Connections accepted (an INITIAL with a valid cookie created one).
+    pub connections_accepted: u64,
 }
 
 struct PendingRequest {
@@ -337,6 +341,7 @@ impl Endpoint {
                 let c =
                     Connection::server(now, &self.cfg, cid, hdr.scid, remote, &params, token, seed);
                 let k = self.insert(c);
+                self.stats.connections_accepted += 1;
                 self.by_cid.insert(cid, k);
                 self.by_initial.insert((remote, hdr.scid), k);
                 self.flush(k);
@@ -570,6 +575,7 @@ impl Endpoint {
         let seed = self.rng.next_u64();
         let c = Connection::client(now, &self.cfg, cid, remote, token, seed);
         let k = self.insert(c);
+        self.stats.connections_opened += 1;
         self.by_cid.insert(cid, k);
         ConnHandle {
             index: k,
