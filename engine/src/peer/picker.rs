@@ -381,6 +381,46 @@ impl Picker {
     pub fn mark_have(&mut self, i: u32) {
         self.verified(i);
     }
+
+    /// Checks every kept count against a recount from scratch (panics on a mismatch).
+    #[cfg(test)]
+    fn check_invariants(&self) {
+        let n = self.have.len();
+        assert_eq!(self.started.len(), n);
+        assert_eq!(self.availability.len(), n);
+        let have_count = self.have.iter().filter(|&&h| h).count();
+        assert_eq!(self.have_count, have_count, "have_count");
+        for (i, &started) in self.started.iter().enumerate() {
+            assert_eq!(
+                started,
+                self.partial.contains_key(&(i as u32)),
+                "started[{i}]"
+            );
+            assert!(!(started && self.have[i]), "fragment {i} held and started");
+        }
+        let mut missing_blocks = 0;
+        for (&i, p) in &self.partial {
+            assert_eq!(p.blocks.len(), self.blocks_in(i), "fragment {i}: blocks");
+            let count = |f: fn(&State) -> bool| p.blocks.iter().filter(|s| f(s)).count() as u32;
+            assert_eq!(
+                p.missing,
+                count(|s| *s == State::Missing),
+                "fragment {i}: missing"
+            );
+            assert_eq!(
+                p.received,
+                count(|s| *s == State::Received),
+                "fragment {i}: received"
+            );
+            missing_blocks += p.missing as usize;
+        }
+        assert_eq!(self.missing_blocks, missing_blocks, "missing_blocks");
+        assert_eq!(
+            self.unstarted_missing(),
+            n - have_count - self.partial.len()
+        );
+        assert_eq!(self.complete(), have_count == n, "complete");
+    }
 }
 
 #[cfg(test)]
@@ -524,6 +564,126 @@ mod tests {
             Received::Unneeded,
             "the loser's copy is ignored"
         );
+    }
+
+    /// A few thousand random operations, in the order a swarm might make them and in orders
+    /// it should not (blocks that were never requested or are malformed, fragments verified
+    /// twice or before they were started); after each, the kept counters (`started`,
+    /// `have_count`, `missing_blocks`, `Partial::missing`) match a recount, and `complete()`
+    /// is true exactly when every fragment is verified.
+    #[test]
+    fn counters_match_a_recount_after_random_operations() {
+        const B: u32 = 1024;
+        let mut ops = 0;
+        for seed in 0..16u64 {
+            // 23 fragments of 4 blocks and a short last one of 2 blocks (1024 + 476 bytes).
+            let total = 23 * 4 * u64::from(B) + 1500;
+            let mut p = Picker::new(total, 4 * B, B, seed);
+            let n = p.fragment_count();
+            let mut r = Rng::new(seed ^ 0x9e37);
+            // Requests outstanding (as the sessions would hold them), and fragments verified.
+            let mut outstanding: Vec<Block> = Vec::new();
+            let mut verified = vec![false; n as usize];
+            // Until a little after completion.
+            let mut after = 0;
+            while after < 20 {
+                ops += 1;
+                assert!(ops < 100_000, "seed {seed}: never completes");
+                let take = |r: &mut Rng, v: &mut Vec<Block>| {
+                    (!v.is_empty()).then(|| v.swap_remove(r.below(v.len() as u64) as usize))
+                };
+                match r.below(100) {
+                    0..=29 => {
+                        let mask = r.next_u64() | r.next_u64();
+                        let max = 1 + r.below(8) as usize;
+                        let got = p.pick(|i| mask & (1 << i) != 0, max);
+                        assert!(got.len() <= max);
+                        for b in &got {
+                            assert!(mask & (1 << b.fragment) != 0, "not the peer's: {b:?}");
+                            assert!(!verified[b.fragment as usize], "verified: {b:?}");
+                        }
+                        outstanding.extend(got);
+                    }
+                    30..=39 => {
+                        if let Some(b) = take(&mut r, &mut outstanding) {
+                            p.release(b);
+                        }
+                    }
+                    40..=71 => {
+                        if let Some(b) = take(&mut r, &mut outstanding)
+                            && p.received(b) == Received::FragmentComplete
+                        {
+                            p.check_invariants();
+                            if r.chance(0.8) {
+                                p.verified(b.fragment);
+                                verified[b.fragment as usize] = true;
+                            } else {
+                                p.failed(b.fragment);
+                            }
+                        }
+                    }
+                    72..=76 => {
+                        // Something never requested, possibly malformed.
+                        let b = Block {
+                            fragment: r.below(u64::from(n) + 2) as u32,
+                            offset: r.below(u64::from(6 * B)) as u32 / 512 * 512,
+                            length: B,
+                        };
+                        p.received(b);
+                    }
+                    77..=81 => {
+                        let b = Block {
+                            fragment: r.below(u64::from(n) + 2) as u32,
+                            offset: r.below(6) as u32 * B,
+                            length: B,
+                        };
+                        p.release(b);
+                    }
+                    82..=86 => {
+                        // Some requests leaked (lost without a release): reconcile with
+                        // what is really outstanding.
+                        outstanding.retain(|_| !r.chance(0.2));
+                        p.reconcile(outstanding.iter().copied());
+                    }
+                    87..=92 => {
+                        let i = r.below(u64::from(n)) as u32;
+                        if r.chance(0.5) {
+                            p.add_availability(i);
+                        } else {
+                            p.remove_availability(i);
+                        }
+                    }
+                    93..=96 => p.failed(r.below(u64::from(n) + 1) as u32),
+                    97..=98 => {
+                        // A fragment verified out of turn (resume), or again.
+                        let i = r.below(u64::from(n) + 1) as u32;
+                        p.mark_have(i);
+                        if let Some(v) = verified.get_mut(i as usize) {
+                            *v = true;
+                        }
+                    }
+                    _ => {
+                        let i = r.below(u64::from(n)) as u32;
+                        p.verified(i);
+                        verified[i as usize] = true;
+                    }
+                }
+                p.check_invariants();
+                for i in 0..n {
+                    assert_eq!(p.has(i), verified[i as usize], "seed {seed}: has({i})");
+                }
+                let all = verified.iter().all(|&v| v);
+                assert_eq!(p.complete(), all, "seed {seed}: complete()");
+                if all {
+                    assert!(
+                        p.pick(|_| true, 8).is_empty(),
+                        "seed {seed}: picks when complete"
+                    );
+                    after += 1;
+                }
+            }
+        }
+        assert!(ops >= 2000, "only {ops} operations");
     }
 
     #[test]
