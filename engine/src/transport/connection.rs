@@ -46,7 +46,7 @@ const MTU_RETRY: Duration = Duration::from_secs(60);
 /// Probe sizes below the configured maximum (spec §8.4): Ethernet (1500 − 28), and jumbo
 /// frames (9000 − 48, which fits IPv6 too).
 const MTU_STEPS: [usize; 2] = [1472, 8952];
-/// Bytes a connection sends before it probes beyond Ethernet's MTU: only bulk transfers gain
+/// Stream bytes a connection sends before it probes beyond Ethernet's MTU: only bulk senders gain
 /// from larger datagrams, and on a path that cannot carry them each lost probe costs uplink.
 const JUMBO_PROBE_AFTER: u64 = 1 << 20;
 /// Probes of one size lost in a row before the size counts as too big for the path.
@@ -1262,7 +1262,7 @@ impl Connection {
     fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
         let size = self.mtu_next?;
         if self.mtu_probe.is_some()
-            || (size > MTU_STEPS[0] && self.stats.bytes_sent < JUMBO_PROBE_AFTER)
+            || (size > MTU_STEPS[0] && self.s_next < JUMBO_PROBE_AFTER)
             || !self.confirmed
             || size > buf.len()
             || self.in_flight + size as u64 > self.cc.window()
