@@ -258,8 +258,11 @@ impl TrackerClient {
                     Event::Stopped => Told::Stopped,
                     Event::Periodic => s.told,
                 };
-                if self.complete && s.told < Told::Completed {
-                    // Completed while this announce was out: tell it now.
+                if (self.complete && s.told < Told::Completed)
+                    || (self.stopping && s.told != Told::Stopped)
+                {
+                    // Completed, or leaving, while this announce was out: tell it now, not
+                    // an interval later (a stop would otherwise sit out its whole grace).
                     s.next = now;
                 }
                 let size = if h.family == 6 { 18 } else { 6 };
@@ -439,6 +442,35 @@ mod tests {
         run(&mut c, &mut t, t2, me, Progress::default());
         assert!(c.stopped());
         assert_eq!(t.swarm_figures(&h), None, "the tracker forgot us at once");
+    }
+
+    #[test]
+    fn a_stop_while_an_announce_is_out_sends_stopped_as_soon_as_it_is_answered() {
+        let tr: SocketAddr = "10.0.0.1:6969".parse().unwrap();
+        let me: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+        let mut t = Tracker::new(Config::default(), 3);
+        let mut c = TrackerClient::new(&[tr], [4; 32], [1; 16], 7000, T0);
+        let p = Progress {
+            left: 10,
+            ..Progress::default()
+        };
+        run(&mut c, &mut t, T0, me, p);
+        let t1 = T0 + Duration::from_secs(5);
+        c.set_complete(t1);
+        let completed = c.poll_request(t1, Progress::default()).expect("completed");
+        // The process decides to leave before the tracker answered `completed`.
+        c.stop(t1);
+        let r = exchange(&mut t, t1, me, &completed).expect("answered");
+        c.handle_response(t1, completed.tracker, &r);
+        let stopped = c.poll_request(t1, Progress::default());
+        assert!(
+            stopped.is_some(),
+            "stopped is due at once, not an interval later"
+        );
+        let r = exchange(&mut t, t1, me, &stopped.unwrap()).expect("answered");
+        c.handle_response(t1, 0, &r);
+        assert!(c.stopped());
+        assert_eq!(t.swarm_figures(&[4u8; 20]), None, "the tracker forgot us");
     }
 
     #[test]
