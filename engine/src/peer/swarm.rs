@@ -945,7 +945,20 @@ impl SwarmCore {
                     && (pinned.is_empty()
                         || pinned.get(&i).is_none_or(|p| p.is_none_or(|a| a == addr)))
             };
-            let blocks = self.picker.pick(may, count.min(64));
+            let mut blocks = self.picker.pick(may, count.min(64));
+            if blocks.is_empty() {
+                break;
+            }
+            // In the endgame the picker offers blocks already asked of someone: never of this
+            // same peer again (the copy could only arrive as waste).
+            let picked = blocks.len();
+            blocks.retain(|b| {
+                let dup = s.outstanding.iter().any(|(x, _)| x == b);
+                if dup {
+                    self.picker.release(*b);
+                }
+                !dup
+            });
             if blocks.is_empty() {
                 break;
             }
@@ -954,6 +967,7 @@ impl SwarmCore {
                     *p = Some(addr);
                 }
             }
+            let partial_batch = blocks.len() < picked;
             for b in blocks {
                 s.outstanding.push((b, now));
                 s.outstanding_bytes += u64::from(b.length);
@@ -965,6 +979,9 @@ impl SwarmCore {
                         b.fragment, b.offset, b.length,
                     ))),
                 );
+            }
+            if partial_batch {
+                break;
             }
         }
     }

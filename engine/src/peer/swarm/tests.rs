@@ -271,3 +271,19 @@ fn an_honest_peer_sharing_a_bad_fragment_with_a_liar_is_never_struck() {
         );
     });
 }
+
+#[test]
+fn a_single_peer_is_never_asked_twice_for_a_block_in_the_endgame() {
+    crate::sim::for_seeds(&[5, 6], |seed| {
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            ..PipeConfig::default()
+        };
+        let (nodes, data, _) = run_swarm(seed, 1, false, pipe, Duration::from_secs(60));
+        let f = &nodes[1];
+        assert!(f.core.complete() && f.store.data == data);
+        // One source and a lossless path: every block came once. (The endgame used to ask the
+        // same peer again for blocks it had already asked it for: pure waste.)
+        assert_eq!(f.core.stats().wasted, 0, "seed {seed}: duplicate blocks");
+    });
+}
