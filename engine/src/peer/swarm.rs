@@ -29,6 +29,19 @@ pub trait Store {
     fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()>;
     /// Writes a block.
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()>;
+    /// Writes the block held in `msg[start..]`, taking the buffer: a store that writes on
+    /// another thread keeps it rather than copying the block. Returns a buffer for the next
+    /// message (`msg` itself when the write was done in place).
+    fn write_owned(
+        &mut self,
+        fragment: u32,
+        offset: u32,
+        msg: Vec<u8>,
+        start: usize,
+    ) -> io::Result<Vec<u8>> {
+        self.write(fragment, offset, msg.get(start..).unwrap_or_default())?;
+        Ok(msg)
+    }
     /// Reads fragment `i` back and checks its hash: `Some(true)` (and recorded as verified)
     /// if it matches, `Some(false)` if not, `None` if the check runs elsewhere (a disk thread)
     /// and its result will be given to [`SwarmCore::fragment_verified`].
@@ -505,6 +518,15 @@ impl SwarmCore {
                     if !self.sessions.contains_key(h) {
                         break;
                     }
+                    // DATA goes to the store with its buffer (no copy of the block).
+                    if m.first() == Some(&peer::msg::DATA)
+                        && let Ok(Message::Data {
+                            fragment, offset, ..
+                        }) = peer::parse(&m)
+                    {
+                        self.on_data(now, ep, store, *h, fragment, offset, &mut m);
+                        continue;
+                    }
                     self.on_message(now, ep, store, *h, &m);
                 }
                 self.rx_buf = m;
@@ -724,7 +746,9 @@ impl SwarmCore {
                 offset,
                 bytes,
             } => {
-                self.on_data(now, ep, store, h, fragment, offset, bytes);
+                // Reached only by callers that did not route DATA themselves.
+                let mut owned = [&[peer::msg::DATA][..], &[0; 8], bytes].concat();
+                self.on_data(now, ep, store, h, fragment, offset, &mut owned);
             }
         }
     }
@@ -738,18 +762,21 @@ impl SwarmCore {
         h: ConnHandle,
         fragment: u32,
         offset: u32,
-        bytes: &[u8],
+        msg: &mut Vec<u8>,
     ) {
+        // `msg` is the whole DATA message: the block is `msg[DATA_HEADER_LEN..]`. Its buffer
+        // may be handed to the store (and replaced by another).
+        let len = msg.len().saturating_sub(peer::DATA_HEADER_LEN);
         let b = Block {
             fragment,
             offset,
-            length: bytes.len() as u32,
+            length: len as u32,
         };
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
         let Some(k) = s.outstanding.iter().position(|(x, _)| *x == b) else {
-            self.stats.wasted += bytes.len() as u64;
+            self.stats.wasted += len as u64;
             return;
         };
         s.outstanding.swap_remove(k);
@@ -757,9 +784,11 @@ impl SwarmCore {
         s.window_bytes += u64::from(b.length);
         let addr = s.addr;
         match self.picker.received(b) {
-            Received::Unneeded => self.stats.wasted += bytes.len() as u64,
+            Received::Unneeded => self.stats.wasted += len as u64,
             r => {
-                if let Err(e) = store.write(fragment, offset, bytes) {
+                let taken = std::mem::take(msg);
+                let written = store.write_owned(fragment, offset, taken, peer::DATA_HEADER_LEN);
+                if let Err(e) = written.map(|next| *msg = next) {
                     // A disk error (disk full, say): the block is requested again later and
                     // the driver decides whether to give up (see `take_io_error`).
                     self.picker.release(b);

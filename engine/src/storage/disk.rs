@@ -23,10 +23,12 @@ use crate::peer::swarm::Store;
 
 /// Operations queued to the disk thread, in order.
 enum Op {
+    /// `data[start..]` goes at `offset` of `fragment`; the buffer comes back for reuse.
     Write {
         fragment: u32,
         offset: u32,
         data: Vec<u8>,
+        start: usize,
     },
     Verify(u32),
     Sync,
@@ -83,6 +85,8 @@ pub struct DiskThread {
     join: Option<JoinHandle<Storage>>,
     /// Verifications queued and not answered yet.
     pending: usize,
+    /// Write buffers the thread is done with, for the next messages.
+    spent: Receiver<Vec<u8>>,
 }
 
 impl std::fmt::Debug for DiskThread {
@@ -99,15 +103,17 @@ impl DiskThread {
         let reader = storage.reader()?;
         let (tx, ops) = sync_channel::<Op>(QUEUE);
         let (done, rx) = channel::<Done>();
+        let (back, spent) = channel::<Vec<u8>>();
         let join = std::thread::Builder::new()
             .name("st-disk".into())
-            .spawn(move || run(storage, &ops, &done, waker.as_ref()))?;
+            .spawn(move || run(storage, &ops, &done, &back, waker.as_ref()))?;
         Ok(DiskThread {
             tx: Some(tx),
             rx,
             reader,
             join: Some(join),
             pending: 0,
+            spent,
         })
     }
 
@@ -219,7 +225,30 @@ impl Store for DiskThread {
             fragment,
             offset,
             data: data.to_vec(),
+            start: 0,
         })
+    }
+
+    fn write_owned(
+        &mut self,
+        fragment: u32,
+        offset: u32,
+        msg: Vec<u8>,
+        start: usize,
+    ) -> io::Result<Vec<u8>> {
+        let capacity = msg.capacity();
+        self.send(Op::Write {
+            fragment,
+            offset,
+            data: msg,
+            start,
+        })?;
+        // A buffer the thread is done with, or a new one as large (the queue holds at most
+        // QUEUE of them, so the pool stays bounded).
+        Ok(self
+            .spent
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(capacity)))
     }
 
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
@@ -234,6 +263,7 @@ fn run(
     mut storage: Storage,
     ops: &Receiver<Op>,
     done: &std::sync::mpsc::Sender<Done>,
+    back: &std::sync::mpsc::Sender<Vec<u8>>,
     waker: &dyn Wake,
 ) -> Storage {
     let mut failed = false;
@@ -243,11 +273,15 @@ fn run(
                 fragment,
                 offset,
                 data,
+                start,
             } => {
                 if failed {
                     continue;
                 }
-                match storage.write(fragment, offset, &data) {
+                let r = storage.write(fragment, offset, data.get(start..).unwrap_or_default());
+                // The reactor reuses the buffer (it may have gone: then it is dropped).
+                let _ = back.send(data);
+                match r {
                     Ok(()) => continue,
                     Err(e) => {
                         failed = true;

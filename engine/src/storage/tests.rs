@@ -338,3 +338,35 @@ fn a_failed_write_on_the_disk_thread_is_reported_and_stops_later_work() {
     assert_eq!(t.sync_and_wait().unwrap(), 0);
     assert!(!t.view().has(0));
 }
+
+#[test]
+fn the_disk_thread_takes_message_buffers_and_hands_them_back_for_reuse() {
+    use crate::peer::swarm::Store;
+    use disk::{DiskThread, Done, NoWake};
+    let d = Scratch::new("disk-thread-owned");
+    let all = data(50_000, 7);
+    let info = info_for("blob.bin", &all, None);
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    // A DATA message: 9 header bytes, then the block.
+    let mut msg = vec![0xEE; 9];
+    msg.extend_from_slice(fragment(&all, 0));
+    let first = msg.as_ptr();
+    let next = t.write_owned(0, 0, msg, 9).unwrap();
+    assert_ne!(
+        next.as_ptr(),
+        first,
+        "the written buffer went to the thread"
+    );
+    assert_eq!(t.verify(0).unwrap(), None);
+    assert!(matches!(next_result(&mut t), Done::Verified(0, true)));
+    // The thread is done with the first buffer: the next write gets it back (no new one).
+    let mut msg = next;
+    msg.clear();
+    msg.extend_from_slice(&[0xEE; 9]);
+    msg.extend_from_slice(fragment(&all, 1));
+    let reused = t.write_owned(1, 0, msg, 9).unwrap();
+    assert_eq!(reused.as_ptr(), first);
+    assert_eq!(t.verify(1).unwrap(), None);
+    assert!(matches!(next_result(&mut t), Done::Verified(1, true)));
+}
