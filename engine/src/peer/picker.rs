@@ -147,6 +147,17 @@ impl Picker {
 
     /// Up to `max` blocks to request from a peer that has the fragments `peer_has` says.
     pub fn pick(&mut self, peer_has: impl Fn(u32) -> bool, max: usize) -> Vec<Block> {
+        self.pick_excluding(peer_has, |_| false, max)
+    }
+
+    /// [`Picker::pick`], never offering an endgame copy of a block `asked` says this peer was
+    /// already asked for (its copy could only arrive as waste).
+    pub fn pick_excluding(
+        &mut self,
+        peer_has: impl Fn(u32) -> bool,
+        asked: impl Fn(Block) -> bool,
+        max: usize,
+    ) -> Vec<Block> {
         let mut out = Vec::new();
         // 1. Started fragments with unrequested blocks, most complete first.
         let mut started: Vec<(u32, u32)> = if self.missing_blocks == 0 {
@@ -204,6 +215,7 @@ impl Picker {
                     if let Some(p) = self.partial.get_mut(&i)
                         && let State::Requested(c) = p.blocks[b]
                         && c < ENDGAME_COPIES
+                        && !asked(block)
                     {
                         p.blocks[b] = State::Requested(c + 1);
                         out.push(block);

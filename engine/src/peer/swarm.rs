@@ -260,9 +260,8 @@ pub struct SwarmCore {
     left: u64,
     /// [`SwarmCore::close_all`] was called: no new connections, no dialling, no serving.
     leaving: bool,
-    /// Reused buffers: received messages, and DATA being assembled.
+    /// Reused buffer of received messages.
     rx_buf: Vec<u8>,
-    tx_buf: Vec<u8>,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -346,7 +345,6 @@ impl SwarmCore {
             io_error: None,
             leaving: false,
             rx_buf: Vec::new(),
-            tx_buf: Vec::new(),
         }
     }
 
@@ -974,20 +972,11 @@ impl SwarmCore {
                     && (pinned.is_empty()
                         || pinned.get(&i).is_none_or(|p| p.is_none_or(|a| a == addr)))
             };
-            let mut blocks = self.picker.pick(may, count.min(64));
-            if blocks.is_empty() {
-                break;
-            }
             // In the endgame the picker offers blocks already asked of someone: never of this
             // same peer again (the copy could only arrive as waste).
-            let picked = blocks.len();
-            blocks.retain(|b| {
-                let dup = s.outstanding.iter().any(|(x, _)| x == b);
-                if dup {
-                    self.picker.release(*b);
-                }
-                !dup
-            });
+            let outstanding = &s.outstanding;
+            let asked = |b: Block| outstanding.iter().any(|(x, _)| *x == b);
+            let blocks = self.picker.pick_excluding(may, asked, count.min(64));
             if blocks.is_empty() {
                 break;
             }
@@ -996,7 +985,6 @@ impl SwarmCore {
                     *p = Some(addr);
                 }
             }
-            let partial_batch = blocks.len() < picked;
             for b in blocks {
                 s.outstanding.push((b, now));
                 s.outstanding_bytes += u64::from(b.length);
@@ -1008,9 +996,6 @@ impl SwarmCore {
                         b.fragment, b.offset, b.length,
                     ))),
                 );
-            }
-            if partial_batch {
-                break;
             }
         }
     }
@@ -1032,29 +1017,27 @@ impl SwarmCore {
                 }
             }
         }
-        // DATA is assembled in one reused buffer (only a message the transport refuses for
-        // now is copied out, to the queue).
-        let buf = &mut self.tx_buf;
+        // DATA is read from the store straight into the transport's send buffer; a block the
+        // transport cannot take now stays in `serving`, unread.
         while let Some(b) = s.serving.pop_front() {
-            let n = peer::DATA_HEADER_LEN + b.length as usize;
-            if buf.len() < n {
-                buf.resize(n, 0);
-            }
-            let msg = &mut buf[..n];
-            msg[0] = peer::msg::DATA;
-            msg[1..5].copy_from_slice(&b.fragment.to_be_bytes());
-            msg[5..9].copy_from_slice(&b.offset.to_be_bytes());
-            if store
-                .read(b.fragment, b.offset, &mut msg[peer::DATA_HEADER_LEN..])
-                .is_err()
-            {
-                continue;
-            }
-            self.stats.uploaded += u64::from(b.length);
-            match ep.send(h, msg) {
-                Ok(()) => {}
+            let mut head = [0u8; peer::DATA_HEADER_LEN];
+            head[0] = peer::msg::DATA;
+            head[1..5].copy_from_slice(&b.fragment.to_be_bytes());
+            head[5..9].copy_from_slice(&b.offset.to_be_bytes());
+            let sent = ep.send_with(h, &head, b.length as usize, |x, y| {
+                store.read(b.fragment, b.offset, x)?;
+                if !y.is_empty() {
+                    store.read(b.fragment, b.offset + x.len() as u32, y)?;
+                }
+                Ok::<(), io::Error>(())
+            });
+            match sent {
+                Ok(Ok(())) => self.stats.uploaded += u64::from(b.length),
+                // Unreadable (it was verified, so the disk failed): skip it; the peer asks
+                // elsewhere when its request times out.
+                Ok(Err(_)) => {}
                 Err(SendError::Blocked) => {
-                    s.queued.push_back(msg.to_vec());
+                    s.serving.push_front(b);
                     return;
                 }
                 Err(_) => return,

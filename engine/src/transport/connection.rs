@@ -544,6 +544,41 @@ impl Connection {
         Ok(())
     }
 
+    /// Like [`Connection::send`] for a message of `head` and then `body_len` bytes that
+    /// `fill` writes straight into the send buffer (two slices: the buffer may wrap). The
+    /// outer error is the transport's; the inner one is `fill`'s, and then nothing is queued.
+    pub(crate) fn send_with<E>(
+        &mut self,
+        head: &[u8],
+        body_len: usize,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, SendError> {
+        if self.is_closed() || self.finishing {
+            return Err(SendError::Closed);
+        }
+        let len = head.len() + body_len;
+        let limit = self.local_params.max_message.min(self.peer_max_message) as usize;
+        if len > limit {
+            return Err(SendError::TooLarge);
+        }
+        let add = 4 + len;
+        if self.sbuf.len() + add > self.send_limit
+            || self.unacked_in_buffer() >= self.send_allowance()
+        {
+            self.send_blocked = true;
+            return Err(SendError::Blocked);
+        }
+        self.sbuf.push(&(len as u32).to_be_bytes());
+        self.sbuf.push(head);
+        match self.sbuf.append_with(body_len, fill) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) => {
+                self.sbuf.truncate_tail(4 + head.len());
+                Ok(Err(e))
+            }
+        }
+    }
+
     pub(crate) fn recv(&mut self) -> Option<Vec<u8>> {
         let mut msg = Vec::new();
         self.recv_into(&mut msg).then_some(msg)

@@ -588,6 +588,22 @@ impl Endpoint {
         self.get_mut(h).ok_or(SendError::Closed)?.send(msg)
     }
 
+    /// Queues one message made of `head` and `body_len` bytes that `fill` writes in place
+    /// (into two slices: the send buffer may wrap), so a large body is not copied twice. The
+    /// outer error is the transport's (as [`Endpoint::send`]); the inner one is `fill`'s, in
+    /// which case nothing was queued.
+    pub fn send_with<E>(
+        &mut self,
+        h: ConnHandle,
+        head: &[u8],
+        body_len: usize,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, SendError> {
+        self.get_mut(h)
+            .ok_or(SendError::Closed)?
+            .send_with(head, body_len, fill)
+    }
+
     /// Takes the next complete message, in order.
     pub fn recv(&mut self, h: ConnHandle) -> Option<Vec<u8>> {
         self.get_mut(h)?.recv()

@@ -55,6 +55,34 @@ impl Ring {
     pub(crate) fn push(&mut self, data: &[u8]) {
         self.write_at(self.len, data);
     }
+    /// Appends `len` bytes that `fill` writes in place: it gets the space as two slices (the
+    /// second is empty unless the ring wraps there). If `fill` fails nothing is appended.
+    pub(crate) fn append_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8], &mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if len == 0 {
+            return fill(&mut [], &mut []);
+        }
+        let end = self.len + len;
+        self.reserve(end);
+        let cap = self.buf.len();
+        let start = (self.head + self.len) & (cap - 1);
+        let first = (cap - start).min(len);
+        // The free space is [start, start + first) and, if it wraps, [0, len - first), which
+        // lies below `start` (the bytes in use sit between them).
+        let (lo, hi) = self.buf.split_at_mut(start);
+        fill(&mut hi[..first], &mut lo[..len - first])?;
+        self.len = end;
+        Ok(())
+    }
+
+    /// Drops the last `n` bytes appended (undoes a partial append).
+    pub(crate) fn truncate_tail(&mut self, n: usize) {
+        self.len = self.len.saturating_sub(n);
+    }
+
     /// Copies `out.len()` bytes starting `off` bytes from the head. The caller keeps
     /// `off + out.len() <= len()`.
     pub(crate) fn read_at(&self, off: usize, out: &mut [u8]) {
@@ -112,6 +140,29 @@ mod tests {
         let mut o = [0u8; 2];
         r.read_at(7600, &mut o);
         assert_eq!(&o, b"xy");
+        // In-place appends, across the wrap, and one that fails (nothing appended).
+        let mut w = Ring::default();
+        w.push(&[0; 3000]);
+        w.consume(3000);
+        let before = w.len();
+        let r2: Result<(), ()> = w.append_with(2000, |a, b| {
+            assert_eq!(
+                (a.len(), b.len()),
+                (1096, 904),
+                "4096-byte ring, tail at 3000"
+            );
+            a.fill(7);
+            b.fill(8);
+            Ok(())
+        });
+        assert!(r2.is_ok());
+        let mut got = vec![0u8; 2000];
+        w.read_at(before, &mut got);
+        assert!(got[..1096].iter().all(|&x| x == 7) && got[1096..].iter().all(|&x| x == 8));
+        assert_eq!(w.append_with(10, |_, _| Err("no")), Err("no"));
+        assert_eq!(w.len(), before + 2000);
+        w.truncate_tail(500);
+        assert_eq!(w.len(), before + 1500);
         let mut v = vec![1, 2, 3];
         r.read_into(0, 7500, &mut v);
         assert_eq!(v, data[2500..]);
