@@ -217,6 +217,12 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         transport::Config {
             accept: true,
             secret: Some(random_bytes::<32>()),
+            // Larger datagrams only with the don't-fragment bit (spec transport §8.4).
+            max_mtu: if reactor.dont_fragment() {
+                transport::Config::default().max_mtu
+            } else {
+                1472
+            },
             ..transport::Config::default()
         },
         seed,
@@ -388,7 +394,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             finished = true;
             tc.set_complete(now);
             info!("{}: complete, every fragment verified", info.name);
-        } else if !finished && !finishing && swarm.complete() {
+        } else if !finished && !finishing && failure.is_none() && swarm.complete() {
             // Every fragment verified: the thread fsyncs and moves the files into place, and
             // says so (`Done::Finished`) before the fetch counts as complete.
             finishing = true;
@@ -408,11 +414,16 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             stopping_since = Some(now);
             tc.stop(now);
             swarm.close_all(now, ep);
-            if !finished
-                && !finishing
-                && let Err(e) = disk.sync_and_wait()
-            {
-                warn!("resume state not saved ({e}); a re-run checks the data on disk");
+            if !finished && !finishing {
+                let (synced, failed) = disk.sync_and_wait();
+                if let Some(e) = failed {
+                    // A write that failed while the queue drained (a full disk): an error,
+                    // even though what was verified is recorded.
+                    failure.get_or_insert(runtime(disk_error(&e, disk.view())));
+                }
+                if let Err(e) = synced {
+                    warn!("resume state not saved ({e}); a re-run checks the data on disk");
+                }
             }
         }
         if let Some(since) = stopping_since

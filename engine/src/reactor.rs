@@ -146,6 +146,7 @@ pub struct Reactor {
     cfg: ReactorConfig,
     gso: bool,
     gro: bool,
+    dont_fragment: bool,
     queue: VecDeque<TxSlot>,
     pool: Vec<Vec<u8>>,
     rx: Vec<Vec<u8>>,
@@ -192,8 +193,9 @@ impl Reactor {
         sock.bind(&cfg.bind.into())?;
         let (gso, gro) = offloads(&sock, cfg.gso, cfg.gro);
         log::info!("udp offloads: gso {gso} gro {gro}");
-        if !set_dont_fragment(&sock, cfg.bind.is_ipv6()) {
-            log::info!("cannot set the don't-fragment bit; path MTU probes may be fragmented");
+        let dont_fragment = set_dont_fragment(&sock, cfg.bind.is_ipv6());
+        if !dont_fragment {
+            log::info!("cannot set the don't-fragment bit; datagrams stay at 1472 bytes");
         }
         let std_sock: std::net::UdpSocket = sock.into();
         let mut socket = UdpSocket::from_std(std_sock);
@@ -216,6 +218,7 @@ impl Reactor {
             cfg,
             gso,
             gro,
+            dont_fragment,
             queue: VecDeque::new(),
             pool: Vec::new(),
             stats: ReactorStats::default(),
@@ -253,6 +256,13 @@ impl Reactor {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// True if the socket sets the don't-fragment bit, which path MTU probing beyond 1472
+    /// bytes needs: without it a probe leaves as IP fragments, arrives, and the path looks
+    /// able to carry datagrams it only carries in pieces. Drivers cap the MTU at 1472 then.
+    pub fn dont_fragment(&self) -> bool {
+        self.dont_fragment
     }
 
     /// True if GSO is in use.

@@ -516,8 +516,10 @@ impl SwarmCore {
                     if !self.sessions.contains_key(h) {
                         break;
                     }
-                    // DATA goes to the store with its buffer (no copy of the block).
+                    // DATA goes to the store with its buffer (no copy of the block); before
+                    // the handshake it takes the checked path (a violation there).
                     if m.first() == Some(&peer::msg::DATA)
+                        && self.sessions.get(h).is_some_and(|s| s.peer_id.is_some())
                         && let Ok(Message::Data {
                             fragment, offset, ..
                         }) = peer::parse(&m)

@@ -29,6 +29,8 @@ enum Op {
         offset: u32,
         data: Vec<u8>,
         start: usize,
+        /// Send the buffer back for reuse (it came from [`Store::write_owned`]).
+        recycle: bool,
     },
     Verify(u32),
     Sync,
@@ -87,6 +89,10 @@ pub struct DiskThread {
     pending: usize,
     /// Write buffers the thread is done with, for the next messages.
     spent: Receiver<Vec<u8>>,
+    /// Syncs queued and not answered yet.
+    syncs: usize,
+    /// The thread's end was reported (as [`Done::Failed`]).
+    gone_reported: bool,
 }
 
 impl std::fmt::Debug for DiskThread {
@@ -114,6 +120,8 @@ impl DiskThread {
             join: Some(join),
             pending: 0,
             spent,
+            syncs: 0,
+            gone_reported: false,
         })
     }
 
@@ -138,24 +146,42 @@ impl DiskThread {
 
     /// The next result, if one is ready. A successful verification is applied to the view
     /// before it is returned.
+    /// If the thread is gone (it cannot be, short of a panic), says so once, as
+    /// [`Done::Failed`], so that the fetch stops instead of waiting for it for ever.
     pub fn poll(&mut self) -> Option<Done> {
         match self.rx.try_recv() {
             Ok(d) => {
-                if let Done::Verified(i, ok) = d {
-                    self.pending = self.pending.saturating_sub(1);
-                    if ok {
-                        self.reader.mark_verified(i);
-                    }
-                }
+                self.note(&d);
                 Some(d)
             }
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) if !self.gone_reported => {
+                self.gone_reported = true;
+                Some(Done::Failed(io::Error::other("the disk thread stopped")))
+            }
+            Err(TryRecvError::Disconnected) => None,
+        }
+    }
+
+    /// Applies a result to the view and the counts.
+    fn note(&mut self, d: &Done) {
+        match d {
+            Done::Verified(i, ok) => {
+                self.pending = self.pending.saturating_sub(1);
+                if *ok {
+                    self.reader.mark_verified(*i);
+                }
+            }
+            Done::Synced(_) => self.syncs = self.syncs.saturating_sub(1),
+            _ => {}
         }
     }
 
     /// Queues a resume sync; its result comes back as [`Done::Synced`].
     pub fn sync(&mut self) -> io::Result<()> {
-        self.send(Op::Sync)
+        self.send(Op::Sync)?;
+        self.syncs += 1;
+        Ok(())
     }
 
     /// Queues the final fsync and renames (after every fragment is verified); the result
@@ -164,36 +190,45 @@ impl DiskThread {
         self.send(Op::Finish)
     }
 
-    /// Queues a sync and waits for it (and for everything queued before it): for shutdown.
-    /// Results that arrive meanwhile are applied to the view and dropped.
-    pub fn sync_and_wait(&mut self) -> io::Result<usize> {
-        self.send(Op::Sync)?;
+    /// Queues a sync and waits for it, and so for everything queued before it (syncs queued
+    /// earlier included): for shutdown. Returns the sync's result, and the first write or
+    /// check failure met on the way (a full disk while the queue drained: the fetch must end
+    /// with an error even though the resume state was saved). Other results are applied to
+    /// the view and dropped.
+    pub fn sync_and_wait(&mut self) -> (io::Result<usize>, Option<io::Error>) {
+        let mut failed = None;
+        if let Err(e) = self.sync() {
+            return (Err(e), failed);
+        }
         loop {
             match self.rx.recv() {
-                Ok(Done::Synced(r)) => return r,
-                Ok(Done::Verified(i, true)) => {
-                    self.pending = self.pending.saturating_sub(1);
-                    self.reader.mark_verified(i);
+                Ok(d) => {
+                    self.note(&d);
+                    match d {
+                        Done::Synced(r) if self.syncs == 0 => return (r, failed),
+                        Done::Failed(e) => {
+                            failed.get_or_insert(e);
+                        }
+                        _ => {}
+                    }
                 }
-                Ok(Done::Failed(e)) => return Err(e),
-                Ok(_) => {}
-                Err(_) => return Err(io::Error::other("the disk thread stopped")),
+                Err(_) => return (Err(io::Error::other("the disk thread stopped")), failed),
             }
         }
     }
 
     /// Waits for the answer to a queued [`DiskThread::finish`] (for shutdown: a stop that came
-    /// while the files were being moved into place). Other results are applied and dropped.
+    /// while the files were being moved into place). A write or check failure met on the way
+    /// is returned instead of a success. Other results are applied and dropped.
     pub fn wait_finished(&mut self) -> io::Result<()> {
+        let mut failed = None;
         loop {
             match self.rx.recv() {
-                Ok(Done::Finished(r)) => return r,
-                Ok(Done::Verified(i, true)) => {
-                    self.pending = self.pending.saturating_sub(1);
-                    self.reader.mark_verified(i);
+                Ok(Done::Finished(r)) => return failed.map_or(r, Err),
+                Ok(Done::Failed(e)) => {
+                    failed.get_or_insert(e);
                 }
-                Ok(Done::Failed(e)) => return Err(e),
-                Ok(_) => {}
+                Ok(d) => self.note(&d),
                 Err(_) => return Err(io::Error::other("the disk thread stopped")),
             }
         }
@@ -226,6 +261,7 @@ impl Store for DiskThread {
             offset,
             data: data.to_vec(),
             start: 0,
+            recycle: false,
         })
     }
 
@@ -242,6 +278,7 @@ impl Store for DiskThread {
             offset,
             data: msg,
             start,
+            recycle: true,
         })?;
         // A buffer the thread is done with, or a new one as large (the queue holds at most
         // QUEUE of them, so the pool stays bounded).
@@ -274,13 +311,16 @@ fn run(
                 offset,
                 data,
                 start,
+                recycle,
             } => {
                 if failed {
                     continue;
                 }
                 let r = storage.write(fragment, offset, data.get(start..).unwrap_or_default());
-                // The reactor reuses the buffer (it may have gone: then it is dropped).
-                let _ = back.send(data);
+                if recycle {
+                    // The reactor reuses the buffer (it may have gone: then it is dropped).
+                    let _ = back.send(data);
+                }
                 match r {
                     Ok(()) => continue,
                     Err(e) => {

@@ -296,7 +296,9 @@ fn the_disk_thread_writes_verifies_syncs_and_finishes_off_the_caller() {
     t.read(0, 2000, &mut buf).unwrap();
     assert_eq!(buf, fragment(&all, 0)[2000..3000]);
     // A sync records exactly the verified fragment.
-    assert_eq!(t.sync_and_wait().unwrap(), 1);
+    let (synced, failed) = t.sync_and_wait();
+    assert_eq!(synced.unwrap(), 1);
+    assert!(failed.is_none());
     // Finishing before everything is verified is refused, and says why.
     t.finish().unwrap();
     match next_result(&mut t) {
@@ -335,8 +337,23 @@ fn a_failed_write_on_the_disk_thread_is_reported_and_stops_later_work() {
     // still answers, so the resume state can be saved.
     t.write(0, 0, fragment(&all, 0)).unwrap();
     assert_eq!(t.verify(0).unwrap(), None);
-    assert_eq!(t.sync_and_wait().unwrap(), 0);
+    let (synced, failed) = t.sync_and_wait();
+    assert_eq!(synced.unwrap(), 0);
+    assert!(failed.is_none(), "reported already");
     assert!(!t.view().has(0));
+    // A failure met while a shutdown sync waits is handed to the caller with the sync's
+    // result, and an earlier sync still out is waited for too.
+    let (s2, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let mut t2 = DiskThread::spawn(s2, std::sync::Arc::new(NoWake)).unwrap();
+    t2.sync().unwrap();
+    t2.write(0, 16_000, &[0u8; 1000]).unwrap();
+    let (synced, failed) = t2.sync_and_wait();
+    assert!(synced.is_ok());
+    assert!(failed.is_some(), "the write failure reached the caller");
+    assert!(
+        t2.poll().is_none(),
+        "both syncs were answered inside the wait"
+    );
 }
 
 #[test]

@@ -1132,6 +1132,7 @@ impl Connection {
                     if self.probe_mtu && self.state == State::Established {
                         // The path may have changed: search up to the maximum again.
                         self.mtu_ceiling = self.max_mtu;
+                        self.mtu_probe_losses = 0;
                         if self.mtu_probe.is_none() {
                             self.mtu_next = self.next_mtu_candidate();
                         }
@@ -1171,6 +1172,7 @@ impl Connection {
             self.cc.on_mtu(BASE_MTU as u64);
             self.mtu_next = None;
             self.mtu_probe = None;
+            self.mtu_probe_losses = 0;
             self.timers[Timer::MtuRetry as usize] = Some(now + MTU_RETRY);
         }
         self.set_loss_timer();
