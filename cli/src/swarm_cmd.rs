@@ -299,8 +299,6 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let mut finishing = false;
     // A resume sync is queued and has not answered yet.
     let mut syncing = false;
-    // The disk thread reported the files in place this turn.
-    let mut in_place = false;
 
     let result = reactor.run(&mut node, Duration::from_millis(50), |node, now| {
         while let Some(done) = disk.poll() {
@@ -314,7 +312,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 }
                 Done::Finished(Ok(())) => {
                     finishing = false;
-                    in_place = true;
+                    finished = true;
+                    tc.set_complete(now);
+                    info!("{}: complete, every fragment verified", info.name);
                 }
                 Done::Finished(Err(e)) => {
                     finishing = false;
@@ -386,15 +386,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 format_size(uploaded)
             );
         }
-        if in_place {
-            // Told to the trackers here, after this turn's announces went out, so that a fetch
-            // that stops now sends one `stopped` rather than a `completed` and then a
-            // `stopped` (which a tracker may drop as too soon: the stop would wait its grace).
-            in_place = false;
-            finished = true;
-            tc.set_complete(now);
-            info!("{}: complete, every fragment verified", info.name);
-        } else if !finished && !finishing && failure.is_none() && swarm.complete() {
+        if !finished && !finishing && failure.is_none() && swarm.complete() {
             // Every fragment verified: the thread fsyncs and moves the files into place, and
             // says so (`Done::Finished`) before the fetch counts as complete.
             finishing = true;

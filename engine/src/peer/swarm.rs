@@ -741,15 +741,9 @@ impl SwarmCore {
                     self.picker.release(target);
                 }
             }
-            Message::Data {
-                fragment,
-                offset,
-                bytes,
-            } => {
-                // Reached only by callers that did not route DATA themselves.
-                let mut owned = [&[peer::msg::DATA][..], &[0; 8], bytes].concat();
-                self.on_data(now, ep, store, h, fragment, offset, &mut owned);
-            }
+            // Taken by the receive loop in `handle_event` (with its buffer) once the handshake
+            // is done; before it, it is a violation above.
+            Message::Data { .. } => {}
         }
     }
 

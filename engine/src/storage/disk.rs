@@ -196,40 +196,47 @@ impl DiskThread {
     /// with an error even though the resume state was saved). Other results are applied to
     /// the view and dropped.
     pub fn sync_and_wait(&mut self) -> (io::Result<usize>, Option<io::Error>) {
-        let mut failed = None;
         if let Err(e) = self.sync() {
-            return (Err(e), failed);
+            return (Err(e), None);
         }
-        loop {
-            match self.rx.recv() {
-                Ok(d) => {
-                    self.note(&d);
-                    match d {
-                        Done::Synced(r) if self.syncs == 0 => return (r, failed),
-                        Done::Failed(e) => {
-                            failed.get_or_insert(e);
-                        }
-                        _ => {}
-                    }
-                }
-                Err(_) => return (Err(io::Error::other("the disk thread stopped")), failed),
-            }
-        }
+        self.wait_for(|t, d| match d {
+            Done::Synced(r) if t.syncs == 0 => Some(r),
+            _ => None,
+        })
     }
 
     /// Waits for the answer to a queued [`DiskThread::finish`] (for shutdown: a stop that came
     /// while the files were being moved into place). A write or check failure met on the way
     /// is returned instead of a success. Other results are applied and dropped.
     pub fn wait_finished(&mut self) -> io::Result<()> {
+        let (r, failed) = self.wait_for(|_, d| match d {
+            Done::Finished(r) => Some(r),
+            _ => None,
+        });
+        failed.map_or(r, Err)
+    }
+
+    /// Blocks on the thread's results, applying each, until `want` takes one; returns that
+    /// and the first [`Done::Failed`] met on the way (an error if the thread is gone).
+    fn wait_for<T>(
+        &mut self,
+        mut want: impl FnMut(&Self, Done) -> Option<io::Result<T>>,
+    ) -> (io::Result<T>, Option<io::Error>) {
         let mut failed = None;
         loop {
-            match self.rx.recv() {
-                Ok(Done::Finished(r)) => return failed.map_or(r, Err),
-                Ok(Done::Failed(e)) => {
+            let Ok(d) = self.rx.recv() else {
+                return (Err(io::Error::other("the disk thread stopped")), failed);
+            };
+            self.note(&d);
+            match d {
+                Done::Failed(e) => {
                     failed.get_or_insert(e);
                 }
-                Ok(d) => self.note(&d),
-                Err(_) => return Err(io::Error::other("the disk thread stopped")),
+                d => {
+                    if let Some(r) = want(self, d) {
+                        return (r, failed);
+                    }
+                }
             }
         }
     }

@@ -523,25 +523,8 @@ impl Connection {
     }
 
     pub(crate) fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
-        if self.is_closed() || self.finishing {
-            return Err(SendError::Closed);
-        }
-        let limit = self.local_params.max_message.min(self.peer_max_message) as usize;
-        if msg.len() > limit {
-            return Err(SendError::TooLarge);
-        }
-        let add = 4 + msg.len();
-        // A message is taken while the allowance is not used up (so it may overshoot by one
-        // message: messages larger than the allowance still go), never past the hard limit.
-        if self.sbuf.len() + add > self.send_limit
-            || self.unacked_in_buffer() >= self.send_allowance()
-        {
-            self.send_blocked = true;
-            return Err(SendError::Blocked);
-        }
-        self.sbuf.push(&(msg.len() as u32).to_be_bytes());
-        self.sbuf.push(msg);
-        Ok(())
+        self.send_with(msg, 0, |_, _| Ok::<(), std::convert::Infallible>(()))
+            .map(|_| ())
     }
 
     /// Like [`Connection::send`] for a message of `head` and then `body_len` bytes that
@@ -562,6 +545,8 @@ impl Connection {
             return Err(SendError::TooLarge);
         }
         let add = 4 + len;
+        // A message is taken while the allowance is not used up (so it may overshoot by one
+        // message: messages larger than the allowance still go), never past the hard limit.
         if self.sbuf.len() + add > self.send_limit
             || self.unacked_in_buffer() >= self.send_allowance()
         {
