@@ -3,7 +3,8 @@
 //! ```text
 //! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
 //!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600] [--cc cubic]
-//!           [--report-s 10]
+//!           [--report-s 10] [--slots 8] [--choke-s 10] [--no-suggest] [--dump NODE]
+//!           [--reciprocal 8]
 //! ```
 //! One seed and `--peers` fetchers, every node with `--mbit` of uplink AND of downlink (its
 //! access link, shared by all its connections; `sim::LinkConfig`), paths of `--latency-ms`
@@ -43,6 +44,8 @@ fn main() {
     let mut limit_s = 3600u64;
     let mut report = Duration::from_secs(10);
     let mut cc = CongestionKind::Cubic;
+    let mut swarm = SwarmConfig::default();
+    let mut dump: Option<usize> = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -62,6 +65,13 @@ fn main() {
             "--seed" => seed = v().parse().expect("--seed N"),
             "--limit-s" => limit_s = v().parse().expect("--limit-s N"),
             "--report-s" => report = Duration::from_secs(v().parse().expect("--report-s N")),
+            "--dump" => dump = Some(v().parse().expect("--dump NODE")),
+            "--no-suggest" => swarm.suggest = false,
+            "--reciprocal" => swarm.reciprocal_slots = v().parse().expect("--reciprocal N"),
+            "--slots" => swarm.upload_slots = v().parse().expect("--slots N"),
+            "--choke-s" => {
+                swarm.choke_interval = Duration::from_secs(v().parse().expect("--choke-s N"))
+            }
             "--cc" => {
                 cc = match v().as_str() {
                     "cubic" => CongestionKind::Cubic,
@@ -81,7 +91,7 @@ fn main() {
     };
     let mut s: SimSwarm<SyntheticStore> = SimSwarm::new(
         Sim::new(seed, pipe),
-        SwarmConfig::default(),
+        swarm,
         Config {
             congestion: cc,
             ..Config::default()
@@ -104,8 +114,11 @@ fn main() {
     let wall = Instant::now();
     let mut next_report = start + report;
     let mut last_up: Vec<u64> = vec![0; s.nodes.len()];
+    let mut last_down: Vec<u64> = vec![0; s.nodes.len()];
+    let mut last_drops = (0u64, 0u64);
     let done = s.run_until(Duration::from_secs(limit_s), |s| {
-        if s.sim.now() >= next_report {
+        let reporting = s.sim.now() >= next_report;
+        if reporting {
             next_report = s.sim.now() + report;
             let left: u64 = (1..s.nodes.len()).map(|k| s.core(k).left()).sum();
             let finished = (1..s.nodes.len()).filter(|&k| s.core(k).complete()).count();
@@ -116,14 +129,72 @@ fn main() {
             let seed_use = (up[0] - last_up[0]) as f64 / cap;
             let all_use = all as f64 / (cap * up.len() as f64);
             last_up = up;
+            // Downlink use of the fetchers still running: lowest, median, highest.
+            let down: Vec<u64> = s.nodes.iter().map(|n| s.sim.downlink_stats(n.id).bytes).collect();
+            let mut busy: Vec<f64> = (1..s.nodes.len())
+                .filter(|&k| !s.core(k).complete())
+                .map(|k| 100.0 * (down[k] - last_down[k]) as f64 / cap)
+                .collect();
+            busy.sort_by(f64::total_cmp);
+            last_down = down;
+            let drops = s.nodes.iter().fold((0, 0), |(u, d), n| {
+                (
+                    u + s.sim.uplink_stats(n.id).queue_drops,
+                    d + s.sim.downlink_stats(n.id).queue_drops,
+                )
+            });
+            let (du, dd) = (drops.0 - last_drops.0, drops.1 - last_drops.1);
+            last_drops = drops;
+            let mut prog: Vec<f64> = (1..s.nodes.len())
+                .map(|k| 100.0 * (1.0 - s.core(k).left() as f64 / size as f64))
+                .collect();
+            prog.sort_by(f64::total_cmp);
             eprintln!(
-                "t={:.0} s: {:.1} % of {} copies, {finished} complete, uplinks {:.0} % busy (seed {:.0} %) (wall {:.0} s)",
+                "  fetchers' progress {:.0}/{:.0}/{:.0} % (min/median/max)",
+                prog[0],
+                prog[prog.len() / 2],
+                prog[prog.len() - 1]
+            );
+            let pick = |q: f64| busy.get(((busy.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+            eprintln!(
+                "t={:.0} s: {:.1} % of {} copies, {finished} complete, uplinks {:.0} % busy (seed {:.0} %), downlinks {:.0}/{:.0}/{:.0} % (min/median/max), drops up {du} down {dd} (wall {:.0} s)",
                 (s.sim.now() - start).as_secs_f64(),
                 100.0 * (1.0 - left as f64 / (size as f64 * peers as f64)),
                 peers,
                 100.0 * all_use,
                 100.0 * seed_use,
+                pick(0.0),
+                pick(0.5),
+                pick(1.0),
                 wall.elapsed().as_secs_f64()
+            );
+        }
+        if reporting && let Some(seed) = s.nodes[0].core.as_ref() {
+            // How many times the seed has sent each fragment (in whole copies).
+            let flen = u64::from(fragment);
+            let mut h = [0usize; 4];
+            for &b in seed.served() {
+                h[((b + flen / 2) / flen).min(3) as usize] += 1;
+            }
+            eprintln!(
+                "  seed has sent fragments 0x: {}, 1x: {}, 2x: {}, 3x+: {}",
+                h[0], h[1], h[2], h[3]
+            );
+        }
+        if let Some(k) = dump
+            && reporting
+            && let (Some(core), Some(ep)) = (s.nodes[k].core.as_ref(), s.sim.endpoint_ref(s.nodes[k].id))
+        {
+            for l in core.describe_sessions(ep) {
+                eprintln!("  node {k}: {l}");
+            }
+            eprintln!(
+                "  node {k}: downlink {} B, uplink {} B, verified {} B, wasted {} B, uploaded {} B",
+                s.sim.downlink_stats(s.nodes[k].id).bytes,
+                s.sim.uplink_stats(s.nodes[k].id).bytes,
+                core.stats().downloaded,
+                core.stats().wasted,
+                core.stats().uploaded
             );
         }
         s.all_up_complete()
@@ -149,6 +220,15 @@ fn main() {
         size >> 20,
         m,
         fragment >> 10
+    );
+    let block_bytes: u64 = (0..s.nodes.len())
+        .filter_map(|k| s.nodes[k].core.as_ref())
+        .map(|c| c.stats().uploaded)
+        .sum();
+    let link_bytes: u64 = s.nodes.iter().map(|n| s.sim.uplink_stats(n.id).bytes).sum();
+    println!(
+        "block bytes sent {:.1} % of the bytes the uplinks carried (the rest: headers, acks, retransmissions)",
+        100.0 * block_bytes as f64 / link_bytes.max(1) as f64
     );
     println!(
         "seed uploaded {:.2} copies; fetchers wasted {} MiB; link queue drops {drops}",

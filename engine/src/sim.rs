@@ -331,6 +331,11 @@ impl Sim {
         self.nodes[n.0].ep.as_mut()
     }
 
+    /// The endpoint of a node, to look at (`None` while crashed).
+    pub fn endpoint_ref(&self, n: NodeId) -> Option<&Endpoint> {
+        self.nodes[n.0].ep.as_ref()
+    }
+
     /// Limits node `n`'s uplink (everything it sends, to any destination) from now on;
     /// `None` removes the limit.
     pub fn set_uplink(&mut self, n: NodeId, cfg: Option<LinkConfig>) {

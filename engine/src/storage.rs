@@ -17,6 +17,7 @@
 //! write has just failed for lack of space. A data file that cannot be preallocated for lack
 //! of space is opened sparse instead, and the caller is told (`spec/peer.md` §8).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -51,6 +52,11 @@ pub struct Storage {
     /// The preallocated file the next resume state is written into (see the module doc).
     resume_spare: Option<File>,
     complete: bool,
+    /// Fragments being written: a SHA-256 of the prefix written so far in order, and its
+    /// length. Verifying reads back only the rest (see [`Storage::verify`]).
+    hashing: HashMap<u32, (Sha256, u32)>,
+    /// Read-back buffer of [`Storage::verify`], kept between calls.
+    scratch: Vec<u8>,
 }
 
 /// What opening for a fetch found.
@@ -125,6 +131,8 @@ impl Storage {
             resume_path: Some(resume_path),
             resume_spare: Some(resume_spare),
             complete: false,
+            hashing: HashMap::new(),
+            scratch: Vec::new(),
         };
         let mut state = s.load_resume();
         state.not_preallocated = not_preallocated;
@@ -164,6 +172,8 @@ impl Storage {
             resume_path: None,
             resume_spare: None,
             complete: false,
+            hashing: HashMap::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -208,8 +218,28 @@ impl Storage {
         Ok(self.map.spans(start, len as u64))
     }
 
-    /// Writes `data` at `offset` of `fragment`, across file boundaries.
+    /// Writes `data` at `offset` of `fragment`, across file boundaries. A write that continues
+    /// the fragment's in-order prefix is hashed on the way (the buffer is hot), so that
+    /// [`Storage::verify`] reads back only what came out of order; a write over the hashed
+    /// prefix voids it (the bytes on disk are what counts).
     pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        let hashed = self.hashing.get(&fragment).map_or(0, |e| e.1);
+        if offset < hashed {
+            self.hashing.remove(&fragment);
+        }
+        self.write_raw(fragment, offset, data)?;
+        if offset == hashed && !data.is_empty() {
+            let e = self
+                .hashing
+                .entry(fragment)
+                .or_insert_with(|| (Sha256::new(), 0));
+            e.0.update(data);
+            e.1 += data.len() as u32;
+        }
+        Ok(())
+    }
+
+    fn write_raw(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
         let mut at = 0usize;
         for s in self.spans(fragment, offset, data.len())? {
             let chunk = &data[at..at + s.len as usize];
@@ -241,11 +271,27 @@ impl Storage {
         Ok(())
     }
 
-    /// Reads fragment `i` back and checks its SHA-256; marks it verified if it matches.
+    /// Checks fragment `i`'s SHA-256 over its bytes on disk; marks it verified if it matches.
+    /// The prefix hashed as it was written is not read again, the rest is read back.
     pub fn verify(&mut self, i: u32) -> io::Result<bool> {
-        let mut buf = vec![0u8; self.fragment_len(i) as usize];
-        self.read(i, 0, &mut buf)?;
-        let ok = <[u8; 32]>::from(Sha256::digest(&buf)) == self.hashes[i as usize];
+        let len = self.fragment_len(i);
+        let (mut h, mut at) = self.hashing.remove(&i).unwrap_or_default();
+        if at > len {
+            (h, at) = (Sha256::new(), 0);
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.resize(((len - at) as usize).min(1 << 20), 0);
+        while at < len {
+            let n = ((len - at) as usize).min(buf.len());
+            if let Err(e) = self.read(i, at, &mut buf[..n]) {
+                self.scratch = buf;
+                return Err(e);
+            }
+            h.update(&buf[..n]);
+            at += n as u32;
+        }
+        self.scratch = buf;
+        let ok = <[u8; 32]>::from(h.finalize()) == self.hashes[i as usize];
         if ok {
             self.verified[i as usize] = true;
         }
@@ -268,7 +314,8 @@ impl Storage {
         {
             return Ok(false);
         }
-        self.write(i, 0, data)?;
+        self.hashing.remove(&i);
+        self.write_raw(i, 0, data)?;
         self.verified[i as usize] = true;
         Ok(true)
     }
@@ -415,6 +462,8 @@ impl Storage {
             resume_path: None,
             resume_spare: None,
             complete: self.complete,
+            hashing: HashMap::new(),
+            scratch: Vec::new(),
         })
     }
 

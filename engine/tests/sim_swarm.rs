@@ -261,3 +261,66 @@ fn duplicate_connections_are_not_redialled() {
         }
     });
 }
+
+/// A seed spreads its upload (spec peer.md §5): with its suggestions, it sends (nearly) no
+/// fragment twice before it has begun to send every fragment once, so its fetchers get
+/// different fragments to trade at once. Without them, fetchers that pick the rarest fragments
+/// of the seed at the same moment often pick the same ones, and the seed sends those twice.
+/// (Once every fragment has left, fetchers with nothing left to take from each other do ask
+/// the seed for fragments still on their way to others: that is the first copy's endgame.)
+#[test]
+fn a_seed_sends_every_fragment_once_before_any_twice() {
+    let run = |suggest: bool| -> (usize, u32) {
+        let seed = 31;
+        let size = 4 * 1024 * 1024;
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            ..PipeConfig::default()
+        };
+        let data = payload(size, seed);
+        let mut s: SimSwarm<MemStore> = SimSwarm::new(
+            Sim::new(seed, pipe),
+            SwarmConfig {
+                suggest,
+                ..swarm_cfg()
+            },
+            Config::default(),
+            size as u64,
+            FRAG,
+        );
+        let seed_store = MemStore::full(&data, FRAG);
+        let origin = s.join(seed_store.clone());
+        limit_links(&mut s, origin);
+        for _ in 0..12 {
+            let k = s.join(MemStore::empty_like(&seed_store));
+            limit_links(&mut s, k);
+        }
+        let n = s.fragment_count();
+        // Until the seed has begun to send the last of its fragments.
+        let all_begun = |s: &SimSwarm<MemStore>| s.core(origin).served().iter().all(|&b| b > 0);
+        assert!(
+            s.run_until(Duration::from_secs(300), all_begun),
+            "the seed never sent every fragment"
+        );
+        let twice = s
+            .core(origin)
+            .served()
+            .iter()
+            .filter(|&&b| b >= 2 * u64::from(FRAG))
+            .count();
+        (twice, n)
+    };
+    let (with, n) = run(true);
+    let (without, _) = run(false);
+    eprintln!(
+        "fragments sent twice before the last was begun: {with} with suggestions, {without} without, of {n}"
+    );
+    assert!(
+        with * 20 <= n as usize,
+        "{with} of {n} fragments sent twice"
+    );
+    assert!(
+        without >= 4 * with.max(1),
+        "without suggestions: {without}, with: {with}"
+    );
+}

@@ -42,10 +42,14 @@ pub mod msg {
     pub const REJECT: u8 = 0x0B;
     /// PEX (peer exchange, `spec/discovery.md` §4)
     pub const PEX: u8 = 0x0C;
+    /// SUGGEST (a seed's hint of which fragment to ask it for next)
+    pub const SUGGEST: u8 = 0x0D;
 }
 
 /// Handshake capability bit: the sender speaks peer exchange (PEX messages).
 pub const CAP_PEX: u32 = 1;
+/// Handshake capability bit: the sender takes SUGGEST messages into account.
+pub const CAP_SUGGEST: u32 = 2;
 /// Most addresses in each of a PEX message's two lists (added, dropped).
 pub const MAX_PEX: usize = 50;
 
@@ -156,6 +160,8 @@ pub enum Message<'a> {
         /// Peers no longer connected, at most [`MAX_PEX`].
         dropped: &'a [PexEntry],
     },
+    /// A seed suggests the receiver ask it for this fragment next (spec §5).
+    Suggest(u32),
 }
 
 /// Why a message was refused (the connection is then closed: spec §6).
@@ -203,6 +209,10 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
         msg::HAVE => {
             exact(4)?;
             Message::Have(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+        }
+        msg::SUGGEST => {
+            exact(4)?;
+            Message::Suggest(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
         }
         msg::INTERESTED => exact(0).map(|()| Message::Interested)?,
         msg::NOT_INTERESTED => exact(0).map(|()| Message::NotInterested)?,
@@ -255,6 +265,10 @@ pub fn emit(m: &Message<'_>, out: &mut Vec<u8>) {
         }
         Message::Have(i) => {
             out.push(msg::HAVE);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+        Message::Suggest(i) => {
+            out.push(msg::SUGGEST);
             out.extend_from_slice(&i.to_be_bytes());
         }
         Message::Interested => out.push(msg::INTERESTED),
@@ -353,6 +367,8 @@ mod tests {
         assert_eq!(&b[..6], &[0x01, 0x01, 0, 0, 0, 0]);
         assert_eq!(&b[54..], &[0x1A, 0xE1]);
         assert_eq!(round(Message::Have(258)), vec![0x03, 0, 0, 1, 2]);
+        assert_eq!(round(Message::Suggest(7)), vec![0x0D, 0, 0, 0, 7]);
+        assert_eq!(parse(&[0x0D, 0, 0, 7]), Err(PeerError::Length(0x0D)));
         assert_eq!(
             round(Message::Request(block(1, 16384, 16384))),
             vec![0x08, 0, 0, 0, 1, 0, 0, 0x40, 0, 0, 0, 0x40, 0]

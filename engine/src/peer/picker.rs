@@ -150,6 +150,58 @@ impl Picker {
         self.pick_excluding(peer_has, |_| false, max)
     }
 
+    /// [`Picker::pick_excluding`], but the fragments of `prefer` (a seed's suggestions, spec
+    /// §5), in order, come before everything else: each one we lack is started (if it is not
+    /// yet) and its unrequested blocks are taken.
+    pub fn pick_preferring(
+        &mut self,
+        prefer: &[u32],
+        peer_has: impl Fn(u32) -> bool,
+        asked: impl Fn(Block) -> bool,
+        max: usize,
+    ) -> Vec<Block> {
+        let mut out = Vec::new();
+        for &i in prefer {
+            if out.len() >= max {
+                return out;
+            }
+            if i >= self.fragment_count() || self.has(i) || !peer_has(i) {
+                continue;
+            }
+            if !self.started[i as usize] {
+                self.start(i);
+            }
+            self.take_missing(i, max, &mut out);
+        }
+        let more = self.pick_excluding(peer_has, asked, max - out.len());
+        out.extend(more);
+        out
+    }
+
+    /// True if fragment `i` is held, or in progress with every block requested or received
+    /// (a suggestion of it is spent).
+    pub fn fully_requested(&self, i: u32) -> bool {
+        self.has(i) || self.partial.get(&i).is_some_and(|p| p.missing == 0)
+    }
+
+    /// How many of our peers announced fragment `i`.
+    pub fn availability(&self, i: u32) -> u32 {
+        self.availability.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Puts fragment `i` (not held, not started) in progress, every block missing.
+    fn start(&mut self, i: u32) {
+        let n = self.blocks_in(i);
+        let partial = Partial {
+            blocks: vec![State::Missing; n],
+            received: 0,
+            missing: n as u32,
+        };
+        self.partial.insert(i, partial);
+        self.started[i as usize] = true;
+        self.missing_blocks += n;
+    }
+
     /// [`Picker::pick`], never offering an endgame copy of a block `asked` says this peer was
     /// already asked for (its copy could only arrive as waste).
     pub fn pick_excluding(
@@ -181,15 +233,7 @@ impl Picker {
             let Some(i) = self.rarest_new(&peer_has) else {
                 break;
             };
-            let n = self.blocks_in(i);
-            let partial = Partial {
-                blocks: vec![State::Missing; n],
-                received: 0,
-                missing: n as u32,
-            };
-            self.partial.insert(i, partial);
-            self.started[i as usize] = true;
-            self.missing_blocks += n;
+            self.start(i);
             self.take_missing(i, max, &mut out);
         }
         if !out.is_empty() {
@@ -461,6 +505,29 @@ mod tests {
         );
         let got = p.pick(|_| true, 1);
         assert_eq!(got[0].fragment, 3, "availability 0 is rarest");
+    }
+
+    /// A seed's suggestions (spec §5) come before started and rarest fragments; a suggestion
+    /// with every block requested, or one the peer lacks, is passed over.
+    #[test]
+    fn suggested_fragments_come_first() {
+        // 6 fragments of 2 blocks.
+        let mut p = Picker::new(u64::from(12 * K), 2 * K, K, 1);
+        p.add_availability(0); // 1..=5 rarer than 0, and 0 is started below
+        let first = p.pick(|i| i == 0, 1);
+        assert_eq!(first[0].fragment, 0);
+        let got = p.pick_preferring(&[4, 2], |_| true, |_| false, 3);
+        let frags: Vec<(u32, u32)> = got.iter().map(|b| (b.fragment, b.offset)).collect();
+        assert_eq!(frags, vec![(4, 0), (4, K), (2, 0)]);
+        assert!(p.fully_requested(4));
+        assert!(!p.fully_requested(2));
+        assert!(!p.fully_requested(0));
+        // 4 is spent, 2 has a block left; then the started 0; the peer lacks 5.
+        let got = p.pick_preferring(&[4, 5, 2], |i| i != 5, |_| false, 2);
+        let frags: Vec<(u32, u32)> = got.iter().map(|b| (b.fragment, b.offset)).collect();
+        assert_eq!(frags, vec![(2, K), (0, K)]);
+        assert_eq!(p.availability(0), 1);
+        assert_eq!(p.availability(9), 0, "out of range: none");
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use st_proto::peer::{self, CAP_PEX, Handshake, MAX_PEX, Message, PEER_VERSION, PexEntry};
+use st_proto::peer::{
+    self, CAP_PEX, CAP_SUGGEST, Handshake, MAX_PEX, Message, PEER_VERSION, PexEntry,
+};
 
 use super::picker::{Block, Picker, Received};
 use crate::rng::Rng;
@@ -67,6 +69,10 @@ pub struct SwarmConfig {
     pub max_peers: usize,
     /// Peers served at once (plus one optimistic unchoke).
     pub upload_slots: usize,
+    /// Of the upload slots, how many go to the peers that send to us fastest (reciprocation;
+    /// by default all); the rest go to the peers that hold the fewest fragments. A seed gives
+    /// every slot by need (fewest fragments first), so that nobody falls behind.
+    pub reciprocal_slots: usize,
     /// Request block size.
     pub block: u32,
     /// Outstanding request bytes per peer, at least.
@@ -85,6 +91,9 @@ pub struct SwarmConfig {
     pub pex_interval: Duration,
     /// Most addresses waiting to be dialled (from trackers, LAN discovery and PEX).
     pub max_candidates: usize,
+    /// Speak SUGGEST (capability bit 1): a seed suggests to each peer it serves fragments
+    /// no other peer has and it has not sent yet, so that its upload spreads (spec §5).
+    pub suggest: bool,
 }
 
 impl Default for SwarmConfig {
@@ -92,6 +101,7 @@ impl Default for SwarmConfig {
         SwarmConfig {
             max_peers: 50,
             upload_slots: 8,
+            reciprocal_slots: 8,
             block: 128 * 1024,
             min_outstanding: 1 << 20,
             max_outstanding: 32 << 20,
@@ -101,6 +111,7 @@ impl Default for SwarmConfig {
             pex: true,
             pex_interval: Duration::from_secs(15),
             max_candidates: 1000,
+            suggest: true,
         }
     }
 }
@@ -145,6 +156,9 @@ impl Bits {
         }
         self.0[(i / 64) as usize] |= 1 << (i % 64);
         true
+    }
+    fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
     }
     fn from_wire(bits: &[u8], n: u32) -> Bits {
         let mut b = Bits::new(n);
@@ -195,6 +209,12 @@ struct Session {
     /// When we last sent them PEX, and when we last used theirs.
     pex_sent_at: Option<Time>,
     pex_rx_at: Option<Time>,
+    /// Both sides speak SUGGEST.
+    suggest: bool,
+    /// Fragments they suggested we ask them for (newest last, at most [`MAX_SUGGESTED`]).
+    suggested: Vec<u32>,
+    /// Fragments we suggested to them that they have not asked for yet.
+    offered: Vec<u32>,
 }
 
 impl Session {
@@ -221,9 +241,19 @@ impl Session {
             told: BTreeSet::new(),
             pex_sent_at: None,
             pex_rx_at: None,
+            suggest: false,
+            suggested: Vec::new(),
+            offered: Vec::new(),
         }
     }
 }
+
+/// Suggestions a seed keeps outstanding per peer (spec §5).
+const SUGGEST_AHEAD: usize = 4;
+/// Most unclaimed fragments looked at per call when choosing suggestions.
+const SUGGEST_SCAN: usize = 64;
+/// Most suggestions kept per peer; older ones are forgotten.
+const MAX_SUGGESTED: usize = 32;
 
 /// The peer layer of one swarm.
 pub struct SwarmCore {
@@ -260,6 +290,12 @@ pub struct SwarmCore {
     left: u64,
     /// [`SwarmCore::close_all`] was called: no new connections, no dialling, no serving.
     leaving: bool,
+    /// Bytes served of each fragment (to all peers together).
+    served: Vec<u64>,
+    /// Fragments not yet served nor suggested to anyone, in random order, and the position of
+    /// each in it (`u32::MAX` once taken out): what a seed suggests next (spec §5).
+    unclaimed: Vec<u32>,
+    unclaimed_at: Vec<u32>,
     /// Reused buffer of received messages.
     rx_buf: Vec<u8>,
 }
@@ -319,6 +355,18 @@ impl SwarmCore {
             .filter(|&i| !picker.has(i))
             .map(|i| u64::from(fragment_len(total_length, fragment_length, i)))
             .sum();
+        let picker_fragments = picker.fragment_count();
+        // A random order of the fragments for the seed's suggestions (Fisher–Yates).
+        let mut order_rng = Rng::new(seed ^ 0x5355_4747);
+        let mut unclaimed: Vec<u32> = (0..picker_fragments).collect();
+        for k in (1..unclaimed.len()).rev() {
+            let j = order_rng.below(k as u64 + 1) as usize;
+            unclaimed.swap(k, j);
+        }
+        let mut unclaimed_at = vec![0u32; unclaimed.len()];
+        for (k, &i) in unclaimed.iter().enumerate() {
+            unclaimed_at[i as usize] = k as u32;
+        }
         SwarmCore {
             left,
             cfg,
@@ -344,6 +392,9 @@ impl SwarmCore {
             rounds: 0,
             io_error: None,
             leaving: false,
+            served: vec![0; picker_fragments as usize],
+            unclaimed,
+            unclaimed_at,
             rx_buf: Vec::new(),
         }
     }
@@ -563,7 +614,9 @@ impl SwarmCore {
         }
         let hs = Handshake {
             version: PEER_VERSION,
-            capabilities: if self.cfg.pex { CAP_PEX } else { 0 }.into(),
+            capabilities: (if self.cfg.pex { CAP_PEX } else { 0 }
+                | if self.cfg.suggest { CAP_SUGGEST } else { 0 })
+            .into(),
             swarm_id: self.swarm_id,
             peer_id: self.peer_id,
             listen_port: self.listen_port.into(),
@@ -631,6 +684,7 @@ impl SwarmCore {
                 s.peer_id = Some(hs.peer_id);
                 s.listen_port = hs.listen_port.get();
                 s.pex = self.cfg.pex && hs.capabilities.get() & CAP_PEX != 0;
+                s.suggest = self.cfg.suggest && hs.capabilities.get() & CAP_SUGGEST != 0;
                 self.by_peer.insert(hs.peer_id, h);
                 // The first PEX goes right after the handshake: a peer that learnt of only us
                 // learns of the rest at once.
@@ -688,6 +742,20 @@ impl SwarmCore {
                 if self.sessions.values().filter(|s| !s.choking).count() < self.cfg.upload_slots {
                     self.unchoke(ep, h);
                 }
+                self.offer(ep, h);
+            }
+            Message::Suggest(i) => {
+                if i >= n {
+                    return self.violation(ep, now, h, close_code::VIOLATION);
+                }
+                // Not negotiated: ignored. Otherwise kept (bounded) for the next requests.
+                if s.suggest && !self.picker.fully_requested(i) && !s.suggested.contains(&i) {
+                    if s.suggested.len() >= MAX_SUGGESTED {
+                        s.suggested.remove(0);
+                    }
+                    s.suggested.push(i);
+                    self.fill_requests(now, ep, h);
+                }
             }
             Message::NotInterested => s.interested = false,
             Message::Choke => {
@@ -718,7 +786,16 @@ impl SwarmCore {
                         offset: o,
                         length: l,
                     });
+                    // A suggestion taken up: the fragment is spoken for; suggest another.
+                    let took = s.offered.iter().position(|&x| x == f);
+                    if let Some(k) = took {
+                        s.offered.swap_remove(k);
+                    }
+                    self.claim(f);
                     self.pump(ep, store, h);
+                    if took.is_some() {
+                        self.offer(ep, h);
+                    }
                 }
             }
             Message::Cancel(b) => {
@@ -920,7 +997,74 @@ impl SwarmCore {
             && s.choking
         {
             s.choking = false;
-            Self::send(ep, h, s, Self::msg(&Message::Unchoke));
+            // Suggestions first: the peer fills its pipeline as soon as it reads the UNCHOKE,
+            // and should pick them then, not fragments of its own choosing.
+            self.offer(ep, h);
+            if let Some(s) = self.sessions.get_mut(&h) {
+                Self::send(ep, h, s, Self::msg(&Message::Unchoke));
+            }
+        }
+    }
+
+    /// Takes fragment `i` out of the unclaimed set (it is served, suggested, or held elsewhere).
+    fn claim(&mut self, i: u32) {
+        let Some(&k) = self.unclaimed_at.get(i as usize) else {
+            return;
+        };
+        if k == u32::MAX {
+            return;
+        }
+        let last = self.unclaimed.pop().expect("non-empty: i is in it");
+        if last != i {
+            self.unclaimed[k as usize] = last;
+            self.unclaimed_at[last as usize] = k;
+        }
+        self.unclaimed_at[i as usize] = u32::MAX;
+    }
+
+    /// Puts back suggestions a peer will not take up (choked, or gone), unless served since.
+    fn unclaim(&mut self, fragments: Vec<u32>) {
+        for i in fragments {
+            if self.served.get(i as usize) == Some(&0)
+                && self.unclaimed_at.get(i as usize) == Some(&u32::MAX)
+            {
+                self.unclaimed_at[i as usize] = self.unclaimed.len() as u32;
+                self.unclaimed.push(i);
+            }
+        }
+    }
+
+    /// A seed's suggestions to an unchoked, interested peer (spec §5): up to
+    /// [`SUGGEST_AHEAD`] fragments not taken up yet, each one no other peer of ours has and
+    /// that was not served nor suggested before, so that what the seed uploads first is
+    /// different for every peer.
+    fn offer(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        if !self.cfg.suggest || !self.picker.complete() {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if !s.suggest || s.choking || !s.interested {
+            return;
+        }
+        let mut scanned = 0;
+        while s.offered.len() < SUGGEST_AHEAD && scanned < SUGGEST_SCAN {
+            // Taken out either way: a fragment another peer has needs no spreading by us.
+            let Some(i) = self.unclaimed.pop() else {
+                return;
+            };
+            self.unclaimed_at[i as usize] = u32::MAX;
+            scanned += 1;
+            if self.picker.availability(i) > 0 {
+                continue;
+            }
+            if s.have.get(i) {
+                // Cannot be: a peer with it counts in availability. Kept out all the same.
+                continue;
+            }
+            s.offered.push(i);
+            Self::send(ep, h, s, Self::msg(&Message::Suggest(i)));
         }
     }
 
@@ -931,6 +1075,8 @@ impl SwarmCore {
             s.choking = true;
             s.serving.clear();
             Self::send(ep, h, s, Self::msg(&Message::Choke));
+            let back = std::mem::take(&mut s.offered);
+            self.unclaim(back);
         }
     }
 
@@ -972,7 +1118,12 @@ impl SwarmCore {
             // same peer again (the copy could only arrive as waste).
             let outstanding = &s.outstanding;
             let asked = |b: Block| outstanding.iter().any(|(x, _)| *x == b);
-            let blocks = self.picker.pick_excluding(may, asked, count.min(64));
+            // A seed's suggestions first (spec §5), while they still have blocks to ask for.
+            let picker = &self.picker;
+            s.suggested.retain(|&i| !picker.fully_requested(i));
+            let blocks = self
+                .picker
+                .pick_preferring(&s.suggested, may, asked, count.min(64));
             if blocks.is_empty() {
                 break;
             }
@@ -1028,7 +1179,12 @@ impl SwarmCore {
                 Ok::<(), io::Error>(())
             });
             match sent {
-                Ok(Ok(())) => self.stats.uploaded += u64::from(b.length),
+                Ok(Ok(())) => {
+                    self.stats.uploaded += u64::from(b.length);
+                    if let Some(x) = self.served.get_mut(b.fragment as usize) {
+                        *x += u64::from(b.length);
+                    }
+                }
                 // Unreadable (it was verified, so the disk failed): skip it; the peer asks
                 // elsewhere when its request times out.
                 Ok(Err(_)) => {}
@@ -1048,6 +1204,7 @@ impl SwarmCore {
         for (b, _) in s.outstanding {
             self.picker.release(b);
         }
+        self.unclaim(s.offered);
         for i in 0..self.picker.fragment_count() {
             if s.have.get(i) {
                 self.picker.remove_availability(i);
@@ -1068,6 +1225,45 @@ impl SwarmCore {
         if self.optimistic == Some(h) {
             self.optimistic = None;
         }
+    }
+
+    /// Bytes served of each fragment so far, to all peers together.
+    pub fn served(&self) -> &[u64] {
+        &self.served
+    }
+
+    /// One line per session for diagnostics (simulations, debug logs): the peer, the choke
+    /// and interest flags, requests both ways, the receive rate and the transport's window.
+    pub fn describe_sessions(&self, ep: &Endpoint) -> Vec<String> {
+        self.sessions
+            .iter()
+            .map(|(h, s)| {
+                let t = ep.stats(*h);
+                format!(
+                    "{} choked {} choking {} interested {} interesting {} wanted {} outstanding {} KiB serving {} queued {} rate {:.0} KB/s | cwnd {} in_flight {} buffered {} srtt {} ms lost {} sent {} retransmitted {} received {} packets {} mtu {}",
+                    s.addr,
+                    s.choked as u8,
+                    s.choking as u8,
+                    s.interested as u8,
+                    s.interesting as u8,
+                    s.wanted,
+                    s.outstanding_bytes >> 10,
+                    s.serving.len(),
+                    s.queued.len(),
+                    s.rate / 1000.0,
+                    t.as_ref().map_or(0, |t| t.cwnd),
+                    t.as_ref().map_or(0, |t| t.in_flight),
+                    t.as_ref().map_or(0, |t| t.send_buffered),
+                    t.as_ref().map_or(0, |t| t.srtt_us / 1000),
+                    t.as_ref().map_or(0, |t| t.packets_lost),
+                    t.as_ref().map_or(0, |t| t.bytes_sent),
+                    t.as_ref().map_or(0, |t| t.stream_bytes_retransmitted),
+                    t.as_ref().map_or(0, |t| t.r_base),
+                    t.as_ref().map_or(0, |t| t.packets_sent),
+                    t.as_ref().map_or(0, |t| t.mtu),
+                )
+            })
+            .collect()
     }
 
     /// Periodic work: dial candidates, a choke round, rates, timed-out requests.
@@ -1215,22 +1411,33 @@ impl SwarmCore {
                 );
             }
         }
-        // Upload slots: the interested peers that send to us fastest (reciprocation), random
-        // order among equals (a seed's peers all send nothing), plus one optimistic unchoke
-        // rotated every third round.
-        let mut interested: Vec<(f64, u64, ConnHandle)> = handles
+        // Upload slots (spec §5): some to the interested peers that send to us fastest
+        // (reciprocation), the rest, and every slot of a seed, to those that hold the fewest
+        // fragments (the swarm is done when its slowest member is); random order among equals;
+        // plus one optimistic unchoke rotated every third round.
+        let mut interested: Vec<(f64, u32, u64, ConnHandle)> = handles
             .iter()
             .filter_map(|h| {
                 let s = &self.sessions[h];
-                (s.interested && s.peer_id.is_some()).then(|| (s.rate, self.rng.next_u64(), *h))
+                (s.interested && s.peer_id.is_some())
+                    .then(|| (s.rate, s.have.count(), self.rng.next_u64(), *h))
             })
             .collect();
-        interested.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let keep: HashSet<ConnHandle> = interested
-            .iter()
-            .take(self.cfg.upload_slots)
-            .map(|x| x.2)
-            .collect();
+        let by_rate = if self.picker.complete() {
+            0
+        } else {
+            self.cfg.reciprocal_slots.min(self.cfg.upload_slots)
+        };
+        interested.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
+        let mut keep: HashSet<ConnHandle> = interested.iter().take(by_rate).map(|x| x.3).collect();
+        let mut rest: Vec<&(f64, u32, u64, ConnHandle)> =
+            interested.iter().filter(|x| !keep.contains(&x.3)).collect();
+        rest.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
+        keep.extend(
+            rest.iter()
+                .take(self.cfg.upload_slots - keep.len())
+                .map(|x| x.3),
+        );
         if self.rounds % 3 == 1
             || self
                 .optimistic
@@ -1238,8 +1445,8 @@ impl SwarmCore {
         {
             let rest: Vec<ConnHandle> = interested
                 .iter()
-                .skip(self.cfg.upload_slots)
-                .map(|x| x.2)
+                .map(|x| x.3)
+                .filter(|h| !keep.contains(h))
                 .collect();
             self.optimistic =
                 (!rest.is_empty()).then(|| rest[self.rng.below(rest.len() as u64) as usize]);
