@@ -409,6 +409,20 @@ impl Picker {
         }
     }
 
+    /// A received block could not be stored (a disk error): it is missing again, to be
+    /// requested anew.
+    pub fn unreceive(&mut self, b: Block) {
+        let block = self.block;
+        if let Some((p, idx)) = Self::partial_of(&mut self.partial, block, b)
+            && p.blocks[idx] == State::Received
+        {
+            p.blocks[idx] = State::Missing;
+            p.received -= 1;
+            p.missing += 1;
+            self.missing_blocks += 1;
+        }
+    }
+
     /// The assembled fragment matched its hash.
     pub fn verified(&mut self, i: u32) {
         self.forget(i);
@@ -505,6 +519,27 @@ mod tests {
         );
         let got = p.pick(|_| true, 1);
         assert_eq!(got[0].fragment, 3, "availability 0 is rarest");
+    }
+
+    /// A block whose write failed is missing again: asked for anew, and its fragment does not
+    /// count as complete without it.
+    #[test]
+    fn an_unstored_block_is_requested_again() {
+        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 1);
+        let got = p.pick(|_| true, 2);
+        assert_eq!(got.len(), 2);
+        assert_eq!(p.received(got[0]), Received::Progress);
+        p.unreceive(got[0]);
+        assert_eq!(p.pick(|_| true, 2), vec![got[0]], "asked for again");
+        assert_eq!(p.received(got[1]), Received::Progress);
+        assert_eq!(p.received(got[0]), Received::FragmentComplete);
+        p.unreceive(got[1]);
+        p.unreceive(got[1]);
+        assert_eq!(
+            p.pick(|_| true, 2),
+            vec![got[1]],
+            "once, however often unreceived"
+        );
     }
 
     /// A seed's suggestions (spec §5) come before started and rarest fragments; a suggestion

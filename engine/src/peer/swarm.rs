@@ -862,7 +862,7 @@ impl SwarmCore {
                 if let Err(e) = written.map(|next| *msg = next) {
                     // A disk error (disk full, say): the block is requested again later and
                     // the driver decides whether to give up (see `take_io_error`).
-                    self.picker.release(b);
+                    self.picker.unreceive(b);
                     self.io_error.get_or_insert(e);
                     return;
                 }
