@@ -84,6 +84,11 @@ fn main() {
         }
     }
     let fragment = u32::try_from(fragment).expect("fragment fits u32");
+    assert!(peers > 0, "--peers must be at least 1");
+    assert!(
+        dump.is_none_or(|k| k <= peers),
+        "--dump NODE: 0 (the seed) ..= {peers}"
+    );
     let rate = mbit * 1_000_000;
     let pipe = PipeConfig {
         latency: Duration::from_millis(latency_ms),

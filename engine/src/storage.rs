@@ -223,9 +223,10 @@ impl Storage {
     /// [`Storage::verify`] reads back only what came out of order; a write over the hashed
     /// prefix voids it (the bytes on disk are what counts).
     pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
-        let hashed = self.hashing.get(&fragment).map_or(0, |e| e.1);
+        let mut hashed = self.hashing.get(&fragment).map_or(0, |e| e.1);
         if offset < hashed {
             self.hashing.remove(&fragment);
+            hashed = 0;
         }
         self.write_raw(fragment, offset, data)?;
         if offset == hashed && !data.is_empty() {
@@ -274,6 +275,9 @@ impl Storage {
     /// Checks fragment `i`'s SHA-256 over its bytes on disk; marks it verified if it matches.
     /// The prefix hashed as it was written is not read again, the rest is read back.
     pub fn verify(&mut self, i: u32) -> io::Result<bool> {
+        let Some(&want) = self.hashes.get(i as usize) else {
+            return Err(io_err(format!("fragment {i} out of range")));
+        };
         let len = self.fragment_len(i);
         let (mut h, mut at) = self.hashing.remove(&i).unwrap_or_default();
         if at > len {
@@ -291,7 +295,7 @@ impl Storage {
             at += n as u32;
         }
         self.scratch = buf;
-        let ok = <[u8; 32]>::from(h.finalize()) == self.hashes[i as usize];
+        let ok = <[u8; 32]>::from(h.finalize()) == want;
         if ok {
             self.verified[i as usize] = true;
         }

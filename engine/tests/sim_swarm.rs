@@ -263,13 +263,13 @@ fn duplicate_connections_are_not_redialled() {
 }
 
 /// A seed spreads its upload (spec peer.md §5): with its suggestions, it sends (nearly) no
-/// fragment twice before it has begun to send every fragment once, so its fetchers get
+/// fragment twice in full (at most 1 in 20) before it has begun to send every fragment once, so its fetchers get
 /// different fragments to trade at once. Without them, fetchers that pick the rarest fragments
 /// of the seed at the same moment often pick the same ones, and the seed sends those twice.
 /// (Once every fragment has left, fetchers with nothing left to take from each other do ask
 /// the seed for fragments still on their way to others: that is the first copy's endgame.)
 #[test]
-fn a_seed_sends_every_fragment_once_before_any_twice() {
+fn a_seed_spreads_its_upload_over_different_fragments() {
     let run = |suggest: bool| -> (usize, u32) {
         let seed = 31;
         let size = 4 * 1024 * 1024;

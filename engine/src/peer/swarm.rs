@@ -736,6 +736,19 @@ impl SwarmCore {
                     s.wanted += u32::from(!self.picker.has(i));
                 }
                 self.update_interest(ep, h);
+                // A seed's suggestion of `i` to someone else is moot now that a peer has it:
+                // they may never ask us for it, so it must not hold their suggestion slot.
+                if self.picker.complete() {
+                    let stale: Vec<ConnHandle> = self
+                        .sessions
+                        .iter()
+                        .filter(|(_, o)| o.offered.contains(&i))
+                        .map(|(oh, _)| *oh)
+                        .collect();
+                    for oh in stale {
+                        self.offer(ep, oh);
+                    }
+                }
             }
             Message::Interested => {
                 s.interested = true;
@@ -1048,6 +1061,12 @@ impl SwarmCore {
         if !s.suggest || s.choking || !s.interested {
             return;
         }
+        // Suggestions that went stale: the fragment left us for someone else, or a peer has
+        // it (this one may then never ask us for it).
+        let (picker, served) = (&self.picker, &self.served);
+        s.offered.retain(|&i| {
+            served.get(i as usize) == Some(&0) && picker.availability(i) == 0 && !s.have.get(i)
+        });
         let mut scanned = 0;
         while s.offered.len() < SUGGEST_AHEAD && scanned < SUGGEST_SCAN {
             // Taken out either way: a fragment another peer has needs no spreading by us.
@@ -1073,9 +1092,11 @@ impl SwarmCore {
             && !s.choking
         {
             s.choking = true;
-            s.serving.clear();
+            // Fragments asked of us but not served yet go back to the unclaimed set too.
+            let mut back = std::mem::take(&mut s.offered);
+            back.extend(s.serving.drain(..).map(|b| b.fragment));
+            back.dedup();
             Self::send(ep, h, s, Self::msg(&Message::Choke));
-            let back = std::mem::take(&mut s.offered);
             self.unclaim(back);
         }
     }
@@ -1454,6 +1475,9 @@ impl SwarmCore {
         for h in handles {
             if keep.contains(&h) || self.optimistic == Some(h) {
                 self.unchoke(ep, h);
+                // A peer kept unchoked gets its suggestions topped up (stale ones dropped; a
+                // fetcher that became a seed starts suggesting).
+                self.offer(ep, h);
             } else {
                 self.choke(ep, h);
             }

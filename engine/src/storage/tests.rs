@@ -112,6 +112,15 @@ fn verify_hashes_in_order_writes_and_reads_back_the_rest() {
     s.write(3, q as u32, &f(3)[q..]).unwrap();
     // 4: the short last fragment.
     s.write(4, 0, f(4)).unwrap();
+    // What was hashed on the way: all of 0; the first three quarters of 1 (its last quarter
+    // came first, out of order, and is read back); 2 and 3 from their last write at offset 0
+    // on; all of 4.
+    let hashed = |i: u32| s.hashing.get(&i).map(|e| e.1);
+    assert_eq!(hashed(0), Some(16384));
+    assert_eq!(hashed(1), Some(3 * q as u32), "the in-order prefix only");
+    assert_eq!(hashed(2), Some(q as u32));
+    assert_eq!(hashed(3), Some(16384));
+    assert_eq!(hashed(4), Some(100));
     assert!(s.verify(0).unwrap());
     assert!(s.verify(1).unwrap());
     assert!(!s.verify(2).unwrap(), "the bytes on disk are bad");

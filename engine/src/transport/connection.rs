@@ -24,9 +24,10 @@ use crate::time::Time;
 
 /// Most ranges a receiver remembers (spec §4.3).
 const MAX_RECV_RANGES: usize = 64;
-/// Ranges put in one ACK frame: the newest. Each range is repeated in every ACK while it is
-/// among the newest, which is many times; sending all 64 would make every ACK of a connection
-/// that once saw 64 gaps about 550 bytes for the rest of its life (spec §4.3).
+/// Ranges put in one ACK frame: the newest 8, and more if more than that hold packets that
+/// arrived since the previous ACK. Each range is repeated in every ACK while it is among the
+/// newest, which is many times; sending all 64 would make every ACK of a connection that once
+/// saw 64 gaps about 550 bytes for the rest of its life (spec §4.3).
 const ACK_RANGES_SENT: usize = 8;
 /// Most out-of-order byte ranges the stream receiver holds (spec §10); a packet whose STREAM
 /// frames would create more is dropped without being acknowledged.
@@ -217,6 +218,8 @@ pub(crate) struct Connection {
     // Receiving packet numbers.
     recv_pns: RangeSet,
     largest_recv: Option<(u64, Time)>,
+    /// Packet numbers at or above this one arrived after the last ACK we sent.
+    acked_below: u64,
     ack_needed: bool,
     ack_now: bool,
     eliciting_since_ack: u32,
@@ -329,6 +332,7 @@ impl Connection {
             loss_rate: 0.0,
             recv_pns: RangeSet::new(),
             largest_recv: None,
+            acked_below: 0,
             ack_needed: false,
             ack_now: false,
             eliciting_since_ack: 0,
@@ -1372,15 +1376,22 @@ impl Connection {
             let delay = self
                 .largest_recv
                 .map_or(0, |(_, t)| (now - t).as_micros() as u32);
+            let fresh = self
+                .recv_pns
+                .iter()
+                .rev()
+                .take_while(|&(_, e)| e > self.acked_below)
+                .count();
             let ranges = self
                 .recv_pns
                 .iter()
                 .rev()
-                .take(ACK_RANGES_SENT)
+                .take(fresh.max(ACK_RANGES_SENT))
                 .map(|(s, e)| (s, e - 1));
             if let Some(m) = packet::write_ack(out, n, delay, ranges) {
                 n = m;
             }
+            self.acked_below = self.recv_pns.iter().next_back().map_or(0, |(_, e)| e);
             self.ack_now = false;
             self.ack_needed = false;
             self.eliciting_since_ack = 0;
@@ -1543,6 +1554,7 @@ mod tests {
             c.recv_pns.insert(2 * k, 2 * k + 1);
         }
         c.largest_recv = Some((58, t0));
+        c.acked_below = 59; // all of them acknowledged by earlier ACKs
         c.ack_now = true;
         let mut buf = vec![0u8; 65_536];
         let (n, _) = c.poll_transmit(t0, &mut buf, 1).expect("an ACK");
@@ -1567,5 +1579,25 @@ mod tests {
             30,
             "all ranges are still remembered"
         );
+        // 12 more gapped packets before the next ACK (a lossy batch): every range holding a
+        // packet not yet acknowledged goes out, more than 8 if need be.
+        for k in 30..42u64 {
+            c.recv_pns.insert(2 * k, 2 * k + 1);
+        }
+        c.largest_recv = Some((82, t0));
+        c.ack_now = true;
+        let (n, _) = c.poll_transmit(t0, &mut buf, 1).expect("an ACK");
+        let frames: Vec<packet::Frame<'_>> = packet::Frames::new(&buf[packet::HEADER_LEN..n])
+            .collect::<Result<_, _>>()
+            .expect("parses");
+        let ranges: Vec<(u64, u64)> = frames
+            .iter()
+            .find_map(|f| match f {
+                packet::Frame::Ack(a) => Some(a.iter().collect()),
+                _ => None,
+            })
+            .expect("an ACK frame");
+        let want: Vec<(u64, u64)> = (30..42u64).rev().map(|k| (2 * k, 2 * k)).collect();
+        assert_eq!(ranges, want, "all 12 fresh ranges");
     }
 }
