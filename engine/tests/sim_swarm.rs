@@ -56,10 +56,20 @@ fn seeded_swarm(
     size: usize,
     pipe: PipeConfig,
 ) -> (SimSwarm<MemStore>, Vec<u8>, MemStore, usize) {
+    seeded_swarm_cfg(swarm_cfg(), seed, size, pipe)
+}
+
+/// [`seeded_swarm`] with another swarm configuration.
+fn seeded_swarm_cfg(
+    cfg: SwarmConfig,
+    seed: u64,
+    size: usize,
+    pipe: PipeConfig,
+) -> (SimSwarm<MemStore>, Vec<u8>, MemStore, usize) {
     let data = payload(size, seed);
     let mut s: SimSwarm<MemStore> = SimSwarm::new(
         Sim::new(seed, pipe),
-        swarm_cfg(),
+        cfg,
         Config::default(),
         size as u64,
         FRAG,
@@ -277,20 +287,11 @@ fn a_seed_spreads_its_upload_over_different_fragments() {
             latency: Duration::from_millis(10),
             ..PipeConfig::default()
         };
-        let data = payload(size, seed);
-        let mut s: SimSwarm<MemStore> = SimSwarm::new(
-            Sim::new(seed, pipe),
-            SwarmConfig {
-                suggest,
-                ..swarm_cfg()
-            },
-            Config::default(),
-            size as u64,
-            FRAG,
-        );
-        let seed_store = MemStore::full(&data, FRAG);
-        let origin = s.join(seed_store.clone());
-        limit_links(&mut s, origin);
+        let cfg = SwarmConfig {
+            suggest,
+            ..swarm_cfg()
+        };
+        let (mut s, _, seed_store, origin) = seeded_swarm_cfg(cfg, seed, size, pipe);
         for _ in 0..12 {
             let k = s.join(MemStore::empty_like(&seed_store));
             limit_links(&mut s, k);
