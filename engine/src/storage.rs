@@ -283,8 +283,12 @@ impl Storage {
         if at > len {
             (h, at) = (Sha256::new(), 0);
         }
+        // The buffer only grows (to at most 1 MiB), so it is zeroed once, not per fragment.
         let mut buf = std::mem::take(&mut self.scratch);
-        buf.resize(((len - at) as usize).min(1 << 20), 0);
+        let size = ((len - at) as usize).min(1 << 20);
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
         while at < len {
             let n = ((len - at) as usize).min(buf.len());
             if let Err(e) = self.read(i, at, &mut buf[..n]) {

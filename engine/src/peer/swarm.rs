@@ -1061,12 +1061,11 @@ impl SwarmCore {
         if !s.suggest || s.choking || !s.interested {
             return;
         }
-        // Suggestions that went stale: the fragment left us for someone else, or a peer has
-        // it (this one may then never ask us for it).
+        // Suggestions that went stale: the fragment left us for someone else, or a peer
+        // (maybe this one) has it and this one may then never ask us for it.
         let (picker, served) = (&self.picker, &self.served);
-        s.offered.retain(|&i| {
-            served.get(i as usize) == Some(&0) && picker.availability(i) == 0 && !s.have.get(i)
-        });
+        s.offered
+            .retain(|&i| served.get(i as usize) == Some(&0) && picker.availability(i) == 0);
         let mut scanned = 0;
         while s.offered.len() < SUGGEST_AHEAD && scanned < SUGGEST_SCAN {
             // Taken out either way: a fragment another peer has needs no spreading by us.
@@ -1075,11 +1074,8 @@ impl SwarmCore {
             };
             self.unclaimed_at[i as usize] = u32::MAX;
             scanned += 1;
+            // Availability counts this peer too: a fragment it has is passed over here.
             if self.picker.availability(i) > 0 {
-                continue;
-            }
-            if s.have.get(i) {
-                // Cannot be: a peer with it counts in availability. Kept out all the same.
                 continue;
             }
             s.offered.push(i);
@@ -1095,7 +1091,6 @@ impl SwarmCore {
             // Fragments asked of us but not served yet go back to the unclaimed set too.
             let mut back = std::mem::take(&mut s.offered);
             back.extend(s.serving.drain(..).map(|b| b.fragment));
-            back.dedup();
             Self::send(ep, h, s, Self::msg(&Message::Choke));
             self.unclaim(back);
         }
@@ -1259,7 +1254,7 @@ impl SwarmCore {
         self.sessions
             .iter()
             .map(|(h, s)| {
-                let t = ep.stats(*h);
+                let t = ep.stats(*h).unwrap_or_default();
                 format!(
                     "{} choked {} choking {} interested {} interesting {} wanted {} outstanding {} KiB serving {} queued {} rate {:.0} KB/s | cwnd {} in_flight {} buffered {} srtt {} ms lost {} sent {} retransmitted {} received {} packets {} mtu {}",
                     s.addr,
@@ -1272,16 +1267,16 @@ impl SwarmCore {
                     s.serving.len(),
                     s.queued.len(),
                     s.rate / 1000.0,
-                    t.as_ref().map_or(0, |t| t.cwnd),
-                    t.as_ref().map_or(0, |t| t.in_flight),
-                    t.as_ref().map_or(0, |t| t.send_buffered),
-                    t.as_ref().map_or(0, |t| t.srtt_us / 1000),
-                    t.as_ref().map_or(0, |t| t.packets_lost),
-                    t.as_ref().map_or(0, |t| t.bytes_sent),
-                    t.as_ref().map_or(0, |t| t.stream_bytes_retransmitted),
-                    t.as_ref().map_or(0, |t| t.r_base),
-                    t.as_ref().map_or(0, |t| t.packets_sent),
-                    t.as_ref().map_or(0, |t| t.mtu),
+                    t.cwnd,
+                    t.in_flight,
+                    t.send_buffered,
+                    t.srtt_us / 1000,
+                    t.packets_lost,
+                    t.bytes_sent,
+                    t.stream_bytes_retransmitted,
+                    t.r_base,
+                    t.packets_sent,
+                    t.mtu,
                 )
             })
             .collect()

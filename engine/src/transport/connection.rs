@@ -1477,6 +1477,20 @@ mod tests {
         c.on_ack(now, a).expect("valid ack");
     }
 
+    /// A client connection past its handshake, with default settings.
+    fn established(now: Time) -> Connection {
+        let mut c = Connection::client(
+            now,
+            &Config::default(),
+            1,
+            "10.0.0.1:4000".parse().unwrap(),
+            [0; TOKEN_LEN],
+            7,
+        );
+        c.state = State::Established;
+        c
+    }
+
     /// Sends whatever is due and returns the packet number of the last packet sent.
     fn transmit(c: &mut Connection, now: Time) -> u64 {
         let mut buf = vec![0u8; 65_536];
@@ -1492,15 +1506,7 @@ mod tests {
     #[test]
     fn a_copy_acknowledged_after_its_original_does_not_wedge_the_send_buffer() {
         let t0 = Time::ZERO;
-        let mut c = Connection::client(
-            t0,
-            &Config::default(),
-            1,
-            "10.0.0.1:4000".parse().unwrap(),
-            [0; TOKEN_LEN],
-            7,
-        );
-        c.state = State::Established;
+        let mut c = established(t0);
         c.peer_max_data = 1 << 20;
         c.send(&[1; 1000]).unwrap();
         let original = transmit(&mut c, t0);
@@ -1553,15 +1559,7 @@ mod tests {
     #[test]
     fn an_ack_carries_the_fresh_ranges_and_else_only_the_newest() {
         let t0 = Time::ZERO;
-        let mut c = Connection::client(
-            t0,
-            &Config::default(),
-            1,
-            "10.0.0.1:4000".parse().unwrap(),
-            [0; TOKEN_LEN],
-            7,
-        );
-        c.state = State::Established;
+        let mut c = established(t0);
         // 30 packets received, each followed by a lost one: 30 ranges remembered.
         for k in 0..30u64 {
             c.recv_pns.insert(2 * k, 2 * k + 1);
