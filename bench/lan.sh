@@ -9,7 +9,8 @@
 # Reports, per case: wall time from starting the fetchers to the last completion, and CPU
 # seconds (fetchers + seed). Hosts are network namespaces on one bridge (bench/netns.sh,
 # 10.78.0.0/24, created and removed here); data lives on /dev/shm. Target (issue #6): st-lan
-# within 10 % of st-tracker.
+# within 10 % of st-tracker. Seeds run without `timeout` (`ip netns exec` execs them, so
+# the PID whose CPU is counted is the seed's); the exit trap stops them.
 set -euo pipefail
 RUNS=${1:-1}
 SIZE=${2:-256M}
@@ -52,7 +53,7 @@ wait_line() { for _ in $(seq 600); do grep -q "$2" "$1" 2>/dev/null && return 0;
 run_st_lan() {
   local w="$DATA/st-lan"; rm -rf "$w"; mkdir -p "$w"
   "$ST" -q create "$DATA/src/blob.bin" -o "$w/x.st" > /dev/null
-  ip netns exec "$P-h0" timeout 900 "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  ip netns exec "$P-h0" "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   wait_line "$w/seed.out" listening
   local r; r=$(fetch_all "$w" "$seed" "$ST" -q fetch "$w/x.st" -o "$w/f%K%")
   kill "$seed" 2>/dev/null || true; wait "$seed" 2>/dev/null || true
@@ -64,7 +65,7 @@ run_st_tracker() {
   ip netns exec "$P-h0" timeout 900 "$ST" udp-tracker --port 6969 --bind "$SEED_IP" > "$w/trk.out" 2>&1 & PIDS+=($!); local trk=$!
   wait_line "$w/trk.out" listening
   "$ST" -q create "$DATA/src/blob.bin" -t "udp://$SEED_IP:6969" -o "$w/x.st" > /dev/null
-  ip netns exec "$P-h0" timeout 900 "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  ip netns exec "$P-h0" "$ST" -q seed "$w/x.st" "$DATA/src/blob.bin" --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   wait_line "$w/seed.out" listening
   local r; r=$(fetch_all "$w" "$seed" "$ST" -q fetch "$w/x.st" -o "$w/f%K%" --no-lan)
   kill "$seed" "$trk" 2>/dev/null || true; wait "$seed" "$trk" 2>/dev/null || true
@@ -78,7 +79,7 @@ run_aria() {
   aria2c -S "$w/x.torrent" | awk '/^Info Hash:/{print $3}' > "$w/ot/whitelist.txt"
   ip netns exec "$P-h0" opentracker -i "$SEED_IP" -p 6969 -P 6969 -d "$w/ot" -w whitelist.txt > "$w/ot.log" 2>&1 & PIDS+=($!); local ot=$!
   for _ in $(seq 50); do in_host "$P" 0 curl -s -o /dev/null "http://$SEED_IP:6969/scrape" && break; sleep 0.1; done
-  ip netns exec "$P-h0" timeout 900 aria2c $ARIA --stop=900 -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
+  ip netns exec "$P-h0" aria2c $ARIA --stop=900 -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
     -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   wait_line "$w/seed.log" 'Verification finished\|seeding'
   sleep 0.5

@@ -12,7 +12,18 @@
 # verify what they fetch against the source's SHA-256. st uses `st udp-tracker`. aria2c uses
 # Debian's opentracker over HTTP (aria2 talks to UDP trackers only with DHT on); DHT, LPD and
 # PEX are off, as in ../shared/anchors/c_bt_clients.sh. Tools are installed with apt-get when
-# missing. Every process is bounded by `timeout` and stopped by PID.
+# missing. Fetchers are bounded by `timeout`; seeds are started directly (so that their PID,
+# whose CPU is counted, is the seed's and not `timeout`'s: aria2c's seed stops itself with
+# --stop, st's is stopped by the exit trap) and stopped by PID.
+#
+# Memory: in a VM with free page reporting (this one: /sys/module/page_reporting), memory a
+# process frees goes back to the host within seconds, and the next process to touch it pays
+# the host's page faults as well as the guest's. Run back to back, the second tool of a pair
+# would reuse the pages the first had just freed and the first would start on cold memory.
+# Before starting the fetchers, every run therefore touches and frees as much memory as it
+# will write (`warm_memory`), so both tools start from the same state. WARM=cold instead
+# waits 5 s, so that both start on memory the host has taken back; WARM=0 does neither (the
+# order of the runs then decides who gets warm memory).
 set -euo pipefail
 RUNS=${1:-1}
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,6 +37,15 @@ sum1g=$(sha256sum < "$DATA/src/big1g.bin" | awk '{print $1}')
 sum256=$(sha256sum < "$DATA/src/big256m.bin" | awk '{print $1}')
 
 # ---------- st ----------
+warm_memory() { # $1 bytes: touched in tmpfs, then freed (see the header)
+  case "${WARM:-1}" in
+    0) return ;;
+    cold) sleep 5; return ;;
+  esac
+  head -c "$1" /dev/zero > "$DATA/warm"
+  rm -f "$DATA/warm"
+}
+
 run_st() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   local f=$1 n=$2 want=$3 w="$DATA/st" pids=() k
   rm -rf "$w"; mkdir -p "$w"
@@ -33,8 +53,9 @@ run_st() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   for _ in $(seq 100); do grep -q listening "$w/trk.out" && break; sleep 0.05; done
   local tp; tp=$(sed -n 's/.*127.0.0.1://p' "$w/trk.out")
   "$ST" -q create "$DATA/src/$f" -t "udp://127.0.0.1:$tp" -o "$w/x.st" > /dev/null
-  timeout 600 "$ST" -q seed "$w/x.st" "$DATA/src/$f" --bind 127.0.0.1 --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
+  "$ST" -q seed "$w/x.st" "$DATA/src/$f" --bind 127.0.0.1 --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   for _ in $(seq 600); do grep -q listening "$w/seed.out" && break; sleep 0.05; done
+  warm_memory $(( n * $(stat -c %s "$DATA/src/$f") + (n + 4) * (64 << 20) ))
   local s0; s0=$(ticks $seed)
   local t0; t0=$(now)
   for k in $(seq "$n"); do
@@ -62,10 +83,11 @@ run_aria() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   aria2c -S "$w/x.torrent" | awk '/^Info Hash:/{print $3}' > "$w/ot/whitelist.txt"
   opentracker -i 127.0.0.1 -p 6969 -P 6969 -d "$w/ot" -w whitelist.txt > "$w/ot.log" 2>&1 & PIDS+=($!); local ot=$!
   for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:6969/scrape" && break; sleep 0.1; done
-  timeout 900 aria2c $ARIA --stop=900 -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
+  aria2c $ARIA --stop=900 -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
     -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   for _ in $(seq 600); do grep -q 'Verification finished\|seeding' "$w/seed.log" 2>/dev/null && break; sleep 0.05; done
   sleep 0.5
+  warm_memory $(( n * $(stat -c %s "$DATA/src/$f") + (n + 4) * (64 << 20) ))
   local s0; s0=$(ticks $seed)
   local t0; t0=$(now)
   for k in $(seq "$n"); do
