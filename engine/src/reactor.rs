@@ -86,6 +86,11 @@ pub struct ReactorConfig {
     pub batch: usize,
     /// Most transmits queued when the socket would block.
     pub send_queue: usize,
+    /// In [`Reactor::run`], the application runs again once this many bytes have been handed
+    /// to the core since it last ran, even in the middle of a receive batch: a batch of
+    /// 64 KB loopback datagrams is 2 MiB, and what the application has not yet taken sits in
+    /// the connections' receive buffers (which grow to hold it) and goes cold in cache.
+    pub app_every: usize,
 }
 
 impl Default for ReactorConfig {
@@ -97,6 +102,7 @@ impl Default for ReactorConfig {
             gro: true,
             batch: 32,
             send_queue: 64,
+            app_every: 256 << 10,
         }
     }
 }
@@ -160,6 +166,9 @@ pub struct Reactor {
     rx_pending: bool,
     /// Multicast sockets (LAN discovery), polled with tokens 1, 2, ….
     mcast: Vec<multicast::McastSocket>,
+    /// Bytes handed to the core since the application last ran (see
+    /// [`ReactorConfig::app_every`]).
+    since_app: usize,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -224,6 +233,7 @@ impl Reactor {
             stats: ReactorStats::default(),
             rx_pending: false,
             mcast: Vec::new(),
+            since_app: 0,
         })
     }
 
@@ -286,10 +296,10 @@ impl Reactor {
     }
 
     /// Runs until `app` breaks. `app` is called once per loop iteration with the endpoint, to
-    /// read events and issue commands, and also between receive batches while datagrams keep
-    /// coming (after a full batch), so that the application takes what arrived while it is
-    /// still in cache instead of up to [`MAX_RECV_BATCHES`] batches piling up in the
-    /// connections' receive buffers first. `max_wait` bounds each sleep.
+    /// read events and issue commands, and also while receiving, whenever
+    /// [`ReactorConfig::app_every`] bytes came in since it last ran, so that it takes what
+    /// arrived while it is still in cache instead of up to [`MAX_RECV_BATCHES`] batches
+    /// piling up in the connections' receive buffers first. `max_wait` bounds each sleep.
     pub fn run<C: Core>(
         &mut self,
         ep: &mut C,
@@ -298,6 +308,7 @@ impl Reactor {
     ) -> io::Result<()> {
         loop {
             let now = self.now();
+            self.since_app = 0;
             if app(ep, now).is_break() {
                 self.flush(ep)?;
                 return Ok(());
@@ -316,9 +327,8 @@ impl Reactor {
             .map(|_| ())
     }
 
-    /// [`Reactor::turn`], calling `app` after each receive batch but the last, so that the
-    /// application drains what arrived while it is still in cache and before the next
-    /// batch piles on. Stops early, returning `Break`, if `app` breaks.
+    /// [`Reactor::turn`], calling `app` while receiving (see [`Reactor::run`]). Stops early,
+    /// returning `Break`, if `app` breaks.
     fn turn_with<C: Core>(
         &mut self,
         ep: &mut C,
@@ -459,19 +469,15 @@ impl Reactor {
         // Drain until WouldBlock (mio is edge-triggered), but at most MAX_RECV_BATCHES batches:
         // the rest waits for the next turn (which then does not sleep, see `rx_pending`).
         self.rx_pending = false;
-        for k in 0..MAX_RECV_BATCHES {
-            let got = self.recv_batch(ep)?;
+        for _ in 0..MAX_RECV_BATCHES {
+            let (got, flow) = self.recv_batch(ep, app)?;
+            if flow.is_break() {
+                return Ok(flow);
+            }
             if got == 0 {
                 return Ok(ControlFlow::Continue(()));
             }
-            // The application reads what came in (the caller runs it after the last batch),
-            // then the transport acknowledges promptly so the sender's window keeps moving.
-            if k > 0 || got == self.cfg.batch {
-                let now = self.now();
-                if app(ep, now).is_break() {
-                    return Ok(ControlFlow::Break(()));
-                }
-            }
+            // Acknowledge promptly between batches so the sender's window keeps moving.
             self.flush(ep)?;
         }
         self.rx_pending = true;
@@ -831,8 +837,14 @@ mod linux {
             }
         }
 
-        /// One recvmmsg; hands every datagram to the endpoint. Returns how many were read.
-        pub(super) fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
+        /// One recvmmsg; hands every datagram to the endpoint, running `app` every
+        /// `app_every` bytes. Returns how many were read, and `Break` if `app` broke (the
+        /// rest of the batch is still handed over; `app` is not called again).
+        pub(super) fn recv_batch<C: Core>(
+            &mut self,
+            ep: &mut C,
+            app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
+        ) -> io::Result<(usize, ControlFlow<()>)> {
             let n = self.rx.len().min(self.rx_msgs.hdrs.len());
             self.rx_msgs.reset(n);
             let now = Time::from_micros(self.start.elapsed().as_micros() as u64);
@@ -866,16 +878,19 @@ mod linux {
             };
             if r < 0 {
                 let e = io::Error::last_os_error();
-                return match e.kind() {
-                    io::ErrorKind::WouldBlock => Ok(0),
-                    io::ErrorKind::Interrupted => Ok(1),
+                let got = match e.kind() {
+                    io::ErrorKind::WouldBlock => 0,
+                    io::ErrorKind::Interrupted => 1,
                     // ICMP errors surface here (e.g. ECONNREFUSED); they are not fatal.
                     _ => {
                         log::debug!("recvmmsg: {e}");
-                        Ok(1)
+                        1
                     }
                 };
+                return Ok((got, ControlFlow::Continue(())));
             }
+            let (every, mut since) = (self.cfg.app_every.max(1), self.since_app);
+            let mut flow = ControlFlow::Continue(());
             for i in 0..r as usize {
                 let len = hdrs[i].msg_len as usize;
                 let Some(src) = from_storage(&names[i]) else {
@@ -901,9 +916,15 @@ mod linux {
                 for d in data.chunks(seg.max(1)) {
                     self.stats.datagrams_in += 1;
                     ep.handle(now, src, d);
+                    since += d.len();
+                    if since >= every && flow.is_continue() {
+                        since = 0;
+                        flow = app(ep, now);
+                    }
                 }
             }
-            Ok(r as usize)
+            self.since_app = since;
+            Ok((r as usize, flow))
         }
     }
 }
@@ -943,20 +964,30 @@ impl Reactor {
         Ok(())
     }
 
-    fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
+    fn recv_batch<C: Core>(
+        &mut self,
+        ep: &mut C,
+        app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
+    ) -> io::Result<(usize, ControlFlow<()>)> {
         let mut got = 0;
+        let mut flow = ControlFlow::Continue(());
         while got < self.rx.len() {
             match self.socket.recv_from(&mut self.rx[0]) {
                 Ok((n, src)) => {
                     let now = self.now();
                     ep.handle(now, src, &self.rx[0][..n]);
                     got += 1;
+                    self.since_app += n;
+                    if self.since_app >= self.cfg.app_every.max(1) && flow.is_continue() {
+                        self.since_app = 0;
+                        flow = app(ep, now);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => got += 1,
             }
         }
-        Ok(got)
+        Ok((got, flow))
     }
 }
 
@@ -1019,21 +1050,21 @@ mod tests {
     }
 
     #[test]
-    fn run_lets_the_app_in_between_full_receive_batches() {
-        let batch = 4;
+    fn run_lets_the_app_in_every_app_every_bytes_received() {
         let mut r = Reactor::bind(ReactorConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             gso: false,
             gro: false,
-            batch,
+            batch: 32,
+            app_every: 4000,
             ..ReactorConfig::default()
         })
         .unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let total = 5 * batch + 1;
+        // 21 datagrams of 1000 bytes: one receive batch.
+        let total = 21;
         for i in 0..total {
-            tx.send_to(&(i as u32).to_be_bytes(), r.local_addr())
-                .unwrap();
+            tx.send_to(&[i as u8; 1000], r.local_addr()).unwrap();
         }
         let mut core = Counter::default();
         // What the app saw each time it ran; it stops once everything is in.
@@ -1047,7 +1078,7 @@ mod tests {
             }
         })
         .unwrap();
-        // Before anything, after each of the five full batches, then after the last datagram.
+        // Before anything, after every 4000 bytes within the batch, then after the batch.
         assert_eq!(seen, vec![0, 4, 8, 12, 16, 20, 21]);
     }
 }

@@ -1,7 +1,8 @@
 //! A growable byte ring addressed by offset from its head; backs the stream send and receive
 //! buffers without per-packet allocation.
 
-/// Byte ring. Capacity is a power of two and only grows (to a bound the caller enforces).
+/// Byte ring. Capacity is a whole number of pages and only grows (to a bound the caller
+/// enforces).
 #[derive(Debug, Default)]
 pub(crate) struct Ring {
     buf: Vec<u8>,
@@ -26,17 +27,38 @@ impl Ring {
         if need <= self.buf.len() {
             return;
         }
-        let cap = need.next_power_of_two().max(4096);
         let old = self.buf.len();
+        // Half as much again (not double: a ring is touched all over as it cycles, so every
+        // byte of capacity costs a page fault), in whole pages.
+        let cap = need.max(old + old / 2).max(4096).next_multiple_of(4096);
         // Grown in place: a large buffer is reallocated by remapping its pages, so the bytes
         // held are neither copied nor is a second buffer's worth of fresh pages touched (a
         // connection's rings grow to megabytes; page faults were a visible share of a busy
-        // peer's CPU). Only the part that had wrapped to the front moves, to just past the
-        // old end: `head + len <= 2 * old <= cap`, so the bytes stay in order from `head`.
+        // peer's CPU).
         self.buf.resize(cap, 0);
-        let wrapped = (self.head + self.len).saturating_sub(old);
-        if wrapped > 0 {
-            self.buf.copy_within(..wrapped, old);
+        if self.head + self.len > old {
+            // The bytes wrapped: `[head, old)` then `[0, tail)`. The shorter part moves, the
+            // front one to just past the old end if it fits there, else the back one to the
+            // new end (`len < cap`, so the two never overlap).
+            let tail = self.head + self.len - old;
+            let back = old - self.head;
+            if tail <= back && tail <= cap - old {
+                self.buf.copy_within(..tail, old);
+            } else {
+                let head = cap - back;
+                self.buf.copy_within(self.head..old, head);
+                self.head = head;
+            }
+        }
+    }
+
+    /// `head + off` as an index: both are below the capacity, so one subtraction wraps it.
+    fn index(&self, off: usize) -> usize {
+        let i = self.head + off;
+        if i >= self.buf.len() {
+            i - self.buf.len()
+        } else {
+            i
         }
     }
     /// Writes `data` at `off` bytes from the head, growing as needed.
@@ -47,7 +69,7 @@ impl Ring {
         let end = off + data.len();
         self.reserve(end);
         let cap = self.buf.len();
-        let start = (self.head + off) & (cap - 1);
+        let start = self.index(off);
         let first = (cap - start).min(data.len());
         self.buf[start..start + first].copy_from_slice(&data[..first]);
         self.buf[..data.len() - first].copy_from_slice(&data[first..]);
@@ -70,7 +92,7 @@ impl Ring {
         let end = self.len + len;
         self.reserve(end);
         let cap = self.buf.len();
-        let start = (self.head + self.len) & (cap - 1);
+        let start = self.index(self.len);
         let first = (cap - start).min(len);
         // The free space is [start, start + first) and, if it wraps, [0, len - first), which
         // lies below `start` (the bytes in use sit between them).
@@ -92,7 +114,7 @@ impl Ring {
             return;
         }
         let cap = self.buf.len();
-        let start = (self.head + off) & (cap - 1);
+        let start = self.index(off);
         let first = (cap - start).min(out.len());
         let n = out.len();
         out[..first].copy_from_slice(&self.buf[start..start + first]);
@@ -106,7 +128,7 @@ impl Ring {
             return;
         }
         let cap = self.buf.len();
-        let start = (self.head + off) & (cap - 1);
+        let start = self.index(off);
         let first = (cap - start).min(len);
         out.extend_from_slice(&self.buf[start..start + first]);
         out.extend_from_slice(&self.buf[..len - first]);
@@ -118,7 +140,7 @@ impl Ring {
         if self.buf.is_empty() {
             return;
         }
-        self.head = (self.head + n) & (self.buf.len() - 1);
+        self.head = self.index(n);
         self.len -= n;
     }
 }
@@ -141,6 +163,7 @@ mod tests {
         let mut r = Ring::default();
         let mut model: Vec<u8> = Vec::new();
         let mut grew_wrapped = 0;
+        let mut most = 0;
         let mut byte = 0u8;
         for _ in 0..4000 {
             let (cap, wrapped) = (r.capacity(), r.head + r.len > r.capacity());
@@ -181,9 +204,34 @@ mod tests {
             let mut held = vec![0u8; model.len()];
             r.read_at(0, &mut held);
             assert_eq!(held, model);
-            assert!(r.capacity() <= 64 << 10);
+            // Growth is by half again, in pages: never more than that over the most held.
+            most = most.max(r.len());
+            assert!(r.capacity() <= (most * 3 / 2).max(4096).next_multiple_of(4096));
         }
         assert!(grew_wrapped > 0, "the test never grew a wrapped ring");
+    }
+
+    /// Growing a ring whose bytes wrapped, both ways: the front part moves past the old end
+    /// (it is the shorter), or the back part moves to the new end.
+    #[test]
+    fn a_wrapped_ring_grows_by_moving_its_shorter_part() {
+        const CAP: usize = 16 << 10;
+        for (back, front) in [(12_000usize, 2000usize), (1000, 12_000)] {
+            let mut r = Ring::default();
+            r.push(&vec![0; CAP]);
+            r.consume(CAP);
+            r.push(&vec![0; CAP - back]);
+            r.consume(CAP - back);
+            // `back` bytes to the end of the ring, `front` wrapped to its start.
+            let data: Vec<u8> = (0..back + front + 4000).map(|i| (i % 251) as u8).collect();
+            r.push(&data[..back + front]);
+            assert_eq!((r.capacity(), r.head), (CAP, CAP - back));
+            r.push(&data[back + front..]);
+            assert_eq!(r.capacity(), CAP * 3 / 2, "half as much again, not double");
+            let mut held = vec![0u8; data.len()];
+            r.read_at(0, &mut held);
+            assert_eq!(held, data, "back {back}, front {front}");
+        }
     }
 
     #[test]
