@@ -16,14 +16,15 @@
 # whose CPU is counted, is the seed's and not `timeout`'s: aria2c's seed stops itself with
 # --stop, st's is stopped by the exit trap) and stopped by PID.
 #
-# Memory: in a VM with free page reporting (this one: /sys/module/page_reporting), memory a
-# process frees goes back to the host within seconds, and the next process to touch it pays
-# the host's page faults as well as the guest's. Run back to back, the second tool of a pair
-# would reuse the pages the first had just freed and the first would start on cold memory.
-# Before starting the fetchers, every run therefore touches and frees as much memory as it
-# will write (`warm_memory`), so both tools start from the same state. WARM=cold instead
-# waits 5 s, so that both start on memory the host has taken back; WARM=0 does neither (the
-# order of the runs then decides who gets warm memory).
+# Memory state: here st's CPU in (b) depends on what ran just before it. Right after another
+# process has written and freed as much memory as the run writes, it is ~20 % lower than
+# after a 5 s pause, and the difference is in st's disk thread's copies into new tmpfs pages
+# (perf). aria2c's CPU shows no such difference, and a plain 2 GiB tmpfs write (dd) shows
+# none either; the cause is not known (this VM reports free pages to its host, see
+# /sys/module/page_reporting, which is one suspect). Run back to back, the order of the runs
+# would decide who gets the cheaper state. Before starting the fetchers, every run therefore
+# touches and frees as much memory as it will write (`warm_memory`), so both tools start
+# from the same state. WARM=cold instead waits 5 s before every run; WARM=0 does neither.
 set -euo pipefail
 RUNS=${1:-1}
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
