@@ -34,7 +34,8 @@ impl Ring {
         // Grown in place: a large buffer is reallocated by remapping its pages, so the bytes
         // held are neither copied nor is a second buffer's worth of fresh pages touched (a
         // connection's rings grow to megabytes; page faults were a visible share of a busy
-        // peer's CPU).
+        // peer's CPU). `reserve_exact` first: `resize` alone would double the allocation.
+        self.buf.reserve_exact(cap - old);
         self.buf.resize(cap, 0);
         if self.head + self.len > old {
             // The bytes wrapped: `[head, old)` then `[0, tail)`. The shorter part moves, the
