@@ -273,6 +273,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let mut pending: HashMap<RequestId, usize> = HashMap::new();
     let mut next_sync = Instant::now() + SYNC_EVERY;
     let mut next_log = Instant::now() + Duration::from_secs(10);
+    // The bar's message is formatted at most this often: the closure below runs every
+    // 256 KiB received (`ReactorConfig::app_every`), and the bar redraws every 200 ms anyway.
+    let mut next_bar_message = Instant::now();
     let mut finished = storage.missing().next().is_none();
     let mut failure: Option<CliError> = None;
     let mut stopping_since: Option<Time> = None;
@@ -370,11 +373,14 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         }
         if let Some(b) = &bar {
             b.set_position(info.total_length - left);
-            b.set_message(format!(
-                "{} peers, ↑ {}",
-                swarm.peer_count(),
-                format_size(uploaded)
-            ));
+            if Instant::now() >= next_bar_message {
+                next_bar_message = Instant::now() + Duration::from_millis(200);
+                b.set_message(format!(
+                    "{} peers, ↑ {}",
+                    swarm.peer_count(),
+                    format_size(uploaded)
+                ));
+            }
         } else if Instant::now() >= next_log {
             next_log = Instant::now() + Duration::from_secs(10);
             info!(
