@@ -14,6 +14,7 @@ use st_proto::packet::{
     Params, STREAM_OVERHEAD, TOKEN_LEN, frame_type,
 };
 
+use super::assembler::Assembler;
 use super::congestion::{Controller, Pacer};
 use super::ranges::RangeSet;
 use super::ring::Ring;
@@ -235,9 +236,7 @@ pub(crate) struct Connection {
     send_blocked: bool,
     finishing: bool,
     // Stream, receiving.
-    rbuf: Ring,
-    r_base: u64,
-    r_ranges: RangeSet,
+    recv: Assembler,
     local_max_data: u64,
     max_data_pending: bool,
     readable_signalled: bool,
@@ -346,9 +345,7 @@ impl Connection {
             data_blocked_pending: false,
             send_blocked: false,
             finishing: false,
-            rbuf: Ring::default(),
-            r_base: 0,
-            r_ranges: RangeSet::new(),
+            recv: Assembler::new(cfg.max_message),
             local_max_data: window,
             max_data_pending: false,
             readable_signalled: false,
@@ -478,14 +475,14 @@ impl Connection {
         s.mtu = self.mtu;
         s.send_buffered = self.sbuf.len() as u64;
         s.send_capacity = self.sbuf.capacity();
-        s.recv_capacity = self.rbuf.capacity();
-        s.recv_buffered = self.rbuf.len() as u64;
+        s.recv_capacity = self.recv.capacity();
+        s.recv_buffered = self.recv.ring_len() as u64;
         s.tracked_packets = self.sent.len();
         s.next_pn = self.next_pn;
-        s.recv_ranges = self.r_ranges.len();
+        s.recv_ranges = self.recv.ranges().len();
         s.s_next = self.s_next;
         s.peer_max_data = self.peer_max_data;
-        s.r_base = self.r_base;
+        s.r_base = self.recv.base();
         s.local_max_data = self.local_max_data;
         s
     }
@@ -583,13 +580,11 @@ impl Connection {
             self.readable_signalled = false;
             return false;
         };
-        self.rbuf.read_into(4, len, out);
-        self.rbuf.consume(4 + len);
-        self.r_base += 4 + len as u64;
-        self.r_ranges.remove_below(self.r_base);
+        self.recv.pop_into(len, out);
         // Flow control credit (spec §8.3).
-        if self.local_max_data.saturating_sub(self.r_base) < self.window / 2 && !self.is_closed() {
-            self.local_max_data = self.r_base + self.window;
+        let base = self.recv.base();
+        if self.local_max_data.saturating_sub(base) < self.window / 2 && !self.is_closed() {
+            self.local_max_data = base + self.window;
             self.max_data_pending = true;
         }
         true
@@ -802,18 +797,19 @@ impl Connection {
     /// ranges in the receive buffer (counted against the current set, an upper bound). Bytes
     /// that extend the in-order prefix are always taken, so a full set never stalls the stream.
     fn stream_ranges_fit(&self, frames: &[u8]) -> bool {
-        let prefix_end = self.r_base + self.contiguous();
+        let base = self.recv.base();
+        let prefix_end = base + self.recv.contiguous();
         let mut new = 0;
         for f in Frames::new(frames).flatten() {
             if let Frame::Stream { offset, data } = f {
                 let end = offset.saturating_add(data.len() as u64);
-                let off = offset.max(self.r_base);
-                if off > prefix_end && self.r_ranges.would_add_range(off, end) {
+                let off = offset.max(base);
+                if off > prefix_end && self.recv.ranges().would_add_range(off, end) {
                     new += 1;
                 }
             }
         }
-        let out_of_order = self.r_ranges.len() - usize::from(prefix_end > self.r_base);
+        let out_of_order = self.recv.ranges().len() - usize::from(prefix_end > base);
         out_of_order + new <= MAX_STREAM_RANGES
     }
 
@@ -822,21 +818,21 @@ impl Connection {
         if end > self.local_max_data {
             return Err(code::FLOW_CONTROL_ERROR);
         }
-        if end <= self.r_base || data.is_empty() {
+        let base = self.recv.base();
+        if end <= base || data.is_empty() {
             return Ok(());
         }
-        let (off, data) = if offset < self.r_base {
-            (self.r_base, &data[(self.r_base - offset) as usize..])
+        let (off, data) = if offset < base {
+            (base, &data[(base - offset) as usize..])
         } else {
             (offset, data)
         };
-        if self.r_ranges.contains_range(off, end) {
+        if self.recv.ranges().contains_range(off, end) {
             return Ok(());
         }
-        self.rbuf.write_at((off - self.r_base) as usize, data);
-        self.r_ranges.insert(off, end);
+        self.recv.insert(off, data);
         // A length prefix above our limit is a violation as soon as it is readable.
-        if let Some(len) = self.head_len()
+        if let Some(len) = self.recv.head_len()
             && len > u64::from(self.local_params.max_message)
         {
             return Err(code::MESSAGE_TOO_LARGE);
@@ -844,26 +840,8 @@ impl Connection {
         Ok(())
     }
 
-    fn contiguous(&self) -> u64 {
-        match self.r_ranges.first() {
-            Some((s, e)) if s <= self.r_base => e - self.r_base,
-            _ => 0,
-        }
-    }
-
-    fn head_len(&self) -> Option<u64> {
-        if self.contiguous() < 4 {
-            return None;
-        }
-        let mut l = [0u8; 4];
-        self.rbuf.read_at(0, &mut l);
-        Some(u64::from(u32::from_be_bytes(l)))
-    }
-
     fn ready_message_len(&self) -> Option<usize> {
-        let len = self.head_len()?;
-        (len <= u64::from(self.local_params.max_message) && self.contiguous() >= 4 + len)
-            .then_some(len as usize)
+        self.recv.ready_len()
     }
 
     /// Processes an ACK frame (RFC 9002 §A.7). `Err` carries a CLOSE code.

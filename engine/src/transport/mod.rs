@@ -7,6 +7,7 @@
 //! [`Endpoint::handle_timeout`], then drains [`Endpoint::poll_transmit`] and
 //! [`Endpoint::poll_event`], and sleeps until [`Endpoint::poll_timeout`].
 
+mod assembler;
 pub mod congestion;
 mod connection;
 mod endpoint;

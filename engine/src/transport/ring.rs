@@ -135,6 +135,17 @@ impl Ring {
         out.extend_from_slice(&self.buf[..len - first]);
     }
 
+    /// Moves the head `n` bytes on, `n` possibly past the last byte held: offsets are then
+    /// counted from there (the bytes skipped are stored elsewhere or were never received).
+    pub(crate) fn skip(&mut self, n: usize) {
+        if n >= self.len {
+            self.head = 0;
+            self.len = 0;
+        } else {
+            self.consume(n);
+        }
+    }
+
     /// Drops `n` bytes from the head.
     pub(crate) fn consume(&mut self, n: usize) {
         let n = n.min(self.len);
