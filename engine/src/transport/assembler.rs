@@ -29,13 +29,28 @@ pub(crate) const DIRECT_MAX: usize = 1 << 20;
 struct Direct {
     /// Stream offset of the body's first byte (just past the length prefix).
     start: u64,
-    /// The body, `len` bytes long; the bytes not received yet are unspecified.
+    /// Length of the body.
+    len: usize,
+    /// The body up to the highest byte received (bytes in between not received yet are
+    /// unspecified); its capacity is `len`. Bytes arriving in order are appended, so the
+    /// buffer is never zeroed first.
     buf: Vec<u8>,
 }
 
 impl Direct {
     fn end(&self) -> u64 {
-        self.start + self.buf.len() as u64
+        self.start + self.len as u64
+    }
+
+    /// Writes `data` at `at` bytes into the body (`at + data.len() <= len`).
+    fn write(&mut self, at: usize, data: &[u8]) {
+        if at > self.buf.len() {
+            // Out of order: a gap, overwritten when its bytes arrive.
+            self.buf.resize(at, 0);
+        }
+        let over = (self.buf.len() - at).min(data.len());
+        self.buf[at..at + over].copy_from_slice(&data[..over]);
+        self.buf.extend_from_slice(&data[over..]);
     }
 }
 
@@ -122,8 +137,7 @@ impl Assembler {
                 (off, data) = (off + skip as u64, &data[skip..]);
             }
             let n = ((d.end() - off) as usize).min(data.len());
-            let at = (off - d.start) as usize;
-            d.buf[at..at + n].copy_from_slice(&data[..n]);
+            d.write((off - d.start) as usize, &data[..n]);
             (off, data) = (off + n as u64, &data[n..]);
             if data.is_empty() {
                 break;
@@ -141,7 +155,7 @@ impl Assembler {
     /// The head message's length, once its prefix arrived.
     pub(crate) fn head_len(&self) -> Option<u64> {
         if let Some(d) = self.direct.front() {
-            return Some(d.buf.len() as u64);
+            return Some(d.len as u64);
         }
         if self.contiguous() < 4 {
             return None;
@@ -160,8 +174,10 @@ impl Assembler {
     /// Moves the head message (complete: [`Assembler::ready_len`] is `Some(len)`) into `out`,
     /// whose old allocation may be kept for a later message.
     pub(crate) fn pop_into(&mut self, len: usize, out: &mut Vec<u8>) {
-        if let Some(d) = self.direct.pop_front() {
-            debug_assert_eq!(d.buf.len(), len);
+        if let Some(mut d) = self.direct.pop_front() {
+            // Every byte arrived, the last one included, so the body is all there.
+            debug_assert_eq!((d.buf.len(), d.len), (len, len));
+            d.buf.resize(len, 0);
             let old = std::mem::replace(out, d.buf);
             if old.capacity() > self.spare.capacity() {
                 self.spare = old;
@@ -188,15 +204,13 @@ impl Assembler {
                 return;
             }
             let mut buf = std::mem::take(&mut self.spare);
-            // Reused as it is: only bytes past its old length are zeroed (then overwritten).
-            buf.truncate(len);
-            buf.resize(len, 0);
             let held = self.ring.len().saturating_sub(4).min(len);
-            self.ring.read_at(4, &mut buf[..held]);
+            self.ring.read_into(4, held, &mut buf);
+            buf.reserve_exact(len - held);
             self.ring.skip(4 + len);
             let start = self.ring_base + 4;
             self.ring_base = start + len as u64;
-            self.direct.push_back(Direct { start, buf });
+            self.direct.push_back(Direct { start, len, buf });
         }
     }
 }
