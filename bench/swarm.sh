@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/swarm.sh — st seed/fetch against aria2c, side by side in one run, on loopback.
 #
-# Usage: bench/swarm.sh [RUNS=1]
+# Usage: bench/swarm.sh [RUNS=1]   (even, to alternate the order: see "Memory state")
 #   (a) 1 GiB, 1 seed -> 1 fetcher      (b) 256 MiB, 1 seed -> 8 fetchers at once
 #   (c) in the simulator: 1 GiB, 1 seed -> 32 fetchers at 100 Mbit/s up and down per node,
 #       against the lower bound (bench/swarm-sim.sh; SKIP_SIM=1 skips it)
@@ -16,15 +16,16 @@
 # whose CPU is counted, is the seed's and not `timeout`'s: aria2c's seed stops itself with
 # --stop, st's is stopped by the exit trap) and stopped by PID.
 #
-# Memory state: here st's CPU in (b) depends on what ran just before it. Right after another
-# process has written and freed as much memory as the run writes, it is ~20 % lower than
-# after a 5 s pause, and the difference is in st's disk thread's copies into new tmpfs pages
-# (perf). aria2c's CPU shows no such difference, and a plain 2 GiB tmpfs write (dd) shows
-# none either; the cause is not known (this VM reports free pages to its host, see
-# /sys/module/page_reporting, which is one suspect). Run back to back, the order of the runs
-# would decide who gets the cheaper state. Before starting the fetchers, every run therefore
-# touches and frees as much memory as it will write (`warm_memory`), so both tools start
-# from the same state. WARM=cold instead waits 5 s before every run; WARM=0 does neither.
+# Memory state: on this VM a run's CPU depends on what ran just before it, for both tools.
+# st's (b) took 5.5 s CPU right after another (b) run and 6.3-7.3 s right after a 1 GiB (a)
+# run (st-only sequences); aria2c's (b) ranged 5.6-7.5 s within one run of this script. The
+# extra time is in the kernel's copies into new tmpfs pages (perf). The cause is not known:
+# after 2 GiB were freed the VM reported only 24 MiB to its host within 6 s
+# (/sys/module/page_reporting), so free page reporting alone does not explain it. Two
+# defences: before the fetchers start, every run touches and frees as much memory as it will
+# write (`warm_memory`; WARM=cold waits 5 s instead, WARM=0 does neither), and the order of
+# the tools alternates between rounds, so that neither always runs after the other: use an
+# even RUNS.
 set -euo pipefail
 RUNS=${1:-1}
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,11 +112,20 @@ run_aria() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
 
 echo "$("$ST" --version); $(aria2c --version | head -1); opentracker $(dpkg-query -W -f='${Version}' opentracker)"
 : > "$DATA/results"
+one() { # $1 case, $2 tool
+  local file=big1g.bin n=1 sum=$sum1g
+  [ "$1" = b ] && { file=big256m.bin; n=8; sum=$sum256; }
+  if [ "$2" = st ]; then
+    echo "$1 st $(run_st $file $n "$sum")" | tee -a "$DATA/results"
+  else
+    echo "$1 aria2 $(run_aria $file $n "$sum")" | tee -a "$DATA/results"
+  fi
+}
+# Odd rounds run st first in each case, even rounds aria2c first: what a run leaves behind
+# (see "Memory state" above) then weighs on each tool alike over an even number of rounds.
 for i in $(seq "$RUNS"); do
-  echo "a st $(run_st big1g.bin 1 "$sum1g")" | tee -a "$DATA/results"
-  echo "a aria2 $(run_aria big1g.bin 1 "$sum1g")" | tee -a "$DATA/results"
-  echo "b st $(run_st big256m.bin 8 "$sum256")" | tee -a "$DATA/results"
-  echo "b aria2 $(run_aria big256m.bin 8 "$sum256")" | tee -a "$DATA/results"
+  if (( i % 2 )); then order="st aria2"; else order="aria2 st"; fi
+  for c in a b; do for t in $order; do one $c $t; done; done
 done
 python3 - "$DATA/results" <<'PY'
 import sys, statistics, collections
