@@ -7,10 +7,13 @@
 //! into the buffer, instead of into the ring and then out of it again.
 //!
 //! Layout: `base` is the stream offset of the head message's length prefix. From there, a chain
-//! of long messages assembled directly (`direct`, each one's prefix immediately followed by its
-//! body), then the ring, which holds the bytes from `ring_base` (the end of the chain) on. Only
-//! the last message of the chain can be incomplete: a message joins the chain once every byte
-//! before its prefix arrived.
+//! of messages taken out of the ring (each one's prefix immediately followed by its body), then
+//! the ring, which holds the bytes from `ring_base` (the end of the chain) on. A message joins
+//! the chain once every byte before its prefix arrived: a long one gets its own buffer, a
+//! short one only when complete, and its bytes move to a second ring (`short`). So a short
+//! message between two long ones (a HAVE between DATA blocks) does not hold the next long one
+//! back in the ring until the application reads it. Only the last long message of the chain
+//! can be incomplete.
 
 use std::collections::VecDeque;
 
@@ -24,34 +27,42 @@ pub(crate) const DIRECT_MIN: usize = 8 << 10;
 /// whole when its prefix arrives, so this bounds what a prefix alone can make us allocate.
 pub(crate) const DIRECT_MAX: usize = 1 << 20;
 
-/// A long message assembled in its own buffer.
+/// A message of the chain.
 #[derive(Debug)]
-struct Direct {
+struct Chained {
     /// Stream offset of the body's first byte (just past the length prefix).
     start: u64,
     /// Length of the body.
     len: usize,
-    /// The body up to the highest byte received (bytes in between not received yet are
-    /// unspecified); its capacity is `len`. Bytes arriving in order are appended, so the
-    /// buffer is never zeroed first.
-    buf: Vec<u8>,
+    /// Where the body is.
+    body: Body,
 }
 
-impl Direct {
+#[derive(Debug)]
+enum Body {
+    /// A long message in its own buffer: the body up to the highest byte received (bytes in
+    /// between not received yet are unspecified), with a capacity of `len`. Bytes arriving in
+    /// order are appended, so the buffer is never zeroed first.
+    Own(Vec<u8>),
+    /// A short message, complete: its bytes are next in the `short` ring.
+    Short,
+}
+
+impl Chained {
     fn end(&self) -> u64 {
         self.start + self.len as u64
     }
+}
 
-    /// Writes `data` at `at` bytes into the body (`at + data.len() <= len`).
-    fn write(&mut self, at: usize, data: &[u8]) {
-        if at > self.buf.len() {
-            // Out of order: a gap, overwritten when its bytes arrive.
-            self.buf.resize(at, 0);
-        }
-        let over = (self.buf.len() - at).min(data.len());
-        self.buf[at..at + over].copy_from_slice(&data[..over]);
-        self.buf.extend_from_slice(&data[over..]);
+/// Writes `data` at `at` bytes into a long message's body (`at + data.len() <= len`).
+fn write_body(buf: &mut Vec<u8>, at: usize, data: &[u8]) {
+    if at > buf.len() {
+        // Out of order: a gap, overwritten when its bytes arrive.
+        buf.resize(at, 0);
     }
+    let over = (buf.len() - at).min(data.len());
+    buf[at..at + over].copy_from_slice(&data[..over]);
+    buf.extend_from_slice(&data[over..]);
 }
 
 /// Reassembles a stream into messages.
@@ -61,8 +72,10 @@ pub(crate) struct Assembler {
     base: u64,
     /// Byte ranges received at or above `base`.
     ranges: RangeSet,
-    /// The chain of directly assembled messages, from `base` on.
-    direct: VecDeque<Direct>,
+    /// The chain of messages taken out of the ring, from `base` on.
+    chain: VecDeque<Chained>,
+    /// The bodies of the chain's short messages, in order.
+    short: Ring,
     /// Stream bytes from `ring_base` (the end of the chain, or `base`) on.
     ring: Ring,
     ring_base: u64,
@@ -78,7 +91,8 @@ impl Assembler {
         Assembler {
             base: 0,
             ranges: RangeSet::new(),
-            direct: VecDeque::new(),
+            chain: VecDeque::new(),
+            short: Ring::default(),
             ring: Ring::default(),
             ring_base: 0,
             max_message: max_message as usize,
@@ -104,14 +118,18 @@ impl Assembler {
         }
     }
 
-    /// Bytes held in the ring (directly assembled messages excluded).
+    /// Bytes held in the rings (long messages in their own buffers excluded).
     pub(crate) fn ring_len(&self) -> usize {
-        self.ring.len()
+        self.ring.len() + self.short.len()
     }
 
-    /// Memory held: the ring's capacity and the directly assembled messages.
+    /// Memory held: the rings' capacity and the long messages' buffers.
     pub(crate) fn capacity(&self) -> usize {
-        self.ring.capacity() + self.direct.iter().map(|d| d.buf.capacity()).sum::<usize>()
+        let own = |c: &Chained| match &c.body {
+            Body::Own(b) => b.capacity(),
+            Body::Short => 0,
+        };
+        self.ring.capacity() + self.short.capacity() + self.chain.iter().map(own).sum::<usize>()
     }
 
     /// Stores `data` at stream offset `off`. Bytes below [`Assembler::base`] are ignored.
@@ -125,37 +143,80 @@ impl Assembler {
         if data.is_empty() {
             return;
         }
-        let (first, end) = (off, off + data.len() as u64);
-        // The chain: bodies take their bytes; a prefix's bytes all arrived before its message
-        // joined the chain, so they are skipped.
-        for d in &mut self.direct {
-            if off >= d.end() {
-                continue;
+        let end = off + data.len() as u64;
+        self.ranges.insert(off, end);
+        loop {
+            // The chain: long bodies take their bytes. A prefix's bytes all arrived before its
+            // message joined the chain, and so did a short message's: those are skipped.
+            for c in &mut self.chain {
+                if off >= c.end() {
+                    continue;
+                }
+                if off < c.start {
+                    let skip = ((c.start - off) as usize).min(data.len());
+                    (off, data) = (off + skip as u64, &data[skip..]);
+                    if data.is_empty() {
+                        // The bytes ended within the prefix.
+                        break;
+                    }
+                }
+                let n = ((c.end() - off) as usize).min(data.len());
+                if let Body::Own(buf) = &mut c.body {
+                    write_body(buf, (off - c.start) as usize, &data[..n]);
+                }
+                (off, data) = (off + n as u64, &data[n..]);
+                if data.is_empty() {
+                    break;
+                }
             }
-            if off < d.start {
-                let skip = ((d.start - off) as usize).min(data.len());
-                (off, data) = (off + skip as u64, &data[skip..]);
-            }
-            let n = ((d.end() - off) as usize).min(data.len());
-            d.write((off - d.start) as usize, &data[..n]);
-            (off, data) = (off + n as u64, &data[n..]);
             if data.is_empty() {
                 break;
             }
-        }
-        if !data.is_empty() {
             // Past the chain (which ends at `ring_base`), or no chain (`ring_base == base`).
-            debug_assert!(off >= self.ring_base);
-            self.ring.write_at((off - self.ring_base) as usize, data);
+            // Into the ring up to where the chain may grow (so that a long message's body
+            // in the same packet as its prefix goes straight to its buffer), then round again.
+            let Some(at) = off.checked_sub(self.ring_base) else {
+                debug_assert!(false, "bytes below the ring at {off}");
+                break;
+            };
+            let cut = self.ring_cut(off, end);
+            let n = (cut - off) as usize;
+            self.ring.write_at(at as usize, &data[..n]);
+            (off, data) = (cut, &data[n..]);
+            // Bytes from `cut` on are received (in `ranges`) but not written yet.
+            self.extend_chain(if data.is_empty() { u64::MAX } else { cut });
         }
-        self.ranges.insert(first, end);
-        self.extend_chain();
+        self.extend_chain(u64::MAX);
+    }
+
+    /// Where to stop writing the bytes `[off, end)` into the ring to let the chain grow: at the
+    /// end of the prefix at `ring_base` (if every byte before it is here), or at the end of
+    /// the short message it announces; else at `end`. Always past `off`.
+    fn ring_cut(&self, off: u64, end: u64) -> u64 {
+        let received_to = self.base + self.contiguous();
+        let prefix_end = self.ring_base + 4;
+        if received_to < prefix_end {
+            return end;
+        }
+        if off < prefix_end {
+            return prefix_end.min(end);
+        }
+        // The prefix arrived before `off`, so it is in the ring.
+        let mut l = [0u8; 4];
+        self.ring.read_at(0, &mut l);
+        let len = u32::from_be_bytes(l) as usize;
+        let msg_end = prefix_end + len as u64;
+        if len < DIRECT_MIN && off < msg_end && msg_end < end {
+            msg_end
+        } else {
+            end
+        }
     }
 
     /// The head message's length, once its prefix arrived.
     pub(crate) fn head_len(&self) -> Option<u64> {
-        if let Some(d) = self.direct.front() {
-            return Some(d.len as u64);
+        if let Some(c) = self.chain.front() {
+            return Some(c.len as u64);
         }
         if self.contiguous() < 4 {
             return None;
@@ -174,13 +235,22 @@ impl Assembler {
     /// Moves the head message (complete: [`Assembler::ready_len`] is `Some(len)`) into `out`,
     /// whose old allocation may be kept for a later message.
     pub(crate) fn pop_into(&mut self, len: usize, out: &mut Vec<u8>) {
-        if let Some(mut d) = self.direct.pop_front() {
-            // Every byte arrived, the last one included, so the body is all there.
-            debug_assert_eq!((d.buf.len(), d.len), (len, len));
-            d.buf.resize(len, 0);
-            let old = std::mem::replace(out, d.buf);
-            if old.capacity() > self.spare.capacity() {
-                self.spare = old;
+        if let Some(c) = self.chain.pop_front() {
+            debug_assert_eq!(c.len, len);
+            match c.body {
+                Body::Own(mut buf) => {
+                    // Every byte arrived, the last one included, so the body is all there.
+                    debug_assert_eq!(buf.len(), len);
+                    buf.resize(len, 0);
+                    let old = std::mem::replace(out, buf);
+                    if old.capacity() > self.spare.capacity() {
+                        self.spare = old;
+                    }
+                }
+                Body::Short => {
+                    self.short.read_into(0, len, out);
+                    self.short.consume(len);
+                }
             }
         } else {
             self.ring.read_into(4, len, out);
@@ -189,28 +259,43 @@ impl Assembler {
         }
         self.base += 4 + len as u64;
         self.ranges.remove_below(self.base);
-        self.extend_chain();
+        self.extend_chain(u64::MAX);
     }
 
-    /// Appends to the chain every long message at `ring_base` whose prefix arrived (every byte
-    /// before it did too): the body bytes the ring holds move to the message's own buffer.
-    fn extend_chain(&mut self) {
-        let received_to = self.base + self.contiguous();
+    /// Appends to the chain the messages at `ring_base` whose prefix arrived (and so every
+    /// byte before it): a long one with the body bytes the ring holds moved to its own buffer,
+    /// a short one if complete, its body moved to the `short` ring. Bytes from `written_to`
+    /// on are not in the ring yet.
+    fn extend_chain(&mut self, written_to: u64) {
+        let received_to = (self.base + self.contiguous()).min(written_to);
         while received_to >= self.ring_base + 4 {
             let mut l = [0u8; 4];
             self.ring.read_at(0, &mut l);
             let len = u32::from_be_bytes(l) as usize;
-            if !(DIRECT_MIN..=DIRECT_MAX.min(self.max_message)).contains(&len) {
+            let body = if (DIRECT_MIN..=DIRECT_MAX.min(self.max_message)).contains(&len) {
+                let mut buf = std::mem::take(&mut self.spare);
+                let held = self.ring.len().saturating_sub(4).min(len);
+                self.ring.read_into(4, held, &mut buf);
+                buf.reserve_exact(len - held);
+                Body::Own(buf)
+            } else if len < DIRECT_MIN && received_to >= self.ring_base + 4 + len as u64 {
+                let ring = &self.ring;
+                self.short
+                    .append_with(len, |a, b| {
+                        ring.read_at(4, a);
+                        ring.read_at(4 + a.len(), b);
+                        Ok::<(), ()>(())
+                    })
+                    .ok();
+                Body::Short
+            } else {
+                // Short and incomplete, or too long for a buffer of its own: it waits here.
                 return;
-            }
-            let mut buf = std::mem::take(&mut self.spare);
-            let held = self.ring.len().saturating_sub(4).min(len);
-            self.ring.read_into(4, held, &mut buf);
-            buf.reserve_exact(len - held);
+            };
             self.ring.skip(4 + len);
             let start = self.ring_base + 4;
             self.ring_base = start + len as u64;
-            self.direct.push_back(Direct { start, len, buf });
+            self.chain.push_back(Chained { start, len, body });
         }
     }
 }
@@ -234,7 +319,7 @@ mod tests {
     /// order, exactly once.
     #[test]
     fn delivers_every_message_whole_and_in_order_whatever_the_arrival_order() {
-        for seed in 1..=12u64 {
+        for seed in 1..=40u64 {
             let mut next = xorshift(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let lens = [
                 0,
@@ -261,15 +346,27 @@ mod tests {
                 stream.extend_from_slice(&(m.len() as u32).to_be_bytes());
                 stream.extend_from_slice(m);
             }
-            // Pieces of up to 3000 bytes, some sent twice, sent in windows of 64 shuffled.
+            // Pieces of up to 3000 bytes (some up to 70 000, some up to 6), some sent twice,
+            // sent in windows of 64 shuffled.
             let mut pieces = Vec::new();
             let mut at = 0;
             while at < stream.len() {
-                let n = (1 + next(3000) as usize).min(stream.len() - at);
+                let most = match next(8) {
+                    0 | 1 => 70_000,
+                    2 => 6,
+                    _ => 3000,
+                };
+                let n = (1 + next(most) as usize).min(stream.len() - at);
                 pieces.push((at, n));
                 if next(8) == 0 {
                     let back = next(at as u64 + 1) as usize;
                     pieces.push((at - back, n + back));
+                }
+                if next(8) == 0 {
+                    // A copy with other bounds (a retransmission packed differently): it
+                    // may end anywhere, in a length prefix say.
+                    let s = next(at as u64 + 1) as usize;
+                    pieces.push((s, 1 + next((at + n - s) as u64) as usize));
                 }
                 at += n;
             }
@@ -339,6 +436,93 @@ mod tests {
         }
         assert_eq!(n, 8);
         assert!(most <= 8192, "the ring grew to {most} bytes");
+    }
+
+    /// Short messages between long ones (a HAVE between DATA blocks) leave the ring as soon
+    /// as they are complete, even when the application has not read them yet: the long
+    /// messages after them are still assembled in their own buffers.
+    #[test]
+    fn short_messages_do_not_hold_long_ones_in_the_ring() {
+        let mut a = Assembler::new(4 << 20);
+        let long: Vec<u8> = (0..64 << 10).map(|i| (i % 253) as u8).collect();
+        let mut stream = Vec::new();
+        for i in 0..6u8 {
+            stream.extend_from_slice(&(long.len() as u32).to_be_bytes());
+            stream.extend_from_slice(&long);
+            stream.extend_from_slice(&5u32.to_be_bytes());
+            stream.extend_from_slice(&[i; 5]);
+        }
+        let mut most = 0;
+        for (i, piece) in stream.chunks(1400).enumerate() {
+            a.insert((i * 1400) as u64, piece);
+            most = most.max(a.ring.capacity());
+        }
+        // Nothing was read: everything sits in the chain, the ring held at most a packet.
+        assert!(most <= 8192, "the ring grew to {most} bytes");
+        let mut out = Vec::new();
+        for i in 0..6u8 {
+            for want in [&long[..], &[i; 5][..]] {
+                let len = a.ready_len().expect("complete");
+                a.pop_into(len, &mut out);
+                assert!(out == want, "message {i}");
+            }
+        }
+        assert_eq!(a.ready_len(), None);
+    }
+
+    /// Packets that carry the end of one message, a short one, and the prefix and start of a
+    /// long one: the long one's bytes go straight to its own buffer, none through the ring.
+    #[test]
+    fn a_long_message_starting_mid_packet_skips_the_ring() {
+        let mut a = Assembler::new(4 << 20);
+        let long: Vec<u8> = (0..200_000).map(|i| (i % 241) as u8).collect();
+        let mut stream = Vec::new();
+        for i in 0..4u8 {
+            stream.extend_from_slice(&3u32.to_be_bytes());
+            stream.extend_from_slice(&[i; 3]);
+            stream.extend_from_slice(&(long.len() as u32).to_be_bytes());
+            stream.extend_from_slice(&long);
+        }
+        let mut out = Vec::new();
+        let mut got = 0;
+        for (i, piece) in stream.chunks(60_000).enumerate() {
+            a.insert((i * 60_000) as u64, piece);
+            // Only prefixes pass through the ring: it never grows past its first page.
+            assert!(
+                a.ring.capacity() <= 4096,
+                "the ring grew to {}",
+                a.ring.capacity()
+            );
+            while let Some(len) = a.ready_len() {
+                a.pop_into(len, &mut out);
+                let want: &[u8] = if got % 2 == 0 {
+                    &[(got / 2) as u8; 3]
+                } else {
+                    &long
+                };
+                assert!(out == want, "message {got}");
+                got += 1;
+            }
+        }
+        assert_eq!(got, 8);
+    }
+
+    /// A length prefix completed by its first byte arriving last, alone: the long message
+    /// joins the chain with nothing left of the packet to place.
+    #[test]
+    fn a_prefix_completed_by_its_first_byte() {
+        let mut a = Assembler::new(4 << 20);
+        let long: Vec<u8> = (0..40_000).map(|i| (i % 239) as u8).collect();
+        let mut stream = (long.len() as u32).to_be_bytes().to_vec();
+        stream.extend_from_slice(&long);
+        a.insert(1, &stream[1..3]);
+        a.insert(3, &stream[3..100]);
+        a.insert(0, &stream[..1]);
+        a.insert(100, &stream[100..]);
+        let len = a.ready_len().expect("complete");
+        let mut out = Vec::new();
+        a.pop_into(len, &mut out);
+        assert!(out == long);
     }
 
     /// A prefix announcing a message longer than `DIRECT_MAX` allocates nothing up front: it
