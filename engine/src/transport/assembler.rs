@@ -27,6 +27,11 @@ pub(crate) const DIRECT_MIN: usize = 8 << 10;
 /// whole when its prefix arrives, so this bounds what a prefix alone can make us allocate.
 pub(crate) const DIRECT_MAX: usize = 1 << 20;
 
+/// Most messages in the chain. Each costs a few dozen bytes of bookkeeping, so without a cap
+/// a peer filling the receive window with empty messages (4 bytes each) would make us hold
+/// eight times the window; past the cap, messages wait in the ring as they arrived.
+pub(crate) const MAX_CHAIN: usize = 256;
+
 /// A message of the chain.
 #[derive(Debug)]
 struct Chained {
@@ -268,7 +273,7 @@ impl Assembler {
     /// on are not in the ring yet.
     fn extend_chain(&mut self, written_to: u64) {
         let received_to = (self.base + self.contiguous()).min(written_to);
-        while received_to >= self.ring_base + 4 {
+        while received_to >= self.ring_base + 4 && self.chain.len() < MAX_CHAIN {
             let mut l = [0u8; 4];
             self.ring.read_at(0, &mut l);
             let len = u32::from_be_bytes(l) as usize;
@@ -523,6 +528,34 @@ mod tests {
         let mut out = Vec::new();
         a.pop_into(len, &mut out);
         assert!(out == long);
+    }
+
+    /// Thousands of empty messages, unread: the chain stops at its cap and the rest waits in
+    /// the ring; all come out, in order, once read.
+    #[test]
+    fn the_chain_is_capped() {
+        let mut a = Assembler::new(4 << 20);
+        let long: Vec<u8> = (0..20_000).map(|i| (i % 233) as u8).collect();
+        let mut stream = Vec::new();
+        for _ in 0..5000 {
+            stream.extend_from_slice(&0u32.to_be_bytes());
+        }
+        stream.extend_from_slice(&(long.len() as u32).to_be_bytes());
+        stream.extend_from_slice(&long);
+        for (i, piece) in stream.chunks(1000).enumerate() {
+            a.insert((i * 1000) as u64, piece);
+            assert!(a.chain.len() <= MAX_CHAIN);
+        }
+        let mut out = vec![1u8; 3];
+        for i in 0..5000 {
+            let len = a.ready_len().expect("complete");
+            a.pop_into(len, &mut out);
+            assert!(out.is_empty(), "message {i}");
+        }
+        let len = a.ready_len().expect("complete");
+        a.pop_into(len, &mut out);
+        assert!(out == long);
+        assert_eq!(a.ready_len(), None);
     }
 
     /// A prefix announcing a message longer than `DIRECT_MAX` allocates nothing up front: it
