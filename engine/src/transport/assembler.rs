@@ -27,6 +27,15 @@ pub(crate) const DIRECT_MIN: usize = 8 << 10;
 /// whole when its prefix arrives, so this bounds what a prefix alone can make us allocate.
 pub(crate) const DIRECT_MAX: usize = 1 << 20;
 
+/// A long message gets its own buffer only if at most this much of its body is already in
+/// the ring (as when its prefix arrives late, after a loss): moving more would hold those
+/// bytes twice, in the ring's capacity and in the buffer, for no copy saved. It is then read
+/// from the ring.
+pub(crate) const MOVE_MAX: usize = DIRECT_MIN;
+/// A ring emptied by the chain gives its memory back if it grew past this (after a loss it
+/// may have held most of a window; in order, it holds prefixes only).
+const RING_KEEP: usize = 64 << 10;
+
 /// Most messages in the chain. Each costs a few dozen bytes of bookkeeping, so without a cap
 /// a peer filling the receive window with empty messages (4 bytes each) would make us hold
 /// eight times the window; past the cap, messages wait in the ring as they arrived.
@@ -123,18 +132,25 @@ impl Assembler {
         }
     }
 
-    /// Bytes held in the rings (long messages in their own buffers excluded).
-    pub(crate) fn ring_len(&self) -> usize {
-        self.ring.len() + self.short.len()
+    /// Bytes held: in the rings and in the long messages' buffers.
+    pub(crate) fn buffered(&self) -> usize {
+        let own = |c: &Chained| match &c.body {
+            Body::Own(b) => b.len(),
+            Body::Short => 0,
+        };
+        self.ring.len() + self.short.len() + self.chain.iter().map(own).sum::<usize>()
     }
 
-    /// Memory held: the rings' capacity and the long messages' buffers.
+    /// Memory held: the rings' capacity, the long messages' buffers and the spare buffer.
     pub(crate) fn capacity(&self) -> usize {
         let own = |c: &Chained| match &c.body {
             Body::Own(b) => b.capacity(),
             Body::Short => 0,
         };
-        self.ring.capacity() + self.short.capacity() + self.chain.iter().map(own).sum::<usize>()
+        self.ring.capacity()
+            + self.short.capacity()
+            + self.spare.capacity()
+            + self.chain.iter().map(own).sum::<usize>()
     }
 
     /// Stores `data` at stream offset `off`. Bytes below [`Assembler::base`] are ignored.
@@ -153,7 +169,13 @@ impl Assembler {
         loop {
             // The chain: long bodies take their bytes. A prefix's bytes all arrived before its
             // message joined the chain, and so did a short message's: those are skipped.
-            for c in &mut self.chain {
+            // (Bytes at or past `ring_base` are past every message of the chain.)
+            let scan = if off < self.ring_base {
+                self.chain.len()
+            } else {
+                0
+            };
+            for c in self.chain.iter_mut().take(scan) {
                 if off >= c.end() {
                     continue;
                 }
@@ -248,7 +270,7 @@ impl Assembler {
                     debug_assert_eq!(buf.len(), len);
                     buf.resize(len, 0);
                     let old = std::mem::replace(out, buf);
-                    if old.capacity() > self.spare.capacity() {
+                    if old.capacity() > self.spare.capacity() && old.capacity() <= DIRECT_MAX {
                         self.spare = old;
                     }
                 }
@@ -259,12 +281,21 @@ impl Assembler {
             }
         } else {
             self.ring.read_into(4, len, out);
-            self.ring.skip(4 + len);
+            self.ring_skip(4 + len);
             self.ring_base += 4 + len as u64;
         }
         self.base += 4 + len as u64;
         self.ranges.remove_below(self.base);
         self.extend_chain(u64::MAX);
+    }
+
+    /// Moves the ring's head `n` bytes on; a ring left empty gives back its memory if it grew
+    /// past [`RING_KEEP`].
+    fn ring_skip(&mut self, n: usize) {
+        self.ring.skip(n);
+        if self.ring.is_empty() && self.ring.capacity() > RING_KEEP {
+            self.ring = Ring::default();
+        }
     }
 
     /// Appends to the chain the messages at `ring_base` whose prefix arrived (and so every
@@ -277,9 +308,11 @@ impl Assembler {
             let mut l = [0u8; 4];
             self.ring.read_at(0, &mut l);
             let len = u32::from_be_bytes(l) as usize;
-            let body = if (DIRECT_MIN..=DIRECT_MAX.min(self.max_message)).contains(&len) {
+            let held = self.ring.len().saturating_sub(4).min(len);
+            let body = if (DIRECT_MIN..=DIRECT_MAX.min(self.max_message)).contains(&len)
+                && held <= MOVE_MAX
+            {
                 let mut buf = std::mem::take(&mut self.spare);
-                let held = self.ring.len().saturating_sub(4).min(len);
                 self.ring.read_into(4, held, &mut buf);
                 buf.reserve_exact(len - held);
                 Body::Own(buf)
@@ -294,10 +327,11 @@ impl Assembler {
                     .ok();
                 Body::Short
             } else {
-                // Short and incomplete, or too long for a buffer of its own: it waits here.
+                // Short and incomplete, too long for a buffer of its own, or already mostly
+                // here: it waits in the ring.
                 return;
             };
-            self.ring.skip(4 + len);
+            self.ring_skip(4 + len);
             let start = self.ring_base + 4;
             self.ring_base = start + len as u64;
             self.chain.push_back(Chained { start, len, body });
@@ -556,6 +590,40 @@ mod tests {
         a.pop_into(len, &mut out);
         assert!(out == long);
         assert_eq!(a.ready_len(), None);
+    }
+
+    /// The first byte of a window lost, the rest received: the long messages wait in the
+    /// ring, and when the byte arrives they are read from there rather than moved, so the
+    /// memory held stays what the ring alone needed (the connection's bounds, e.g. the
+    /// fuzzing harness's 256 KiB for a 128 KiB window, hold).
+    #[test]
+    fn a_late_first_byte_does_not_double_the_memory_held() {
+        let window = 128usize << 10;
+        let mut a = Assembler::new(64 << 10);
+        let mut stream = Vec::new();
+        while stream.len() < window {
+            stream.extend_from_slice(&65532u32.to_be_bytes());
+            stream.extend((0..65532).map(|i| (i % 227) as u8));
+        }
+        for (i, piece) in stream[1..].chunks(1400).enumerate() {
+            a.insert(1 + (i * 1400) as u64, piece);
+        }
+        let before = a.capacity();
+        a.insert(0, &stream[..1]);
+        assert!(
+            a.capacity() <= before,
+            "{} after, {before} before",
+            a.capacity()
+        );
+        assert!(a.chain.is_empty(), "messages moved out of the ring");
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let len = a.ready_len().expect("complete");
+            a.pop_into(len, &mut out);
+            assert!(out[..] == stream[4..4 + 65532]);
+        }
+        // Emptied, the ring gave its memory back.
+        assert!(a.capacity() <= 4096, "{} held", a.capacity());
     }
 
     /// A prefix announcing a message longer than `DIRECT_MAX` allocates nothing up front: it

@@ -476,7 +476,7 @@ impl Connection {
         s.send_buffered = self.sbuf.len() as u64;
         s.send_capacity = self.sbuf.capacity();
         s.recv_capacity = self.recv.capacity();
-        s.recv_buffered = self.recv.ring_len() as u64;
+        s.recv_buffered = self.recv.buffered() as u64;
         s.tracked_packets = self.sent.len();
         s.next_pn = self.next_pn;
         s.recv_ranges = self.recv.ranges().len();
