@@ -841,3 +841,25 @@ fn messages_larger_than_the_send_allowance_still_go() {
         );
     });
 }
+
+/// With the smallest receive window the spec allows (`max_message + 4`), a message of
+/// `max_message` after a short one needs more credit than is left, while more than half the
+/// window still is: the receiver must grant it anyway, or both sides wait forever.
+#[test]
+fn a_message_that_needs_more_than_the_credit_left_gets_it() {
+    for_seeds(&[121], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let max = 64 << 10;
+        let server = Config {
+            max_message: max,
+            recv_window: u64::from(max) + 4,
+            ..server_cfg()
+        };
+        let client = Config {
+            max_message: max,
+            ..Config::default()
+        };
+        net.add_flow(client, server, vec![1, max as usize, 7, max as usize]);
+        assert!(net.run(Duration::from_secs(30)), "seed {seed}");
+    });
+}

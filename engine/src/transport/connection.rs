@@ -581,13 +581,27 @@ impl Connection {
             return false;
         };
         self.recv.pop_into(len, out);
-        // Flow control credit (spec §8.3).
+        self.refresh_credit();
+        true
+    }
+
+    /// Flow control credit (spec §8.3): the limit moves to a window past what the application
+    /// read once less than half a window is left, or once the next message needs more than is
+    /// left (with a window of `max_message + 4`, a long message after a short one can need
+    /// more than the credit left while more than half the window is: without this both sides
+    /// would wait forever).
+    fn refresh_credit(&mut self) {
+        if self.is_closed() {
+            return;
+        }
         let base = self.recv.base();
-        if self.local_max_data.saturating_sub(base) < self.window / 2 && !self.is_closed() {
-            self.local_max_data = base + self.window;
+        let next_end = self.recv.head_len().map_or(0, |l| base + 4 + l);
+        if self.local_max_data.saturating_sub(base) < self.window / 2
+            || next_end > self.local_max_data
+        {
+            self.local_max_data = self.local_max_data.max(base + self.window);
             self.max_data_pending = true;
         }
-        true
     }
 
     /// Closes after every byte written so far was acknowledged (spec §7.1).
@@ -837,6 +851,7 @@ impl Connection {
         {
             return Err(code::MESSAGE_TOO_LARGE);
         }
+        self.refresh_credit();
         Ok(())
     }
 
