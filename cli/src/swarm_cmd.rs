@@ -557,6 +557,23 @@ fn progress_bar(ctx: Ctx, total: u64, have: u64) -> Option<ProgressBar> {
     Some(bar)
 }
 
+/// The deepest directory holding all of `paths` (the top folder of a directory fetch).
+fn common_dir(paths: &[std::path::PathBuf]) -> std::path::PathBuf {
+    let mut common = paths
+        .first()
+        .and_then(|p| p.parent())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for p in paths {
+        while !p.starts_with(&common) {
+            if !common.pop() {
+                break;
+            }
+        }
+    }
+    common
+}
+
 fn summary(
     swarm: &SwarmCore,
     elapsed: Duration,
@@ -568,13 +585,14 @@ fn summary(
     let s = swarm.stats();
     let secs = elapsed.as_secs_f64().max(1e-3);
     let what = match (mode, finished) {
-        (Mode::Fetch { .. }, true) => format!(
-            "fetched {}",
-            storage
-                .final_paths()
-                .first()
-                .map_or(String::new(), |p| p.display().to_string())
-        ),
+        (Mode::Fetch { .. }, true) => match storage.final_paths() {
+            [one] => format!("fetched {}", one.display()),
+            many => format!(
+                "fetched {} ({} files)",
+                common_dir(many).display(),
+                many.len()
+            ),
+        },
         (Mode::Fetch { .. }, false) => "stopped before completion (resume state saved)".to_owned(),
         (Mode::Seed, _) => "seeded".to_owned(),
     };
@@ -591,5 +609,23 @@ fn summary(
     peers.sort_by(|a, b| b.1.cmp(a.1));
     for (addr, bytes) in peers {
         println!("  {:>12}  from {addr}", format_size(*bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_dir;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_directory_fetch_is_named_by_its_top_folder() {
+        let p = |s: &str| PathBuf::from(s);
+        let files = [p("/o/dir/a.bin"), p("/o/dir/sub/b.bin"), p("/o/dir/empty")];
+        assert_eq!(common_dir(&files), p("/o/dir"));
+        assert_eq!(
+            common_dir(&[p("/o/dir/sub/x"), p("/o/dir/sub/y")]),
+            p("/o/dir/sub")
+        );
+        assert_eq!(common_dir(&[]), p(""));
     }
 }
