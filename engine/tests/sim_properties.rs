@@ -863,3 +863,57 @@ fn a_message_that_needs_more_than_the_credit_left_gets_it() {
         assert!(net.run(Duration::from_secs(30)), "seed {seed}");
     });
 }
+
+/// A message above `max_message` that becomes the head only when the application reads the
+/// one before it, every byte of it already received: the receiver closes with
+/// MESSAGE_TOO_LARGE then, rather than waiting for stream bytes that will never come.
+#[test]
+fn an_oversized_message_behind_a_short_one_closes_once_it_is_the_head() {
+    for_seeds(&[131], |seed| {
+        let mut net = Net::new(seed, PipeConfig::default());
+        let server = Config {
+            max_message: 1000,
+            ..server_cfg()
+        };
+        let f = net.add_flow(Config::default(), server, vec![100; 3]);
+        assert!(net.run(Duration::from_secs(10)));
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        let (client_cid, server_cid) = net.sim.endpoint(c).unwrap().cids(ch).unwrap();
+        let stats = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
+        // The client's next stream bytes, as a hostile client would send them: a 3-byte
+        // message, then one of 1001 bytes, whole, in one packet.
+        let mut data = 3u32.to_be_bytes().to_vec();
+        data.extend_from_slice(b"abc");
+        data.extend_from_slice(&1001u32.to_be_bytes());
+        data.extend_from_slice(&[7; 1001]);
+        let mut frames = vec![0u8; 1100];
+        let at =
+            packet::write_stream_header(&mut frames, 0, stats.s_next, data.len() as u16).unwrap();
+        frames[at..at + data.len()].copy_from_slice(&data);
+        let p = Packet::Data {
+            hdr: Header {
+                ptype: PacketType::Data,
+                dcid: server_cid,
+                scid: client_cid,
+                pn: stats.next_pn,
+            },
+            frames: &frames[..at + data.len()],
+        };
+        let mut b = vec![0u8; 1400];
+        let len = packet::emit(&p, &mut b).unwrap();
+        let caddr = net.sim.addr(c);
+        // The test reads the short message itself, after both arrived.
+        net.flows[f].paused = true;
+        net.sim.inject(caddr, s, &b[..len]);
+        net.run_for(Duration::from_millis(100));
+        assert_eq!(net.flows[f].server_closed, None, "closed on arrival");
+        let sh = net.flows[f].sh.unwrap();
+        let m = net.sim.endpoint(s).unwrap().recv(sh);
+        assert_eq!(m.as_deref(), Some(&b"abc"[..]));
+        net.run_for(Duration::from_secs(2));
+        assert_eq!(
+            net.flows[f].server_closed,
+            Some(CloseReason::Violation(code::MESSAGE_TOO_LARGE))
+        );
+    });
+}

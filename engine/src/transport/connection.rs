@@ -92,8 +92,10 @@ enum Timer {
     KeepAlive = 4,
     Close = 5,
     MtuRetry = 6,
+    /// A violation found outside input handling (no `now` there), closed at once.
+    Deferred = 7,
 }
-const TIMER_COUNT: usize = 7;
+const TIMER_COUNT: usize = 8;
 const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::Loss,
     Timer::Ack,
@@ -102,6 +104,7 @@ const ALL_TIMERS: [Timer; TIMER_COUNT] = [
     Timer::KeepAlive,
     Timer::Close,
     Timer::MtuRetry,
+    Timer::Deferred,
 ];
 
 /// Events a connection reports to the endpoint.
@@ -240,6 +243,8 @@ pub(crate) struct Connection {
     local_max_data: u64,
     max_data_pending: bool,
     readable_signalled: bool,
+    /// A violation to close with at the next timeout ([`Timer::Deferred`]).
+    deferred_violation: Option<u32>,
     // Path MTU.
     mtu: usize,
     max_mtu: usize,
@@ -349,6 +354,7 @@ impl Connection {
             local_max_data: window,
             max_data_pending: false,
             readable_signalled: false,
+            deferred_violation: None,
             mtu,
             max_mtu: usize::from(cfg.max_mtu).max(BASE_MTU),
             probe_mtu: cfg.probe_mtu,
@@ -582,6 +588,16 @@ impl Connection {
         };
         self.recv.pop_into(len, out);
         self.refresh_credit();
+        // The next message may be one above our limit whose bytes all arrived while it was
+        // not the head: no more stream bytes will come to find it, so it is found here (and
+        // the connection closed at the next timeout, which is now).
+        if let Some(len) = self.recv.head_len()
+            && len > u64::from(self.local_params.max_message)
+            && !self.is_closed()
+        {
+            self.deferred_violation = Some(code::MESSAGE_TOO_LARGE);
+            self.timers[Timer::Deferred as usize] = Some(Time::ZERO);
+        }
         true
     }
 
@@ -1113,6 +1129,12 @@ impl Connection {
                     self.state = State::Drained;
                     self.timers = [None; TIMER_COUNT];
                     return;
+                }
+                Timer::Deferred => {
+                    if let Some(code) = self.deferred_violation.take() {
+                        self.violation(now, code);
+                        return;
+                    }
                 }
                 Timer::MtuRetry => {
                     if self.probe_mtu && self.state == State::Established {
