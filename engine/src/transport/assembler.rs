@@ -253,6 +253,12 @@ impl Assembler {
         Some(u64::from(u32::from_be_bytes(l)))
     }
 
+    /// True if the head message's prefix announces more than `max_message` bytes (a
+    /// violation as soon as it is readable, spec §6).
+    pub(crate) fn head_too_large(&self) -> bool {
+        self.head_len().is_some_and(|l| l > self.max_message as u64)
+    }
+
     /// The head message's length if it is complete and not longer than `max_message`.
     pub(crate) fn ready_len(&self) -> Option<usize> {
         let len = self.head_len()?;
@@ -634,7 +640,6 @@ mod tests {
         a.insert(0, &(32u32 << 20).to_be_bytes());
         assert_eq!(a.head_len(), Some(32 << 20));
         assert!(a.capacity() <= 4096, "{} bytes held", a.capacity());
-        a.insert(0, &(32u32 << 20).to_be_bytes());
         assert_eq!(a.ready_len(), None);
     }
 }

@@ -582,7 +582,7 @@ impl Connection {
 
     /// Like [`Connection::recv`], into `out` (whose allocation is reused).
     pub(crate) fn recv_into(&mut self, out: &mut Vec<u8>) -> bool {
-        let Some(len) = self.ready_message_len() else {
+        let Some(len) = self.recv.ready_len() else {
             self.readable_signalled = false;
             return false;
         };
@@ -591,10 +591,7 @@ impl Connection {
         // The next message may be one above our limit whose bytes all arrived while it was
         // not the head: no more stream bytes will come to find it, so it is found here (and
         // the connection closed at the next timeout, which is now).
-        if let Some(len) = self.recv.head_len()
-            && len > u64::from(self.local_params.max_message)
-            && !self.is_closed()
-        {
+        if self.recv.head_too_large() && !self.is_closed() {
             self.deferred_violation = Some(code::MESSAGE_TOO_LARGE);
             self.timers[Timer::Deferred as usize] = Some(Time::ZERO);
         }
@@ -817,7 +814,7 @@ impl Connection {
                 self.timers[Timer::Ack as usize] = Some(now + self.max_ack_delay);
             }
         }
-        if !self.readable_signalled && self.ready_message_len().is_some() {
+        if !self.readable_signalled && self.recv.ready_len().is_some() {
             self.readable_signalled = true;
             self.events.push_back(ConnEvent::Readable);
         }
@@ -862,17 +859,11 @@ impl Connection {
         }
         self.recv.insert(off, data);
         // A length prefix above our limit is a violation as soon as it is readable.
-        if let Some(len) = self.recv.head_len()
-            && len > u64::from(self.local_params.max_message)
-        {
+        if self.recv.head_too_large() {
             return Err(code::MESSAGE_TOO_LARGE);
         }
         self.refresh_credit();
         Ok(())
-    }
-
-    fn ready_message_len(&self) -> Option<usize> {
-        self.recv.ready_len()
     }
 
     /// Processes an ACK frame (RFC 9002 §A.7). `Err` carries a CLOSE code.
