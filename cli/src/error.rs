@@ -10,6 +10,9 @@ pub enum CliError {
     Invalid(anyhow::Error),
     /// Runtime failure (verification failed, IO error while working): exit 1.
     Runtime(anyhow::Error),
+    /// Stopped by a signal before the work was done (state saved): exit with this code, 130
+    /// after SIGINT and 143 after SIGTERM, and no error line.
+    Interrupted(u8),
 }
 
 impl CliError {
@@ -18,6 +21,7 @@ impl CliError {
         match self {
             CliError::Invalid(_) => ExitCode::from(2),
             CliError::Runtime(_) => ExitCode::from(1),
+            CliError::Interrupted(code) => ExitCode::from(*code),
         }
     }
 }
@@ -26,6 +30,7 @@ impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let e = match self {
             CliError::Invalid(e) | CliError::Runtime(e) => e,
+            CliError::Interrupted(_) => return f.write_str("interrupted"),
         };
         // `{:#}` joins the context chain on one line: "cannot read x.st: No such file …".
         let text = format!("{e:#}");

@@ -115,63 +115,66 @@ also be the directory that holds the file under its advisory name."
         /// The data: the file itself, or the shared directory itself.
         path: PathBuf,
     },
-    /// Serve a file or directory to a swarm until interrupted.
+    /// Serve a file or directory to a swarm (or a whole library of them) until interrupted.
     #[command(
-        long_about = "Serve a file or directory to a swarm until SIGINT or SIGTERM. PATH \
-is checked against the .st file first (every core hashing, with progress); only fragments that \
-match are served. The peer announces itself to every tracker of the .st file, announces the \
-swarm on the local network (UDP multicast to 239.192.83.84 and ff12::5354:4c44, port 6776; \
---no-lan turns it off) and serves any peer that connects. Peers also tell each other of the \
-peers they reached (peer exchange), so a swarm that learnt of one peer finds the rest.\n\n\
-It prints 'listening on ADDR' on stdout once bound, and a summary (bytes sent) at exit."
+        long_about = "Serve a file or directory to a swarm until SIGINT or SIGTERM (exit 0). \
+PATH is checked against the .st file first (every core hashing, with progress); only fragments \
+that match are served. What was verified is remembered in the state directory with each file's \
+identity (device, inode, size, times), so a restart hashes only files that changed; --recheck \
+hashes everything again.\n\n\
+With --dir DIR instead of FILE.st PATH, one process serves every .st file in DIR whose data \
+(the file or directory named by the .st file) is in DIR too, on one UDP port, and picks up .st \
+files added or removed later (every 30 s, and at once on SIGHUP).\n\n\
+The peer announces itself to every tracker of each .st file, announces its swarms on the local \
+network (UDP multicast to 239.192.83.84 and ff12::5354:4c44, port 6776; --no-lan turns it off) \
+and serves any peer that connects. Peers also tell each other of the peers they reached (peer \
+exchange), so a swarm that learnt of one peer finds the rest.\n\n\
+It prints 'listening on ADDR' on stdout once bound (or, with --json, one JSON object per line: \
+listening, progress, complete, error, summary), and a summary at exit."
     )]
     Seed {
-        /// The .st file.
-        file: PathBuf,
+        /// The .st file (not with --dir).
+        #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+        file: Option<PathBuf>,
         /// The data: the file itself (or the directory holding it), or the shared directory.
-        path: PathBuf,
-        /// UDP port (0: any free port, printed at start).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Address to bind [default: all IPv4 and IPv6 addresses].
-        #[arg(long, value_name = "ADDR")]
-        bind: Option<std::net::IpAddr>,
-        /// Do not announce or look for peers on the local network (multicast).
+        #[arg(required_unless_present = "dir", conflicts_with = "dir")]
+        path: Option<PathBuf>,
+        /// Serve every .st file in DIR whose data is in DIR too.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        net: NetArgs,
+        /// Hash every file again, ignoring what the state directory remembers.
         #[arg(long)]
-        no_lan: bool,
+        recheck: bool,
     },
-    /// Download a swarm's data, verifying every fragment, while serving what it has.
+    /// Download swarms' data, verifying every fragment, while serving what it has.
     #[command(
-        long_about = "Download the data a .st file describes into DIR/NAME, verifying every \
-fragment's SHA-256, and serve verified fragments to other peers meanwhile. Data is written to \
-NAME.part (each file.part for a directory) and moved into place, fsynced, only when every \
-fragment is verified. A resume file (DIR/.NAME.st-resume) records verified fragments that are \
-durably on disk, so an interrupted or killed fetch continues where it stopped.\n\n\
-Peers are found through the trackers of the .st file, on the local network (UDP multicast, \
+        long_about = "Download the data each .st file describes into DIR/NAME, verifying \
+every fragment's SHA-256, and serve verified fragments to other peers meanwhile. Several .st \
+files are fetched at once, over one UDP port. Data is written to NAME.part (each file.part for \
+a directory) and moved into place, fsynced, only when every fragment is verified. A resume file \
+(DIR/.NAME.st-resume) records verified fragments that are durably on disk, so an interrupted or \
+killed fetch continues where it stopped.\n\n\
+Peers are found through the trackers of the .st files, on the local network (UDP multicast, \
 on by default; --no-lan turns it off) and by peer exchange. A .st file without trackers works \
 on a LAN with no further setup.\n\n\
-Exits 0 once complete (or on SIGINT/SIGTERM, after saving resume state), 1 on a runtime \
-failure such as a full disk, 2 on invalid input. With --seed it keeps serving after completion \
-until interrupted."
+Exits 0 once every swarm is complete; 130 after SIGINT and 143 after SIGTERM before that \
+(resume state saved); 1 on a runtime failure such as a full disk; 2 on invalid input. With \
+--seed it keeps serving after completion until interrupted."
     )]
     Fetch {
-        /// The .st file.
-        file: PathBuf,
+        /// The .st files.
+        #[arg(required = true, value_name = "FILE.st")]
+        files: Vec<PathBuf>,
         /// Directory to write into.
         #[arg(short, long, value_name = "DIR", default_value = ".")]
         output: PathBuf,
-        /// UDP port (0: any free port, printed at start).
-        #[arg(long, default_value_t = 0)]
-        port: u16,
-        /// Address to bind [default: all IPv4 and IPv6 addresses].
-        #[arg(long, value_name = "ADDR")]
-        bind: Option<std::net::IpAddr>,
         /// Keep serving after the download completes, until interrupted.
         #[arg(long)]
         seed: bool,
-        /// Do not announce or look for peers on the local network (multicast).
-        #[arg(long)]
-        no_lan: bool,
+        #[command(flatten)]
+        net: NetArgs,
     },
     /// Run a UDP tracker (SwarmTorrent's protocol and BEP 15 on one port) until interrupted.
     #[command(
@@ -268,6 +271,59 @@ fn init_logging(g: &Global) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Network, rate, output and state options shared by `seed` and `fetch`.
+#[derive(clap::Args, Debug)]
+struct NetArgs {
+    /// UDP port (0: any free port, printed at start).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind [default: all IPv4 and IPv6 addresses].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<std::net::IpAddr>,
+    /// Do not announce or look for peers on the local network (multicast).
+    #[arg(long)]
+    no_lan: bool,
+    /// Upload limit over all swarms: bytes per second with binary units (10M = 10 MiB/s), or
+    /// bits per second with an SI prefix (100Mbit = 12.5 MB/s).
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    max_upload: Option<u64>,
+    /// Download limit over all swarms, in the same units as --max-upload.
+    #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
+    max_download: Option<u64>,
+    /// One JSON object per line on stdout (events: listening, progress, complete, error,
+    /// summary), nothing else on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Where a seed remembers what it verified [default: $XDG_STATE_HOME/swarmtorrent, else
+    /// ~/.local/state/swarmtorrent].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+fn swarm_args(
+    sts: Vec<PathBuf>,
+    path: PathBuf,
+    dir: bool,
+    net: NetArgs,
+    mode: swarm_cmd::Mode,
+    recheck: bool,
+) -> swarm_cmd::SwarmArgs {
+    swarm_cmd::SwarmArgs {
+        sts,
+        path,
+        dir,
+        port: net.port,
+        bind: net.bind,
+        lan: !net.no_lan,
+        mode,
+        max_upload: net.max_upload,
+        max_download: net.max_download,
+        json: net.json,
+        state_dir: net.state_dir.or_else(swarm_cmd::default_state_dir),
+        recheck,
+    }
+}
+
 fn main() -> ExitCode {
     // Like any Unix filter: when the reader of stdout goes away (`st inspect x.st | head -1`),
     // end quietly instead of panicking on the failed write (Rust ignores SIGPIPE by default).
@@ -301,37 +357,38 @@ fn main() -> ExitCode {
         Command::Seed {
             file,
             path,
-            port,
-            bind,
-            no_lan,
-        } => swarm_cmd::run(
-            ctx,
-            swarm_cmd::SwarmArgs {
-                st: file,
-                path,
-                port,
-                bind,
-                lan: !no_lan,
-                mode: swarm_cmd::Mode::Seed,
-            },
-        ),
+            dir,
+            net,
+            recheck,
+        } => {
+            let args = match dir {
+                Some(d) => swarm_args(Vec::new(), d, true, net, swarm_cmd::Mode::Seed, recheck),
+                None => swarm_args(
+                    file.into_iter().collect(),
+                    path.unwrap_or_default(),
+                    false,
+                    net,
+                    swarm_cmd::Mode::Seed,
+                    recheck,
+                ),
+            };
+            swarm_cmd::run(ctx, args)
+        }
         Command::Fetch {
-            file,
+            files,
             output,
-            port,
-            bind,
             seed,
-            no_lan,
+            net,
         } => swarm_cmd::run(
             ctx,
-            swarm_cmd::SwarmArgs {
-                st: file,
-                path: output,
-                port,
-                bind,
-                lan: !no_lan,
-                mode: swarm_cmd::Mode::Fetch { seed_after: seed },
-            },
+            swarm_args(
+                files,
+                output,
+                false,
+                net,
+                swarm_cmd::Mode::Fetch { seed_after: seed },
+                false,
+            ),
         ),
         Command::UdpTracker {
             port,
@@ -351,7 +408,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::debug!("failure: {e:?}");
-            eprintln!("st: error: {e}");
+            if !matches!(e, error::CliError::Interrupted(_)) {
+                eprintln!("st: error: {e}");
+            }
             e.exit_code()
         }
     }

@@ -1,30 +1,30 @@
-//! `st seed` and `st fetch`: join a swarm, serve what we have, fetch what we lack.
+//! `st seed` and `st fetch`: the driver of a peer node.
 //!
-//! This is the driver: it opens the storage, binds the reactor, and on every turn of the
-//! reactor feeds the transport's events to the swarm layer and the tracker client, pushes the
-//! tracker requests out, syncs the resume file, and draws progress. All protocol decisions are
-//! in `st_engine` (sans-IO); this module only wires them to the disk, the clock and signals.
+//! It parses nothing and decides nothing about the protocol: it opens the stores (files, the
+//! disk thread, the start-up check of a seed), builds the engine's `PeerNode`, runs the
+//! reactor, and renders the node's events (progress bar, log lines or JSON) until the node
+//! says it stopped. Every rule of a peer process (routing, completion, resume syncs, the stop
+//! sequence, crash recovery, rate limits) is the node's.
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use log::{debug, info, warn};
-use st_engine::discovery::lan::{LanConfig, LanDiscovery};
-use st_engine::discovery::tracker_client::{Progress as TrackerProgress, TrackerClient};
-use st_engine::node::Node;
-use st_engine::peer::swarm::{SwarmConfig, SwarmCore};
-use st_engine::reactor::{Reactor, ReactorConfig};
-use st_engine::storage::Storage;
-use st_engine::storage::disk::{DiskThread, Done};
+use serde_json::json;
+use st_engine::discovery::lan::LanConfig;
+use st_engine::node::{NodeConfig, NodeEvent, PeerNode, SwarmPhase, SwarmSpec};
+use st_engine::reactor::{Reactor, ReactorConfig, Wake};
+use st_engine::storage::disk::DiskThread;
+use st_engine::storage::{Inline, Storage, SwarmStore, seed_state};
 use st_engine::time::Time;
-use st_engine::transport::{self, Endpoint, Event, RequestId};
+use st_engine::transport;
 use st_proto::st_file::{Host, StFile};
 
 use crate::common::{Ctx, data_paths, hex, load_st};
@@ -46,10 +46,12 @@ pub enum Mode {
 
 /// Arguments shared by `seed` and `fetch`.
 pub struct SwarmArgs {
-    /// The `.st` file.
-    pub st: PathBuf,
-    /// Data path (seed) or output directory (fetch).
+    /// The `.st` files (one for `seed FILE PATH`, none for `seed --dir`).
+    pub sts: Vec<PathBuf>,
+    /// Data path (seed), library directory (`seed --dir`) or output directory (fetch).
     pub path: PathBuf,
+    /// `seed --dir`: serve every `.st` file in `path` whose data is there too.
+    pub dir: bool,
     /// UDP port (0: any).
     pub port: u16,
     /// Address to bind.
@@ -58,12 +60,24 @@ pub struct SwarmArgs {
     pub lan: bool,
     /// Seed or fetch.
     pub mode: Mode,
+    /// Upload limit, bytes per second.
+    pub max_upload: Option<u64>,
+    /// Download limit, bytes per second.
+    pub max_download: Option<u64>,
+    /// One JSON object per line on stdout.
+    pub json: bool,
+    /// Where a seed remembers what it verified.
+    pub state_dir: Option<PathBuf>,
+    /// Hash every seeded file again, whatever the state says.
+    pub recheck: bool,
 }
 
-/// Seconds between resume-file syncs while downloading.
-const SYNC_EVERY: Duration = Duration::from_secs(5);
-/// Longest wait for trackers to hear `stopped` on the way out.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Longest sleep of the reactor, so that a signal's flag is seen within it.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Gap between two rescans of `seed --dir`.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
+/// Gap between two progress log lines when not on a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -100,379 +114,171 @@ fn resolve_trackers(st: &StFile) -> Vec<SocketAddr> {
     out
 }
 
-/// Checks existing data with every core and records the fragments that match.
-fn check_existing(
-    ctx: Ctx,
-    st: &StFile,
-    paths: &[PathBuf],
-    storage: &mut Storage,
-    verb: &str,
-) -> CliResult<u32> {
-    let info = &st.info;
-    let mut good = 0u32;
-    hashing::hash_all(
-        ctx,
-        paths,
-        &info.file_lengths(),
-        info.fragment_length,
-        verb,
-        |i, _, outcome| {
-            if outcome == Outcome::Hash(info.hashes[i as usize]) {
-                storage.mark_verified(i);
-                good += 1;
-            }
-        },
-    )
-    .map_err(|e| runtime(e.message()))?;
-    Ok(good)
+/// The default state directory: `$XDG_STATE_HOME/swarmtorrent`, else
+/// `~/.local/state/swarmtorrent`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return Some(PathBuf::from(x).join("swarmtorrent"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/swarmtorrent"))
 }
 
-/// Runs `st seed` or `st fetch`.
-pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
-    let (st, swarm_id) = load_st(&args.st)?;
-    let info = &st.info;
-    let count = info.fragment_count();
-    let (mut storage, label) = match args.mode {
-        Mode::Seed => {
-            std::fs::metadata(&args.path)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", args.path.display())))?;
-            let paths = data_paths(&st, &args.path);
-            let mut storage =
-                Storage::open_for_seed(info, swarm_id, data_root(&st, &args.path).as_path())
-                    .map_err(|e| invalid(format!("{e}")))?;
-            let good = check_existing(ctx, &st, &paths, &mut storage, "checking")?;
-            if good == 0 {
-                return Err(runtime(format!(
-                    "{}: no fragment matches {}; nothing to seed",
-                    args.path.display(),
-                    args.st.display()
-                )));
-            }
-            if good < count {
-                warn!(
-                    "{}: only {good} of {count} fragments match; serving those",
-                    args.path.display()
-                );
-            }
-            (storage, "seeding")
-        }
-        Mode::Fetch { .. } => {
-            std::fs::create_dir_all(&args.path)
-                .map_err(|e| runtime(format!("cannot create {}: {e}", args.path.display())))?;
-            let part_existed = st_engine::storage::final_paths(info, &args.path)
-                .iter()
-                .any(|p| part_of(p).exists());
-            let (mut storage, resume) = Storage::open_for_fetch(info, swarm_id, &args.path)
-                .map_err(|e| runtime(format!("{e}")))?;
-            if let Some(why) = &resume.ignored {
-                warn!("resume state ignored: {why}; checking what is on disk");
-            }
-            if let Some(why) = &resume.not_preallocated {
-                warn!("{why}; fetching what fits (a full disk stops the fetch, keeping it)");
-            }
-            if resume.trusted > 0 {
-                info!(
-                    "resuming: {} of {count} fragments already verified and on disk",
-                    resume.trusted
-                );
-            }
-            if part_existed {
-                // Data written before a crash but not yet recorded: check it rather than
-                // trust it, so nothing unverified is ever counted (spec peer.md §8).
-                let missing: Vec<u32> = storage.missing().collect();
-                let mut recovered = 0;
-                for i in missing {
-                    if storage.verify(i).map_err(|e| runtime(format!("{e}")))? {
-                        recovered += 1;
-                    }
-                }
-                if recovered > 0 {
-                    info!("{recovered} more fragments found intact on disk");
-                }
-            }
-            (storage, "fetching")
-        }
-    };
+/// A swarm ready to be added to the node.
+struct Prepared {
+    spec: SwarmSpec,
+    store: Box<dyn SwarmStore>,
+    st_path: PathBuf,
+}
 
-    let bind_ip = args.bind.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-    let mut reactor = Reactor::bind(ReactorConfig {
-        bind: SocketAddr::new(bind_ip, args.port),
-        ..ReactorConfig::default()
-    })
-    .or_else(|e| {
-        if args.bind.is_none() {
-            warn!("cannot bind [::]:{} ({e}); IPv4 only", args.port);
-            Reactor::bind(ReactorConfig {
-                bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), args.port),
-                ..ReactorConfig::default()
-            })
-        } else {
-            Err(e)
-        }
-    })
-    .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
-    let port = reactor.local_addr().port();
-    let seed = u64::from_ne_bytes(random_bytes::<8>());
-    let ep = Endpoint::new(
-        transport::Config {
-            accept: true,
-            secret: Some(random_bytes::<32>()),
-            // Larger datagrams only with the don't-fragment bit (spec transport §8.4).
-            max_mtu: if reactor.dont_fragment() {
-                transport::Config::default().max_mtu
-            } else {
-                1472
-            },
-            ..transport::Config::default()
-        },
-        seed,
-    );
-    let peer_id = random_bytes::<16>();
-    let lan = if args.lan {
-        join_lan(&mut reactor, args.bind, peer_id, port, swarm_id)
-    } else {
-        None
+/// Opens a seed's data and finds which fragments match: from the state file when every file
+/// is unchanged since it was written, else by hashing with every core (and then records it).
+fn prepare_seed(
+    ctx: Ctx,
+    args: &SwarmArgs,
+    st_path: &Path,
+    st: &StFile,
+    swarm_id: [u8; 32],
+    data: &Path,
+) -> CliResult<Prepared> {
+    let info = &st.info;
+    std::fs::metadata(data).map_err(|e| invalid(format!("cannot read {}: {e}", data.display())))?;
+    let paths = data_paths(st, data);
+    let root = match &info.files {
+        None if data.is_dir() => data.join(&info.name),
+        _ => data.to_path_buf(),
     };
-    let lan_on = lan.is_some();
-    let mut node = Node { ep, lan };
-    let mut swarm = SwarmCore::new(
-        SwarmConfig::default(),
-        swarm_id,
-        peer_id,
-        port,
-        info.total_length,
-        info.fragment_length,
-        |i| storage.has(i),
-        seed ^ 1,
-    );
-    let trackers = resolve_trackers(&st);
-    if trackers.is_empty() && !lan_on {
+    let mut storage =
+        Storage::open_for_seed(info, swarm_id, &root).map_err(|e| invalid(format!("{e}")))?;
+    let count = info.fragment_count();
+    let state = args
+        .state_dir
+        .as_ref()
+        .map(|d| seed_state::path(&d.join("seed"), &hex(&swarm_id)));
+    let remembered = match &state {
+        Some(s) if !args.recheck => seed_state::load(s, &paths, count),
+        _ => None,
+    };
+    let good = if let Some(bits) = remembered {
+        debug!("{}: verified state remembered, not hashing", data.display());
+        for (i, _) in bits.iter().enumerate().filter(|(_, v)| **v) {
+            storage.mark_verified(i as u32);
+        }
+        bits.iter().filter(|v| **v).count() as u32
+    } else {
+        let mut good = 0u32;
+        let mut bits = vec![false; count as usize];
+        hashing::hash_all(
+            ctx,
+            &paths,
+            &info.file_lengths(),
+            info.fragment_length,
+            "checking",
+            |i, _, outcome| {
+                if outcome == Outcome::Hash(info.hashes[i as usize]) {
+                    storage.mark_verified(i);
+                    bits[i as usize] = true;
+                    good += 1;
+                }
+            },
+        )
+        .map_err(|e| runtime(e.message()))?;
+        if let Some(s) = &state
+            && let Err(e) = seed_state::save(s, &paths, &bits)
+        {
+            warn!("cannot record what was verified in {}: {e}", s.display());
+        }
+        good
+    };
+    if good == 0 {
+        return Err(runtime(format!(
+            "{}: no fragment matches {}; nothing to seed",
+            data.display(),
+            st_path.display()
+        )));
+    }
+    if good < count {
         warn!(
-            "no usable tracker in {} and no LAN discovery: waiting for peers to connect",
-            args.st.display()
+            "{}: only {good} of {count} fragments match; serving those",
+            data.display()
         );
     }
-    let mut tc = TrackerClient::new(&trackers, swarm_id, peer_id, port, reactor.now());
-    info!(
-        "{label} {} ({}, swarm {}) on UDP port {port}",
-        info.name,
-        format_size(info.total_length),
-        &hex(&swarm_id)[..16]
-    );
-    println!("listening on {}", reactor.local_addr());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
-    }
-
-    let start_have = storage.verified_bytes();
-    let bar = progress_bar(ctx, info.total_length, start_have);
-    let started = Instant::now();
-    let mut pending: HashMap<RequestId, usize> = HashMap::new();
-    let mut next_sync = Instant::now() + SYNC_EVERY;
-    let mut next_log = Instant::now() + Duration::from_secs(10);
-    // The bar's message is formatted at most this often: the closure below runs every
-    // 256 KiB received (`ReactorConfig::app_every`), and the bar redraws every 200 ms anyway.
-    let mut next_bar_message = Instant::now();
-    let mut finished = storage.missing().next().is_none();
-    let mut failure: Option<CliError> = None;
-    let mut stopping_since: Option<Time> = None;
-    if finished && matches!(args.mode, Mode::Fetch { .. }) {
-        storage.finish().map_err(|e| runtime(format!("{e}")))?;
-        tc.set_complete(reactor.now());
-    }
-    let keep_serving = match args.mode {
-        Mode::Seed => true,
-        Mode::Fetch { seed_after } => seed_after,
-    };
-    if finished && !keep_serving {
-        println!("{}: already complete", info.name);
-        return Ok(());
-    }
-    // From here on writes, verification and resume syncs run on the disk thread; the reactor
-    // serves reads through the thread's view (spec peer.md §8).
-    let waker = reactor
-        .waker()
-        .map_err(|e| runtime(format!("cannot set up the disk thread: {e}")))?;
-    let mut disk = DiskThread::spawn(storage, waker)
-        .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
-    // The final fsync and renames are queued, not done yet.
-    let mut finishing = false;
-    // A resume sync is queued and has not answered yet.
-    let mut syncing = false;
-
-    let result = reactor.run(&mut node, Duration::from_millis(50), |node, now| {
-        while let Some(done) = disk.poll() {
-            match done {
-                Done::Verified(i, ok) => swarm.fragment_verified(now, &mut node.ep, i, ok),
-                Done::Synced(r) => {
-                    syncing = false;
-                    if let Err(e) = r {
-                        failure.get_or_insert(runtime(disk_error(&e, disk.view())));
-                    }
-                }
-                Done::Finished(Ok(())) => {
-                    finishing = false;
-                    finished = true;
-                    tc.set_complete(now);
-                    info!("{}: complete, every fragment verified", info.name);
-                }
-                Done::Finished(Err(e)) => {
-                    finishing = false;
-                    failure.get_or_insert(runtime(format!("{e}")));
-                }
-                Done::Failed(e) => {
-                    failure.get_or_insert(runtime(disk_error(&e, disk.view())));
-                }
-            }
-        }
-        if let Some(lan) = &mut node.lan {
-            while let Some((id, addr)) = lan.poll_peer() {
-                if id == swarm_id {
-                    log::debug!("LAN: peer at {addr}");
-                    swarm.add_peers(&[addr]);
-                }
-            }
-        }
-        let ep = &mut node.ep;
-        while let Some(ev) = ep.poll_event() {
-            match ev {
-                Event::Response(id, payload) => {
-                    if let Some(t) = pending.remove(&id) {
-                        let learned = tc.handle_response(now, t, &payload);
-                        swarm.add_peers(&learned.peers);
-                    }
-                }
-                Event::RequestFailed(id) => {
-                    if let Some(t) = pending.remove(&id) {
-                        tc.handle_failure(now, t);
-                    }
-                }
-                Event::Request(_) => {}
-                other => swarm.handle_event(now, ep, &mut disk, &other),
-            }
-        }
-        swarm.tick(now, ep);
-        if let Some(e) = swarm.take_io_error() {
-            failure.get_or_insert(runtime(disk_error(&e, disk.view())));
-        }
-        let left = swarm.left();
-        let (uploaded, downloaded) = (swarm.stats().uploaded, swarm.stats().downloaded);
-        while let Some(out) = tc.poll_request(
-            now,
-            TrackerProgress {
-                left,
-                uploaded,
-                downloaded,
-            },
-        ) {
-            let id = ep.request(now, out.to, &out.payload);
-            pending.insert(id, out.tracker);
-        }
-        if let Some(b) = &bar {
-            b.set_position(info.total_length - left);
-            if Instant::now() >= next_bar_message {
-                next_bar_message = Instant::now() + Duration::from_millis(200);
-                b.set_message(format!(
-                    "{} peers, ↑ {}",
-                    swarm.peer_count(),
-                    format_size(uploaded)
-                ));
-            }
-        } else if Instant::now() >= next_log {
-            next_log = Instant::now() + Duration::from_secs(10);
-            info!(
-                "{:.1} % of {}, {} peers, {} down, {} up",
-                100.0 * (info.total_length - left) as f64 / info.total_length.max(1) as f64,
-                format_size(info.total_length),
-                swarm.peer_count(),
-                format_size(downloaded),
-                format_size(uploaded)
-            );
-        }
-        if !finished && !finishing && failure.is_none() && swarm.complete() {
-            // Every fragment verified: the thread fsyncs and moves the files into place, and
-            // says so (`Done::Finished`) before the fetch counts as complete.
-            finishing = true;
-            if let Err(e) = disk.finish() {
-                failure.get_or_insert(runtime(format!("{e}")));
-            }
-        } else if !finished && !finishing && !syncing && Instant::now() >= next_sync {
-            next_sync = Instant::now() + SYNC_EVERY;
-            syncing = true;
-            if let Err(e) = disk.sync() {
-                failure.get_or_insert(runtime(format!("{e}")));
-            }
-        }
-        let want_stop =
-            stop.load(Ordering::Relaxed) || failure.is_some() || (finished && !keep_serving);
-        if want_stop && stopping_since.is_none() {
-            stopping_since = Some(now);
-            tc.stop(now);
-            swarm.close_all(now, ep);
-            if !finished && !finishing {
-                let (synced, failed) = disk.sync_and_wait();
-                if let Some(e) = failed {
-                    // A write that failed while the queue drained (a full disk): an error,
-                    // even though what was verified is recorded.
-                    failure.get_or_insert(runtime(disk_error(&e, disk.view())));
-                }
-                if let Err(e) = synced {
-                    warn!("resume state not saved ({e}); a re-run checks the data on disk");
-                }
-            }
-        }
-        if let Some(since) = stopping_since
-            && (tc.stopped() || now.saturating_since(since) > STOP_GRACE)
-        {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    result.map_err(|e| runtime(format!("network error: {e}")))?;
-    if finishing {
-        // Stopped while the files were being moved into place: wait for that to end.
-        match disk.wait_finished() {
-            Ok(()) => finished = true,
-            Err(e) => {
-                failure.get_or_insert(runtime(format!("{e}")));
-            }
-        }
-    }
-    debug!(
-        "reactor: {:?}; gso {} gro {}",
-        reactor.stats(),
-        reactor.gso(),
-        reactor.gro()
-    );
-    if let Some(f) = failure {
-        return Err(f);
-    }
-    summary(
-        &swarm,
-        started.elapsed(),
-        disk.view().verified_bytes().saturating_sub(start_have),
-        disk.view(),
-        finished,
-        args.mode,
-    );
-    Ok(())
+    Ok(Prepared {
+        spec: SwarmSpec {
+            id: swarm_id,
+            name: info.name.clone(),
+            total_length: info.total_length,
+            fragment_length: info.fragment_length,
+            trackers: resolve_trackers(st),
+            fetch: false,
+            recheck: Vec::new(),
+        },
+        store: Box::new(Inline::new(storage)),
+        st_path: st_path.to_path_buf(),
+    })
 }
 
-/// Joins the LAN discovery groups (only the IPv4 one when bound to an IPv4 address, and the
-/// reverse). No group at all: one warning, and the rest works without it.
-fn join_lan(
-    reactor: &mut Reactor,
-    bind: Option<IpAddr>,
-    peer_id: [u8; 16],
-    port: u16,
+/// Opens a fetch's files in `out` (resume state, preallocation) behind a disk thread.
+fn prepare_fetch(
+    st_path: &Path,
+    st: &StFile,
     swarm_id: [u8; 32],
-) -> Option<LanDiscovery> {
+    out: &Path,
+    waker: &Arc<dyn Wake>,
+) -> CliResult<Prepared> {
+    let info = &st.info;
+    std::fs::create_dir_all(out)
+        .map_err(|e| runtime(format!("cannot create {}: {e}", out.display())))?;
+    let part_existed = st_engine::storage::final_paths(info, out)
+        .iter()
+        .any(|p| part_of(p).exists());
+    let (storage, resume) =
+        Storage::open_for_fetch(info, swarm_id, out).map_err(|e| runtime(format!("{e}")))?;
+    if let Some(why) = &resume.ignored {
+        warn!(
+            "{}: resume state ignored: {why}; checking what is on disk",
+            info.name
+        );
+    }
+    if let Some(why) = &resume.not_preallocated {
+        warn!("{why}; fetching what fits (a full disk stops the fetch, keeping it)");
+    }
+    if resume.trusted > 0 {
+        info!(
+            "{}: resuming: {} of {} fragments already verified and on disk",
+            info.name,
+            resume.trusted,
+            info.fragment_count()
+        );
+    }
+    // Data written before a crash but not recorded is checked, never trusted (the node runs
+    // the check: spec peer.md §8).
+    let recheck = if part_existed {
+        storage.missing().collect()
+    } else {
+        Vec::new()
+    };
+    let disk = DiskThread::spawn(storage, Arc::clone(waker))
+        .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
+    Ok(Prepared {
+        spec: SwarmSpec {
+            id: swarm_id,
+            name: info.name.clone(),
+            total_length: info.total_length,
+            fragment_length: info.fragment_length,
+            trackers: resolve_trackers(st),
+            fetch: true,
+            recheck,
+        },
+        store: Box::new(disk),
+        st_path: st_path.to_path_buf(),
+    })
+}
+
+/// The LAN discovery groups this process could join (only the IPv4 one when bound to an IPv4
+/// address, and the reverse). None: one warning, and the rest works without it.
+fn join_lan(reactor: &mut Reactor, bind: Option<IpAddr>) -> Option<LanConfig> {
     let mut cfg = LanConfig::default();
     let mut errors = Vec::new();
     cfg.groups.retain(|g| {
@@ -485,7 +291,7 @@ fn join_lan(
         }
         match reactor.join_multicast(*g, bind) {
             Ok(n) => {
-                log::debug!("LAN discovery: joined {g} on {n} interfaces");
+                debug!("LAN discovery: joined {g} on {n} interfaces");
                 true
             }
             Err(e) => {
@@ -502,35 +308,151 @@ fn join_lan(
         return None;
     }
     for e in errors {
-        log::debug!("LAN discovery: {e}");
+        debug!("LAN discovery: {e}");
     }
-    Some(LanDiscovery::new(
-        cfg,
-        peer_id,
-        port,
-        &[swarm_id],
-        reactor.now(),
-    ))
+    Some(cfg)
 }
 
-/// The one-line message for a disk error met while fetching; a full disk says what is kept.
-fn disk_error(e: &std::io::Error, storage: &Storage) -> String {
-    if e.kind() == std::io::ErrorKind::StorageFull {
-        format!(
-            "{e}; the {} of {} fragments verified so far are kept: run the fetch again once there is room",
-            storage.verified_count(),
-            storage.fragment_count()
-        )
-    } else {
-        e.to_string()
-    }
+/// The `.st` files of a `seed --dir` library whose data is there too, with their ids.
+fn scan_library(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "st") && p.is_file())
+        .collect();
+    v.sort();
+    v
 }
 
-/// The file or directory whose bytes a seed serves (see `data_paths`).
-fn data_root(st: &StFile, path: &Path) -> PathBuf {
-    match &st.info.files {
-        None if path.is_dir() => path.join(&st.info.name),
-        _ => path.to_path_buf(),
+/// What the driver shows: a bar on a terminal, log lines otherwise, or JSON.
+struct View {
+    json: bool,
+    bar: Option<ProgressBar>,
+    names: HashMap<[u8; 32], String>,
+    latest: BTreeMap<[u8; 32], st_engine::node::Progress>,
+    next_log: Time,
+    next_bar_message: Time,
+}
+
+impl View {
+    fn json_line(v: &serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{v}");
+        let _ = out.flush();
+    }
+
+    fn name(&self, id: &[u8; 32]) -> String {
+        self.names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| hex(id)[..16].to_owned())
+    }
+
+    fn totals(&self) -> (u64, u64, u64, u64, usize, u64) {
+        self.latest.values().fold((0, 0, 0, 0, 0, 0), |a, p| {
+            (
+                a.0 + p.have,
+                a.1 + p.total,
+                a.2 + p.down_rate,
+                a.3 + p.up_rate,
+                a.4 + p.peers,
+                a.5 + p.uploaded,
+            )
+        })
+    }
+
+    fn event(&mut self, now: Time, ev: &NodeEvent, failures: &mut Vec<String>) {
+        match ev {
+            NodeEvent::Progress(p) => {
+                if self.json {
+                    Self::json_line(&json!({
+                        "event": "progress",
+                        "swarm": hex(&p.id),
+                        "have": p.have,
+                        "total": p.total,
+                        "down_rate": p.down_rate,
+                        "up_rate": p.up_rate,
+                        "peers": p.peers,
+                    }));
+                }
+                self.latest.insert(p.id, p.clone());
+                let (have, total, down, up, peers, uploaded) = self.totals();
+                if let Some(b) = &self.bar {
+                    b.set_length(total);
+                    b.set_position(have);
+                    if now >= self.next_bar_message {
+                        self.next_bar_message = now + Duration::from_millis(200);
+                        b.set_message(format!("{peers} peers, ↑ {}", format_size(uploaded)));
+                    }
+                } else if !self.json && now >= self.next_log {
+                    self.next_log = now + LOG_EVERY;
+                    info!(
+                        "{:.1} % of {}, {peers} peers, down {}/s, up {}/s",
+                        100.0 * have as f64 / total.max(1) as f64,
+                        format_size(total),
+                        format_size(down),
+                        format_size(up)
+                    );
+                }
+            }
+            NodeEvent::Checked { id, recovered } => {
+                info!(
+                    "{}: {recovered} more fragments found intact on disk",
+                    self.name(id)
+                );
+            }
+            NodeEvent::Complete {
+                id,
+                paths,
+                bytes,
+                elapsed,
+            } => {
+                let path = match paths.as_slice() {
+                    [one] => one.clone(),
+                    many => common_dir(many),
+                };
+                if self.json {
+                    Self::json_line(&json!({
+                        "event": "complete",
+                        "swarm": hex(id),
+                        "path": path.display().to_string(),
+                        "bytes": bytes,
+                        "seconds": elapsed.as_secs_f64(),
+                    }));
+                }
+                info!(
+                    "{}: complete, every fragment verified ({})",
+                    self.name(id),
+                    path.display()
+                );
+            }
+            NodeEvent::Failed { id, message } => {
+                let line = format!("{}: {message}", self.name(id));
+                if self.json {
+                    Self::json_line(&json!({"event": "error", "swarm": hex(id), "message": line}));
+                }
+                warn!("{line}");
+                failures.push(message.clone());
+            }
+            NodeEvent::Warning { id, message } => warn!("{}: {message}", self.name(id)),
+            NodeEvent::TrackerSilent {
+                id,
+                tracker,
+                tries,
+                next_in,
+            } => warn!(
+                "{}: tracker {tracker} has not answered ({tries} tries); next try in {} s",
+                self.name(id),
+                next_in.as_secs()
+            ),
+            NodeEvent::NoPeers { id, sources } => {
+                warn!("{}: no peer found yet: {sources}", self.name(id));
+            }
+            NodeEvent::Stopped => {}
+        }
     }
 }
 
@@ -540,11 +462,248 @@ fn part_of(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn progress_bar(ctx: Ctx, total: u64, have: u64) -> Option<ProgressBar> {
-    if ctx.quiet || !std::io::stderr().is_terminal() {
-        return None;
+/// Runs `st seed` or `st fetch`.
+pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
+    // Every input is read and checked before anything starts (invalid input: exit 2).
+    let mut loaded: Vec<(PathBuf, StFile, [u8; 32])> = Vec::new();
+    for p in &args.sts {
+        let (st, id) = load_st(p)?;
+        if loaded.iter().any(|(_, _, x)| *x == id) {
+            return Err(invalid(format!(
+                "{}: the same swarm is given twice",
+                p.display()
+            )));
+        }
+        loaded.push((p.clone(), st, id));
     }
-    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if args.dir && !args.path.is_dir() {
+        return Err(invalid(format!("{}: not a directory", args.path.display())));
+    }
+
+    let mut reactor = Reactor::bind_any(ReactorConfig::default(), args.bind, args.port)
+        .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
+    let waker = reactor
+        .waker()
+        .map_err(|e| runtime(format!("cannot set up the disk thread: {e}")))?;
+    let port = reactor.local_addr().port();
+    let lan = if args.lan {
+        join_lan(&mut reactor, args.bind)
+    } else {
+        None
+    };
+    let lan_on = lan.is_some();
+    let keep_serving = match args.mode {
+        Mode::Seed => true,
+        Mode::Fetch { seed_after } => seed_after,
+    };
+    let fetching = matches!(args.mode, Mode::Fetch { .. });
+    let mut node = PeerNode::new(
+        NodeConfig {
+            peer_id: random_bytes::<16>(),
+            port,
+            transport: transport::Config {
+                secret: Some(random_bytes::<32>()),
+                // Larger datagrams only with the don't-fragment bit (spec transport §8.4).
+                max_mtu: if reactor.dont_fragment() {
+                    transport::Config::default().max_mtu
+                } else {
+                    1472
+                },
+                ..transport::Config::default()
+            },
+            lan,
+            max_upload: args.max_upload,
+            max_download: args.max_download,
+            stop_when_complete: fetching && !keep_serving,
+            stop_on_failure: fetching,
+            seed: u64::from_ne_bytes(random_bytes::<8>()),
+            ..NodeConfig::default()
+        },
+        reactor.now(),
+    );
+
+    let mut view = View {
+        json: args.json,
+        bar: None,
+        names: HashMap::new(),
+        latest: BTreeMap::new(),
+        next_log: reactor.now() + LOG_EVERY,
+        next_bar_message: reactor.now(),
+    };
+    // `seed --dir`: which .st file serves which swarm, and files that would not load.
+    let mut library: HashMap<PathBuf, [u8; 32]> = HashMap::new();
+    let mut refused: HashMap<PathBuf, Option<std::time::SystemTime>> = HashMap::new();
+    let add = |node: &mut PeerNode, now: Time, p: Prepared, view: &mut View| {
+        let id = p.spec.id;
+        view.names.insert(id, p.spec.name.clone());
+        let label = if p.spec.fetch { "fetching" } else { "seeding" };
+        info!(
+            "{label} {} ({}, swarm {}) from {}",
+            p.spec.name,
+            format_size(p.spec.total_length),
+            &hex(&id)[..16],
+            p.st_path.display()
+        );
+        if p.spec.trackers.is_empty() && !lan_on {
+            warn!(
+                "{}: no usable tracker and no LAN discovery: waiting for peers to connect",
+                p.st_path.display()
+            );
+        }
+        if let Err(e) = node.add_swarm(now, p.spec, p.store) {
+            warn!("{}: {e}", p.st_path.display());
+        }
+    };
+    match args.mode {
+        Mode::Fetch { .. } => {
+            for (p, st, id) in &loaded {
+                let prep = prepare_fetch(p, st, *id, &args.path, &waker)?;
+                add(&mut node, reactor.now(), prep, &mut view);
+            }
+        }
+        Mode::Seed if !args.dir => {
+            for (p, st, id) in &loaded {
+                let prep = prepare_seed(ctx, &args, p, st, *id, &args.path)?;
+                add(&mut node, reactor.now(), prep, &mut view);
+            }
+        }
+        Mode::Seed => {}
+    }
+    let mut rescan = |node: &mut PeerNode, now: Time, view: &mut View| {
+        let found = scan_library(&args.path);
+        for gone in library
+            .keys()
+            .filter(|p| !found.contains(p))
+            .cloned()
+            .collect::<Vec<_>>()
+        {
+            if let Some(id) = library.remove(&gone) {
+                info!("{}: removed; no longer serving it", gone.display());
+                node.remove_swarm(now, &id);
+                view.latest.remove(&id);
+            }
+        }
+        for p in found {
+            if library.contains_key(&p) {
+                continue;
+            }
+            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            if refused.get(&p).is_some_and(|t| *t == mtime) {
+                continue;
+            }
+            let prepared = load_st(&p).and_then(|(st, id)| {
+                let data = args.path.join(&st.info.name);
+                if !data.exists() {
+                    return Err(invalid(format!(
+                        "its data {} is not in the directory",
+                        data.display()
+                    )));
+                }
+                prepare_seed(ctx, &args, &p, &st, id, &data)
+            });
+            match prepared {
+                Ok(prep) => {
+                    library.insert(p, prep.spec.id);
+                    add(node, now, prep, view);
+                }
+                Err(e) => {
+                    warn!("{}: not served: {e}", p.display());
+                    refused.insert(p, mtime);
+                }
+            }
+        }
+    };
+    if args.dir {
+        rescan(&mut node, reactor.now(), &mut view);
+        if node.swarm_count() == 0 {
+            warn!(
+                "{}: no .st file with its data here yet; watching for them (every {} s and on SIGHUP)",
+                args.path.display(),
+                RESCAN_EVERY.as_secs()
+            );
+        }
+    }
+
+    let int = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGINT, &int),
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(flag))
+            .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
+    }
+    let addr = reactor.local_addr();
+    if args.json {
+        View::json_line(&json!({"event": "listening", "addr": addr.to_string()}));
+    } else {
+        println!("listening on {addr}");
+        let _ = std::io::stdout().flush();
+    }
+    if !args.json && !ctx.quiet && std::io::stderr().is_terminal() && fetching {
+        view.bar = Some(progress_bar());
+    }
+
+    let started = reactor.now();
+    let mut next_rescan = started + RESCAN_EVERY;
+    let mut failures: Vec<String> = Vec::new();
+    let mut signalled: Option<u8> = None;
+    let result = reactor.run(&mut node, MAX_WAIT, |node, now| {
+        while let Some(ev) = node.poll_event() {
+            view.event(now, &ev, &mut failures);
+        }
+        if node.is_stopped() {
+            return ControlFlow::Break(());
+        }
+        if signalled.is_none() && !node.is_stopping() {
+            if int.load(Ordering::Relaxed) {
+                signalled = Some(130);
+            } else if term.load(Ordering::Relaxed) {
+                signalled = Some(143);
+            }
+            if signalled.is_some() {
+                info!("stopping: telling trackers and saving resume state");
+                node.stop(now);
+            }
+        }
+        if args.dir
+            && !node.is_stopping()
+            && (hup.swap(false, Ordering::Relaxed) || now >= next_rescan)
+        {
+            next_rescan = now + RESCAN_EVERY;
+            rescan(node, now, &mut view);
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(b) = &view.bar {
+        b.finish_and_clear();
+    }
+    result.map_err(|e| runtime(format!("network error: {e}")))?;
+    debug!(
+        "reactor: {:?}; gso {} gro {}",
+        reactor.stats(),
+        reactor.gso(),
+        reactor.gro()
+    );
+    let elapsed = reactor.now().saturating_since(started);
+    summary(&node, &view, elapsed, args.mode);
+    if let Some(f) = failures.into_iter().next() {
+        return Err(runtime(f));
+    }
+    let all_complete = node
+        .summary()
+        .iter()
+        .all(|s| s.phase == SwarmPhase::Complete);
+    match args.mode {
+        Mode::Fetch { .. } if !all_complete => Err(CliError::Interrupted(signalled.unwrap_or(1))),
+        _ => Ok(()),
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
             "{percent:>3}% [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
@@ -552,17 +711,16 @@ fn progress_bar(ctx: Ctx, total: u64, have: u64) -> Option<ProgressBar> {
         .expect("static template")
         .progress_chars("=> "),
     );
-    bar.set_position(have);
     bar.enable_steady_tick(Duration::from_millis(200));
-    Some(bar)
+    bar
 }
 
 /// The deepest directory holding all of `paths` (the top folder of a directory fetch).
-fn common_dir(paths: &[std::path::PathBuf]) -> std::path::PathBuf {
+fn common_dir(paths: &[PathBuf]) -> PathBuf {
     let mut common = paths
         .first()
         .and_then(|p| p.parent())
-        .map(std::path::Path::to_path_buf)
+        .map(Path::to_path_buf)
         .unwrap_or_default();
     for p in paths {
         while !p.starts_with(&common) {
@@ -574,41 +732,69 @@ fn common_dir(paths: &[std::path::PathBuf]) -> std::path::PathBuf {
     common
 }
 
-fn summary(
-    swarm: &SwarmCore,
-    elapsed: Duration,
-    fetched: u64,
-    storage: &Storage,
-    finished: bool,
-    mode: Mode,
-) {
-    let s = swarm.stats();
+fn summary(node: &PeerNode, view: &View, elapsed: Duration, mode: Mode) {
+    let swarms = node.summary();
+    if view.json {
+        let list: Vec<serde_json::Value> = swarms
+            .iter()
+            .map(|s| {
+                let from: serde_json::Map<String, serde_json::Value> = s
+                    .stats
+                    .from_peer
+                    .iter()
+                    .map(|(a, b)| (a.to_string(), json!(b)))
+                    .collect();
+                json!({
+                    "id": hex(&s.id),
+                    "name": s.name,
+                    "complete": s.phase == SwarmPhase::Complete,
+                    "down": s.stats.downloaded,
+                    "up": s.stats.uploaded,
+                    "wasted": s.stats.wasted,
+                    "hash_failures": s.stats.hash_failures,
+                    "from": from,
+                })
+            })
+            .collect();
+        View::json_line(&json!({
+            "event": "summary",
+            "seconds": elapsed.as_secs_f64(),
+            "swarms": list,
+        }));
+        return;
+    }
     let secs = elapsed.as_secs_f64().max(1e-3);
-    let what = match (mode, finished) {
-        (Mode::Fetch { .. }, true) => match storage.final_paths() {
-            [one] => format!("fetched {}", one.display()),
-            many => format!(
-                "fetched {} ({} files)",
-                common_dir(many).display(),
-                many.len()
-            ),
-        },
-        (Mode::Fetch { .. }, false) => "stopped before completion (resume state saved)".to_owned(),
-        (Mode::Seed, _) => "seeded".to_owned(),
-    };
-    println!(
-        "{what}: {} ({fetched} bytes) down in {:.1} s ({}/s), {} up, {} wasted, {} hash failures",
-        format_size(fetched),
-        secs,
-        format_size((fetched as f64 / secs) as u64),
-        format_size(s.uploaded),
-        format_size(s.wasted),
-        s.hash_failures
-    );
-    let mut peers: Vec<(&SocketAddr, &u64)> = s.from_peer.iter().collect();
-    peers.sort_by(|a, b| b.1.cmp(a.1));
-    for (addr, bytes) in peers {
-        println!("  {:>12}  from {addr}", format_size(*bytes));
+    for s in &swarms {
+        let st = &s.stats;
+        let what = match (mode, s.phase) {
+            (Mode::Fetch { .. }, SwarmPhase::Complete) => match s.paths.as_slice() {
+                [one] => format!("fetched {}", one.display()),
+                many => format!(
+                    "fetched {} ({} files)",
+                    common_dir(many).display(),
+                    many.len()
+                ),
+            },
+            (Mode::Fetch { .. }, _) => {
+                format!("{}: stopped before completion (resume state saved)", s.name)
+            }
+            (Mode::Seed, _) => format!("seeded {}", s.name),
+        };
+        let fetched = st.downloaded;
+        println!(
+            "{what}: {} ({fetched} bytes) down in {:.1} s ({}/s), {} up, {} wasted, {} hash failures",
+            format_size(fetched),
+            secs,
+            format_size((fetched as f64 / secs) as u64),
+            format_size(st.uploaded),
+            format_size(st.wasted),
+            st.hash_failures
+        );
+        let mut peers: Vec<(&SocketAddr, &u64)> = st.from_peer.iter().collect();
+        peers.sort_by(|a, b| b.1.cmp(a.1));
+        for (addr, bytes) in peers {
+            println!("  {:>12}  from {addr}", format_size(*bytes));
+        }
     }
 }
 

@@ -2,15 +2,17 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use log::{info, warn};
-use st_engine::tracker::server::{Report, Server};
+use st_engine::reactor::{Reactor, ReactorConfig};
+use st_engine::tracker::server::{Report, TrackerCore};
 use st_engine::tracker::{Config, Tracker};
 
 use crate::error::{CliError, CliResult, invalid, runtime};
@@ -46,19 +48,27 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
     }
     let stats_every = Duration::from_secs(u64::from(config.stats_interval_secs));
     let tracker = Tracker::new(config, os_random_u64());
-    let mut server = Server::bind(
-        args.bind.map(|ip| SocketAddr::new(ip, args.port)),
+    let mut reactor = Reactor::bind_any(
+        ReactorConfig {
+            // Replies are single small datagrams: no segmentation offloads to negotiate.
+            gso: false,
+            gro: false,
+            batch: 64,
+            send_queue: 256,
+            ..ReactorConfig::default()
+        },
+        args.bind,
         args.port,
-        tracker,
     )
     .map_err(|e| runtime(format!("cannot bind UDP port {}: {e}", args.port)))?;
+    let mut core = TrackerCore::new(tracker, reactor.now(), stats_every);
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     }
-    let a = server.local_addr();
+    let a = reactor.local_addr();
     info!("udp-tracker listening on {a}");
     // One machine-readable line on stdout, for scripts started with --port 0.
     println!("listening on {a}");
@@ -66,17 +76,37 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
 
     let mut last: Option<Report> = None;
     let stats_file = args.stats_file.clone();
-    server
-        .run(&stop, stats_every, |r| {
-            info!("{}", stats_line(r, last.as_ref()));
-            if let Some(path) = &stats_file
-                && let Err(e) = write_prometheus(path, r)
-            {
-                warn!("cannot write stats file {}: {e}", path.display());
+    let mut emit = |r: Report| {
+        info!("{}", stats_line(&r, last.as_ref()));
+        if let Some(path) = &stats_file
+            && let Err(e) = write_prometheus(path, &r)
+        {
+            warn!("cannot write stats file {}: {e}", path.display());
+        }
+        last = Some(r);
+    };
+    // The sleep is bounded so that the stop flag (set by the signal handler) is seen promptly.
+    reactor
+        .run(&mut core, Duration::from_millis(200), |core, now| {
+            if let Some(r) = core.poll_report(now) {
+                emit(r);
             }
-            last = Some(r.clone());
+            if stop.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .map_err(|e| runtime(format!("tracker stopped on an IO error: {e}")))?;
+    info!("tracker stopping");
+    if core.dropped_replies > 0 {
+        info!(
+            "{} replies dropped on a full send ring",
+            core.dropped_replies
+        );
+    }
+    // A last report, so the final counters are never lost with the process.
+    emit(core.report(reactor.now()));
     Ok(())
 }
 

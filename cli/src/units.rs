@@ -27,6 +27,43 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Parses a rate in bytes per second: a size as [`parse_size`] takes it (`10M` is 10 MiB/s,
+/// binary units, an optional `/s`), or a bit rate with a decimal (SI) prefix and `bit`, `bps`
+/// or `b/s` (`100Mbit`, `1Gbps`, `800kbit`: 10^3, 10^6, 10^9 bits per second).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let bits = ["bit/s", "bits", "bit", "bps", "b/s"]
+        .iter()
+        .find_map(|suf| lower.strip_suffix(suf));
+    let rate = if let Some(num) = bits {
+        let (digits, prefix) =
+            num.split_at(num.find(|c: char| !c.is_ascii_digit()).unwrap_or(num.len()));
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("{s:?} is not a rate (expected e.g. 10M, 100Mbit)"))?;
+        let mult: u64 = match prefix {
+            "" => 1,
+            "k" => 1_000,
+            "m" => 1_000_000,
+            "g" => 1_000_000_000,
+            "t" => 1_000_000_000_000,
+            _ => return Err(format!("{s:?} has an unknown prefix (use k, M, G or T)")),
+        };
+        n.checked_mul(mult)
+            .ok_or_else(|| format!("{s:?} is too large"))?
+            / 8
+    } else {
+        parse_size(lower.strip_suffix("/s").unwrap_or(&lower)).map_err(|_| {
+            format!("{s:?} is not a rate (expected e.g. 10M for 10 MiB/s, or 100Mbit)")
+        })?
+    };
+    if rate == 0 {
+        return Err(format!("{s:?}: a rate must be above zero"));
+    }
+    Ok(rate)
+}
+
 /// Formats a byte count in binary units: `512 B`, `16 KiB`, `1.50 GiB`.
 pub fn format_size(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -43,6 +80,24 @@ pub fn format_size(n: u64) -> String {
         format!("{} {}", n >> (10 * unit), UNITS[unit])
     } else {
         format!("{v:.2} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_take_byte_sizes_and_bit_rates() {
+        assert_eq!(parse_rate("10M"), Ok(10 << 20));
+        assert_eq!(parse_rate("10M/s"), Ok(10 << 20));
+        assert_eq!(parse_rate("512K"), Ok(512 << 10));
+        assert_eq!(parse_rate("100Mbit"), Ok(12_500_000));
+        assert_eq!(parse_rate("1Gbps"), Ok(125_000_000));
+        assert_eq!(parse_rate("800kbit/s"), Ok(100_000));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("10Xbit").is_err());
     }
 }
 

@@ -13,6 +13,9 @@
 //! completed, the lower bound (1 + log2(N)/M) · F/u (N fetchers, M fragments, F bits, u the
 //! per-node upload rate), their ratio, and the wall time of the run.
 
+// A benchmark driver: it reports wall time (engine/clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::time::{Duration, Instant};
 
 use st_engine::peer::swarm::SwarmConfig;
@@ -174,7 +177,7 @@ fn main() {
                 wall.elapsed().as_secs_f64()
             );
         }
-        if reporting && let Some(seed) = s.nodes[0].core.as_ref() {
+        if reporting && let Some(seed) = s.node(0).and_then(|n| n.swarm(&s.swarm_id())) {
             // How many times the seed has sent each fragment (in whole copies).
             let flen = u64::from(fragment);
             let mut h = [0usize; 4];
@@ -188,8 +191,10 @@ fn main() {
         }
         if let Some(k) = dump
             && reporting
-            && let (Some(core), Some(ep)) = (s.nodes[k].core.as_ref(), s.sim.endpoint_ref(s.nodes[k].id))
+            && let Some(node) = s.node(k)
+            && let Some(core) = node.swarm(&s.swarm_id())
         {
+            let ep = node.endpoint();
             for l in core.describe_sessions(ep) {
                 eprintln!("  node {k}: {l}");
             }
@@ -227,7 +232,7 @@ fn main() {
         fragment >> 10
     );
     let block_bytes: u64 = (0..s.nodes.len())
-        .filter_map(|k| s.nodes[k].core.as_ref())
+        .filter_map(|k| s.node(k).and_then(|n| n.swarm(&s.swarm_id())))
         .map(|c| c.stats().uploaded)
         .sum();
     let link_bytes: u64 = s.nodes.iter().map(|n| s.sim.uplink_stats(n.id).bytes).sum();

@@ -7,6 +7,9 @@
 //! Both sides print one `RESULT` line: bytes, seconds, Gbit/s, CPU seconds (user+system of the
 //! process) and CPU seconds per GiB.
 
+// A benchmark driver: it measures wall time (engine/clippy.toml).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};

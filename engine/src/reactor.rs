@@ -19,8 +19,8 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use crate::driver::{Core, Transmit, Wake};
 use crate::time::Time;
-use crate::transport::{Endpoint, Transmit};
 
 mod multicast;
 
@@ -34,40 +34,13 @@ const SLOT: usize = 65_536;
 /// Largest transmit handed to the kernel: a UDP payload (or GSO batch) must stay below 65 507.
 const MAX_TRANSMIT: usize = 65_000;
 
-/// What the reactor drives: a sans-IO core that takes datagrams and the time, and yields
-/// datagrams and its next deadline. The transport [`Endpoint`] is one; the tracker is another.
-/// The reactor is the only code that owns a socket or reads the clock; a core owns neither.
-pub trait Core {
-    /// A datagram arrived from `remote`.
-    fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]);
-    /// The next datagram(s) to send, written into `buf`.
-    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit>;
-    /// When [`Core::handle_timeout`] wants to run next.
-    fn poll_timeout(&self) -> Option<Time>;
-    /// Timers due at `now`.
-    fn handle_timeout(&mut self, now: Time);
-    /// A datagram arrived from `remote` on a multicast socket (see
-    /// [`Reactor::join_multicast`]). Cores without LAN discovery ignore it.
-    fn handle_multicast(&mut self, _now: Time, _remote: SocketAddr, _data: &[u8]) {}
-    /// The next datagram for a multicast group (`Transmit::remote` is the group), written into
-    /// `buf`; the reactor sends it out of every interface that joined the group.
-    fn poll_multicast(&mut self, _now: Time, _buf: &mut [u8]) -> Option<Transmit> {
-        None
-    }
-}
+/// The reactor's [`Wake`]: a `mio::Waker` on the reactor's poll.
+struct MioWake(mio::Waker);
 
-impl Core for Endpoint {
-    fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]) {
-        Endpoint::handle(self, now, remote, data);
-    }
-    fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
-        Endpoint::poll_transmit(self, now, buf)
-    }
-    fn poll_timeout(&self) -> Option<Time> {
-        Endpoint::poll_timeout(self)
-    }
-    fn handle_timeout(&mut self, now: Time) {
-        Endpoint::handle_timeout(self, now);
+impl Wake for MioWake {
+    fn wake(&self) {
+        // A failed wake only delays the results to the core's next deadline or input.
+        let _ = self.0.wake();
     }
 }
 
@@ -86,11 +59,6 @@ pub struct ReactorConfig {
     pub batch: usize,
     /// Most transmits queued when the socket would block.
     pub send_queue: usize,
-    /// In [`Reactor::run`], the application runs again once this many bytes have been handed
-    /// to the core since it last ran, even in the middle of a receive batch: a batch of
-    /// 64 KB loopback datagrams is 2 MiB, and what the application has not yet taken sits in
-    /// the connections' receive buffers (which grow to hold it) and goes cold in cache.
-    pub app_every: usize,
 }
 
 impl Default for ReactorConfig {
@@ -102,7 +70,6 @@ impl Default for ReactorConfig {
             gro: true,
             batch: 32,
             send_queue: 64,
-            app_every: 256 << 10,
         }
     }
 }
@@ -166,9 +133,8 @@ pub struct Reactor {
     rx_pending: bool,
     /// Multicast sockets (LAN discovery), polled with tokens 1, 2, ….
     mcast: Vec<multicast::McastSocket>,
-    /// Bytes handed to the core since the application last ran (see
-    /// [`ReactorConfig::app_every`]).
-    since_app: usize,
+    /// The waker fired: the core's off-thread work has results.
+    woken: bool,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -233,8 +199,30 @@ impl Reactor {
             stats: ReactorStats::default(),
             rx_pending: false,
             mcast: Vec::new(),
-            since_app: 0,
+            woken: false,
         })
+    }
+
+    /// Binds `cfg` with the address `bind` and `port`; with no address, `[::]` (IPv4 and IPv6)
+    /// and, on a host without IPv6, `0.0.0.0` with a warning.
+    pub fn bind_any(cfg: ReactorConfig, bind: Option<IpAddr>, port: u16) -> io::Result<Self> {
+        match bind {
+            Some(ip) => Reactor::bind(ReactorConfig {
+                bind: SocketAddr::new(ip, port),
+                ..cfg
+            }),
+            None => Reactor::bind(ReactorConfig {
+                bind: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+                ..cfg.clone()
+            })
+            .or_else(|e| {
+                log::warn!("cannot bind [::]:{port} ({e}); IPv4 only");
+                Reactor::bind(ReactorConfig {
+                    bind: SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)),
+                    ..cfg
+                })
+            }),
+        }
     }
 
     /// Opens a socket bound to `group`'s port, joins `group` on every interface that is up
@@ -254,13 +242,13 @@ impl Reactor {
     }
 
     /// A waker for another thread (the disk thread): `wake()` ends the reactor's current
-    /// sleep, so the `run` callback sees that thread's results at once instead of at the next
-    /// deadline. One per reactor (a second call fails).
-    pub fn waker(&self) -> io::Result<std::sync::Arc<mio::Waker>> {
-        Ok(std::sync::Arc::new(mio::Waker::new(
+    /// sleep and the reactor calls [`Core::handle_wake`], so the core takes that thread's
+    /// results at once instead of at its next deadline. One per reactor (a second call fails).
+    pub fn waker(&self) -> io::Result<std::sync::Arc<dyn Wake>> {
+        Ok(std::sync::Arc::new(MioWake(mio::Waker::new(
             self.poll.registry(),
             WAKER,
-        )?))
+        )?)))
     }
 
     /// The bound address.
@@ -295,53 +283,36 @@ impl Reactor {
         Time::from_micros(self.start.elapsed().as_micros() as u64)
     }
 
-    /// Runs until `app` breaks. `app` is called once per loop iteration with the endpoint, to
-    /// read events and issue commands, and also while receiving, whenever
-    /// [`ReactorConfig::app_every`] bytes came in since it last ran, so that it takes what
-    /// arrived while it is still in cache instead of up to [`MAX_RECV_BATCHES`] batches
-    /// piling up in the connections' receive buffers first. `max_wait` bounds each sleep.
+    /// Runs until `app` breaks. `app` is called once per turn, after the core handled what
+    /// arrived and its due timers, to read the core's events and issue commands (the core
+    /// handles its own input as it arrives: the driver does not schedule it). `max_wait`
+    /// bounds each sleep, so `app` also sees a flag set by a signal handler within it.
     pub fn run<C: Core>(
         &mut self,
-        ep: &mut C,
+        core: &mut C,
         max_wait: Duration,
         mut app: impl FnMut(&mut C, Time) -> ControlFlow<()>,
     ) -> io::Result<()> {
         loop {
             let now = self.now();
-            self.since_app = 0;
-            if app(ep, now).is_break() {
-                self.flush(ep)?;
+            if app(core, now).is_break() {
+                self.flush(core)?;
                 return Ok(());
             }
-            if self.turn_with(ep, max_wait, &mut app)?.is_break() {
-                self.flush(ep)?;
-                return Ok(());
-            }
+            self.turn(core, max_wait)?;
         }
     }
 
-    /// One iteration: send, sleep until readable or the next deadline, receive, run timers,
-    /// send again.
-    pub fn turn<C: Core>(&mut self, ep: &mut C, max_wait: Duration) -> io::Result<()> {
-        self.turn_with(ep, max_wait, &mut |_: &mut C, _| ControlFlow::Continue(()))
-            .map(|_| ())
-    }
-
-    /// [`Reactor::turn`], calling `app` while receiving (see [`Reactor::run`]). Stops early,
-    /// returning `Break`, if `app` breaks.
-    fn turn_with<C: Core>(
-        &mut self,
-        ep: &mut C,
-        max_wait: Duration,
-        app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
-    ) -> io::Result<ControlFlow<()>> {
-        self.flush(ep)?;
+    /// One iteration: send, sleep until readable, woken or the next deadline, receive, run
+    /// timers, send again.
+    pub fn turn<C: Core>(&mut self, core: &mut C, max_wait: Duration) -> io::Result<()> {
+        self.flush(core)?;
         let now = self.now();
-        let mut wait = match ep.poll_timeout() {
+        let mut wait = match core.poll_timeout() {
             Some(t) => (t.saturating_since(now)).min(max_wait),
             None => max_wait,
         };
-        if self.rx_pending || self.mcast.iter().any(|m| m.readable) {
+        if self.rx_pending || self.woken || self.mcast.iter().any(|m| m.readable) {
             wait = Duration::ZERO;
         }
         if !self.queue.is_empty() && wait > Duration::from_millis(1) {
@@ -357,28 +328,32 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        if !self.mcast.is_empty() {
-            for e in self.events.iter() {
-                if let Some(m) = e
-                    .token()
-                    .0
-                    .checked_sub(1)
-                    .and_then(|k| self.mcast.get_mut(k))
-                {
-                    m.readable = true;
-                }
+        for e in self.events.iter() {
+            if e.token() == WAKER {
+                self.woken = true;
+            } else if let Some(m) = e
+                .token()
+                .0
+                .checked_sub(1)
+                .and_then(|k| self.mcast.get_mut(k))
+            {
+                m.readable = true;
             }
-            self.receive_multicast(ep);
         }
-        if self.receive(ep, app)?.is_break() {
-            return Ok(ControlFlow::Break(()));
+        if self.woken {
+            self.woken = false;
+            let now = self.now();
+            core.handle_wake(now);
         }
+        if !self.mcast.is_empty() {
+            self.receive_multicast(core);
+        }
+        self.receive(core)?;
         let now = self.now();
-        if ep.poll_timeout().is_some_and(|t| t <= now) {
-            ep.handle_timeout(now);
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now);
         }
-        self.flush(ep)?;
-        Ok(ControlFlow::Continue(()))
+        self.flush(core)
     }
 
     /// Reads the multicast sockets that are readable, a bounded number of datagrams each.
@@ -461,28 +436,20 @@ impl Reactor {
         }
     }
 
-    fn receive<C: Core>(
-        &mut self,
-        ep: &mut C,
-        app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
-    ) -> io::Result<ControlFlow<()>> {
+    fn receive<C: Core>(&mut self, core: &mut C) -> io::Result<()> {
         // Drain until WouldBlock (mio is edge-triggered), but at most MAX_RECV_BATCHES batches:
         // the rest waits for the next turn (which then does not sleep, see `rx_pending`).
         self.rx_pending = false;
         for _ in 0..MAX_RECV_BATCHES {
-            let (got, flow) = self.recv_batch(ep, app)?;
-            if flow.is_break() {
-                return Ok(flow);
-            }
-            if got == 0 {
-                return Ok(ControlFlow::Continue(()));
+            if self.recv_batch(core)? == 0 {
+                return Ok(());
             }
             // Acknowledge promptly between batches so the sender's window keeps moving.
-            self.flush(ep)?;
+            self.flush(core)?;
         }
         self.rx_pending = true;
         self.stats.recv_limited += 1;
-        Ok(ControlFlow::Continue(()))
+        Ok(())
     }
 
     fn done_slot(&mut self, s: TxSlot) {
@@ -840,11 +807,7 @@ mod linux {
         /// One recvmmsg; hands every datagram to the endpoint, running `app` every
         /// `app_every` bytes. Returns how many were read, and `Break` if `app` broke (the
         /// rest of the batch is still handed over; `app` is not called again).
-        pub(super) fn recv_batch<C: Core>(
-            &mut self,
-            ep: &mut C,
-            app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
-        ) -> io::Result<(usize, ControlFlow<()>)> {
+        pub(super) fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
             let n = self.rx.len().min(self.rx_msgs.hdrs.len());
             self.rx_msgs.reset(n);
             let now = Time::from_micros(self.start.elapsed().as_micros() as u64);
@@ -887,10 +850,8 @@ mod linux {
                         1
                     }
                 };
-                return Ok((got, ControlFlow::Continue(())));
+                return Ok(got);
             }
-            let (every, mut since) = (self.cfg.app_every.max(1), self.since_app);
-            let mut flow = ControlFlow::Continue(());
             for i in 0..r as usize {
                 let len = hdrs[i].msg_len as usize;
                 let Some(src) = from_storage(&names[i]) else {
@@ -916,15 +877,9 @@ mod linux {
                 for d in data.chunks(seg.max(1)) {
                     self.stats.datagrams_in += 1;
                     ep.handle(now, src, d);
-                    since += d.len();
-                    if since >= every && flow.is_continue() {
-                        since = 0;
-                        flow = app(ep, now);
-                    }
                 }
             }
-            self.since_app = since;
-            Ok((r as usize, flow))
+            Ok(r as usize)
         }
     }
 }
@@ -964,30 +919,20 @@ impl Reactor {
         Ok(())
     }
 
-    fn recv_batch<C: Core>(
-        &mut self,
-        ep: &mut C,
-        app: &mut dyn FnMut(&mut C, Time) -> ControlFlow<()>,
-    ) -> io::Result<(usize, ControlFlow<()>)> {
+    fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
         let mut got = 0;
-        let mut flow = ControlFlow::Continue(());
         while got < self.rx.len() {
             match self.socket.recv_from(&mut self.rx[0]) {
                 Ok((n, src)) => {
                     let now = self.now();
                     ep.handle(now, src, &self.rx[0][..n]);
                     got += 1;
-                    self.since_app += n;
-                    if self.since_app >= self.cfg.app_every.max(1) && flow.is_continue() {
-                        self.since_app = 0;
-                        flow = app(ep, now);
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => got += 1,
             }
         }
-        Ok((got, flow))
+        Ok(got)
     }
 }
 
@@ -1047,38 +992,5 @@ mod tests {
         assert_eq!(per_turn, vec![slice, slice, slice, 5]);
         assert_eq!(core.timeouts, per_turn.len(), "timers ran every turn");
         assert_eq!(r.stats().recv_limited, 3);
-    }
-
-    #[test]
-    fn run_lets_the_app_in_every_app_every_bytes_received() {
-        let mut r = Reactor::bind(ReactorConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
-            gso: false,
-            gro: false,
-            batch: 32,
-            app_every: 4000,
-            ..ReactorConfig::default()
-        })
-        .unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        // 21 datagrams of 1000 bytes: one receive batch.
-        let total = 21;
-        for i in 0..total {
-            tx.send_to(&[i as u8; 1000], r.local_addr()).unwrap();
-        }
-        let mut core = Counter::default();
-        // What the app saw each time it ran; it stops once everything is in.
-        let mut seen = Vec::new();
-        r.run(&mut core, Duration::from_secs(30), |c, _| {
-            seen.push(c.handled);
-            if c.handled == total {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .unwrap();
-        // Before anything, after every 4000 bytes within the batch, then after the batch.
-        assert_eq!(seen, vec![0, 4, 8, 12, 16, 20, 21]);
     }
 }

@@ -1,7 +1,7 @@
 //! The deterministic network simulator used by tests (sans-IO, like the cores it drives).
 //!
-//! A virtual clock and an event queue deliver datagrams between any number of
-//! [`Endpoint`]s over *pipes* with latency, jitter, a bandwidth bottleneck with a finite
+//! A virtual clock and an event queue deliver datagrams between any number of cores — any
+//! [`Core`]: transport [`Endpoint`]s, trackers, peer nodes — over *pipes* with latency, jitter, a bandwidth bottleneck with a finite
 //! drop-tail queue, random and bursty (Gilbert–Elliott) loss, duplication, reordering,
 //! corruption and an MTU black hole; partitions and node crash/restart are scheduled by the
 //! test.
@@ -12,18 +12,32 @@
 //! is serialised at the uplink rate, then crosses its pipe (loss, latency, the pipe's own
 //! bottleneck), then waits in the receiver's downlink queue and is serialised at the downlink
 //! rate. Both queues are FIFO and drop-tail; the downlink queue is served in arrival order
-//! (arrivals pass through the event queue, so the order is exact). Every run is a pure function of its seed. It calls exactly the entry points the reactor
-//! calls (`handle`, `handle_timeout`, `poll_transmit`, `poll_timeout`), so simulated tests run
-//! production code. It owns no sockets and reads no clock.
+//! (arrivals pass through the event queue, so the order is exact).
+//!
+//! Multicast: a node joins groups ([`Sim::join_group`]); what its core sends to a group with
+//! `poll_multicast` goes, through the same pipes, to every other member, whose core gets it
+//! through `handle_multicast` (a LAN segment). Every run is a pure function of its seed. It
+//! calls exactly the entry points the reactor calls, so simulated tests run production code.
+//! It owns no sockets and reads no clock.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::any::Any;
+
+use crate::driver::Core;
 use crate::rng::Rng;
 use crate::time::Time;
 use crate::transport::{Config, Endpoint};
+
+/// A core the simulator can host: any [`Core`] (looked at again through [`Sim::core`]).
+pub trait SimCore: Core + Any {}
+impl<T: Core + Any> SimCore for T {}
+
+/// Makes a node's core again after a restart, from a seed.
+type Factory = Box<dyn FnMut(u64) -> Box<dyn SimCore>>;
 
 pub mod swarm;
 
@@ -175,10 +189,12 @@ struct Node {
     /// The endpoint's `poll_timeout` as of its last drain (valid while not `dirty`).
     timeout: Option<Time>,
     addr: SocketAddr,
-    cfg: Config,
-    ep: Option<Endpoint>,
+    make: Option<Factory>,
+    ep: Option<Box<dyn SimCore>>,
     restarts: u64,
     sent: HashMap<SocketAddr, SentLog>,
+    /// Multicast groups joined.
+    groups: Vec<SocketAddr>,
 }
 
 /// What one node handed to the network for one destination address (before any pipe fault,
@@ -220,6 +236,8 @@ struct Arrival {
     dst: usize,
     src: SocketAddr,
     data: Vec<u8>,
+    /// Sent to a multicast group (delivered through `handle_multicast`).
+    multicast: bool,
 }
 
 /// The simulator.
@@ -276,7 +294,8 @@ impl Sim {
         self.now
     }
 
-    /// Adds a node running an endpoint with `cfg`.
+    /// Adds a node running an endpoint with `cfg` (a restart makes a fresh one, with the same
+    /// config and secret).
     pub fn add_node(&mut self, mut cfg: Config) -> NodeId {
         if cfg.secret.is_none() {
             // A node keeps its secret across crash/restart.
@@ -284,25 +303,64 @@ impl Sim {
             self.rng.fill(&mut s);
             cfg.secret = Some(s);
         }
+        let seed = self.rng.next_u64();
+        let ep = Endpoint::new(cfg.clone(), seed);
+        let n = self.add_core(ep);
+        self.nodes[n.0].make = Some(Box::new(move |seed| {
+            Box::new(Endpoint::new(cfg.clone(), seed)) as Box<dyn SimCore>
+        }));
+        n
+    }
+
+    /// The address the next node added will have.
+    pub fn next_addr(&self) -> SocketAddr {
         let i = self.nodes.len();
-        let addr = SocketAddr::new(
+        SocketAddr::new(
             IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8 + 1)),
             4000,
-        );
-        let seed = self.rng.next_u64();
+        )
+    }
+
+    /// Adds a node running `core` (see [`Sim::next_addr`] for its address). It can be
+    /// crashed, and restarted with [`Sim::restart_with`].
+    pub fn add_core(&mut self, core: impl SimCore) -> NodeId {
+        let i = self.nodes.len();
+        let addr = self.next_addr();
         self.nodes.push(Node {
             up: Link::default(),
             down: Link::default(),
             dirty: true,
             timeout: None,
             addr,
-            ep: Some(Endpoint::new(cfg.clone(), seed)),
-            cfg,
+            ep: Some(Box::new(core)),
+            make: None,
             restarts: 0,
             sent: HashMap::new(),
+            groups: Vec::new(),
         });
         self.by_addr.insert(addr, i);
         NodeId(i)
+    }
+
+    /// Node `n` joins multicast `group`: what other members send to it reaches `n`.
+    pub fn join_group(&mut self, n: NodeId, group: SocketAddr) {
+        if !self.nodes[n.0].groups.contains(&group) {
+            self.nodes[n.0].groups.push(group);
+        }
+    }
+
+    /// The core of node `n` if it is a `T` (`None` while crashed). Its transmits are drained
+    /// at the next [`Self::flush`] or [`Self::step`].
+    pub fn core<T: SimCore>(&mut self, n: NodeId) -> Option<&mut T> {
+        self.nodes[n.0].dirty = true;
+        let c: &mut dyn Any = self.nodes[n.0].ep.as_deref_mut()?;
+        c.downcast_mut::<T>()
+    }
+
+    /// The core of node `n` if it is a `T`, to look at.
+    pub fn core_ref<T: SimCore>(&self, n: NodeId) -> Option<&T> {
+        let c: &dyn Any = self.nodes[n.0].ep.as_deref()?;
+        c.downcast_ref::<T>()
     }
 
     /// What node `from` sent to address `to` (any address, node or not).
@@ -327,13 +385,12 @@ impl Sim {
     /// The endpoint of a node (`None` while crashed). The node's transmits are drained at the
     /// next [`Self::flush`] or [`Self::step`].
     pub fn endpoint(&mut self, n: NodeId) -> Option<&mut Endpoint> {
-        self.nodes[n.0].dirty = true;
-        self.nodes[n.0].ep.as_mut()
+        self.core::<Endpoint>(n)
     }
 
     /// The endpoint of a node, to look at (`None` while crashed).
     pub fn endpoint_ref(&self, n: NodeId) -> Option<&Endpoint> {
-        self.nodes[n.0].ep.as_ref()
+        self.core_ref::<Endpoint>(n)
     }
 
     /// Limits node `n`'s uplink (everything it sends, to any destination) from now on;
@@ -411,12 +468,24 @@ impl Sim {
         self.nodes[n.0].timeout = None;
     }
 
-    /// Restarts a crashed node with a fresh endpoint (same config and secret, new seed).
+    /// Restarts a crashed node made by [`Sim::add_node`] with a fresh endpoint (same config
+    /// and secret, new seed). A node added with [`Sim::add_core`] needs
+    /// [`Sim::restart_with`]; this leaves it down.
     pub fn restart(&mut self, n: NodeId) {
         let node = &mut self.nodes[n.0];
         node.restarts += 1;
         let seed = self.seed ^ (n.0 as u64) << 32 ^ node.restarts;
-        node.ep = Some(Endpoint::new(node.cfg.clone(), seed));
+        node.ep = node.make.as_mut().map(|m| m(seed));
+        node.dirty = true;
+    }
+
+    /// Restarts node `n` (crashed or not: a running core is replaced, as by a crash) with
+    /// `core`, at the same address.
+    pub fn restart_with(&mut self, n: NodeId, core: impl SimCore) {
+        let node = &mut self.nodes[n.0];
+        node.restarts += 1;
+        node.ep = Some(Box::new(core));
+        node.timeout = None;
         node.dirty = true;
     }
 
@@ -429,7 +498,7 @@ impl Sim {
         })
     }
 
-    fn offer(&mut self, src: usize, dst: usize, data: &[u8]) {
+    fn offer(&mut self, src: usize, dst: usize, data: &[u8], multicast: bool) {
         let p = self.pipe_of(NodeId(src), NodeId(dst)).0;
         // The sender's access link first (whatever happens on the path, the datagram used
         // it): the datagram leaves it at `now`.
@@ -505,6 +574,7 @@ impl Sim {
                 dst,
                 src: self.nodes[src].addr,
                 data: d,
+                multicast,
             }));
         }
     }
@@ -536,7 +606,24 @@ impl Sim {
                 continue;
             };
             for d in t.datagrams(&buf) {
-                self.offer(i, dst, d);
+                self.offer(i, dst, d, false);
+            }
+        }
+        // Multicast: to every other member of the group.
+        loop {
+            let now = self.now;
+            let Some(ep) = self.nodes[i].ep.as_mut() else {
+                break;
+            };
+            let Some(t) = ep.poll_multicast(now, &mut buf) else {
+                break;
+            };
+            let members: Vec<usize> = (0..self.nodes.len())
+                .filter(|&j| j != i && self.nodes[j].groups.contains(&t.remote))
+                .collect();
+            let data = buf[..t.len].to_vec();
+            for j in members {
+                self.offer(i, j, &data, true);
             }
         }
         self.buf = buf;
@@ -599,7 +686,11 @@ impl Sim {
                 self.pipes_delivered(a.src, a.dst, a.data.len());
             }
             if let Some(ep) = self.nodes[a.dst].ep.as_mut() {
-                ep.handle(now, a.src, &a.data);
+                if a.multicast {
+                    ep.handle_multicast(now, a.src, &a.data);
+                } else {
+                    ep.handle(now, a.src, &a.data);
+                }
                 self.drain_transmits(a.dst);
             }
         }
@@ -640,6 +731,7 @@ impl Sim {
             dst: dst.0,
             src,
             data: data.to_vec(),
+            multicast: false,
         }));
     }
 }

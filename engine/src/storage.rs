@@ -650,6 +650,12 @@ fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, S
 }
 
 pub mod disk;
+#[cfg(any(test, feature = "sim"))]
+pub mod mem;
+pub mod seed_state;
+pub mod store;
+
+pub use store::{Done, Inline, Store, SwarmStore};
 
 #[cfg(test)]
 mod tests;

@@ -134,10 +134,13 @@ fn thirty_fetchers_with_churn_end_with_the_seeds_bytes() {
             if k == leaver {
                 continue;
             }
-            let c = n.core.as_ref().expect("up");
+            let c = s.core(k);
             assert!(c.complete(), "fetcher {k} incomplete");
             assert_eq!(c.left(), 0, "fetcher {k}");
-            assert!(n.store.data == data, "fetcher {k} has different bytes");
+            assert!(
+                n.store.0.borrow().data == data,
+                "fetcher {k} has different bytes"
+            );
         }
         // The restarted node fetched only what it had not verified before the crash: its
         // verified-bytes counter says so exactly, and the duplicate blocks it threw away
@@ -179,10 +182,11 @@ fn fetchers_finish_among_themselves_after_the_seed_leaves() {
         let n = s.fragment_count();
         let copy_out = |s: &SimSwarm<MemStore>| {
             (0..n).all(|i| {
-                s.nodes
-                    .iter()
-                    .skip(1)
-                    .any(|f| f.core.as_ref().is_some_and(|c| c.has(i)))
+                (1..s.nodes.len()).any(|k| {
+                    s.node(k)
+                        .and_then(|n| n.swarm(&s.swarm_id()))
+                        .is_some_and(|c| c.has(i))
+                })
             })
         };
         assert!(
@@ -201,7 +205,7 @@ fn fetchers_finish_among_themselves_after_the_seed_leaves() {
         s.leave(origin);
         // While it closes its connections the seed serves nothing more.
         s.run_until(Duration::from_secs(10), |s| {
-            if let Some(c) = &s.nodes[origin].core {
+            if let Some(c) = s.node(origin).and_then(|n| n.swarm(&s.swarm_id())) {
                 assert_eq!(c.stats().uploaded, seed_up, "the seed served after leaving");
             }
             s.nodes[origin].phase == Phase::Down
@@ -212,10 +216,13 @@ fn fetchers_finish_among_themselves_after_the_seed_leaves() {
             "seed {seed}: the fetchers did not finish without the seed"
         );
         assert_eq!(s.nodes[origin].phase, Phase::Down);
-        assert!(s.nodes[origin].core.is_none());
+        assert!(s.node(origin).is_none());
         for (k, f) in s.nodes.iter().enumerate().skip(1) {
-            assert_eq!(f.core.as_ref().expect("up").left(), 0, "fetcher {k}");
-            assert!(f.store.data == data, "fetcher {k} has different bytes");
+            assert_eq!(s.core(k).left(), 0, "fetcher {k}");
+            assert!(
+                f.store.0.borrow().data == data,
+                "fetcher {k} has different bytes"
+            );
         }
         assert!(seed_up > 0);
     });
@@ -248,8 +255,8 @@ fn duplicate_connections_are_not_redialled() {
         let nodes = s.nodes.len() as u64;
         let pairs = nodes * (nodes - 1) / 2;
         let (mut opened, mut accepted) = (0, 0);
-        for n in &s.nodes {
-            let st = s.sim.endpoint(n.id).expect("up").endpoint_stats();
+        for k in 0..s.nodes.len() {
+            let st = s.node(k).expect("up").endpoint().endpoint_stats();
             opened += st.connections_opened;
             accepted += st.connections_accepted;
         }
@@ -260,10 +267,13 @@ fn duplicate_connections_are_not_redialled() {
         );
         // Each pair is still connected (once: the duplicates are gone), and all have the data.
         for (k, n) in s.nodes.iter().enumerate() {
-            let c = n.core.as_ref().expect("up");
+            let c = s.core(k);
             assert!(c.complete(), "seed {seed}: node {k} incomplete");
-            assert!(n.store.data == data, "node {k} has different bytes");
-            let live = s.sim.endpoint(n.id).expect("up").connection_count() as u64;
+            assert!(
+                n.store.0.borrow().data == data,
+                "node {k} has different bytes"
+            );
+            let live = s.node(k).expect("up").endpoint().connection_count() as u64;
             assert!(
                 live < nodes + 2,
                 "seed {seed}: node {k} has {live} connections"

@@ -104,6 +104,12 @@ pub struct LanDiscovery {
     found: VecDeque<([u8; 32], SocketAddr)>,
     buf: Vec<u8>,
     stats: LanStats,
+    /// Where the next round's ids start in `swarms`: with more than
+    /// [`st_proto::discovery::MAX_LAN_SWARMS`] swarms, each round announces the next ones
+    /// (`spec/discovery.md` §3).
+    cursor: usize,
+    /// The ids the current round announces.
+    round: Vec<[u8; 32]>,
 }
 
 /// Most peers kept waiting for [`LanDiscovery::poll_peer`].
@@ -132,7 +138,21 @@ impl LanDiscovery {
             found: VecDeque::new(),
             buf: Vec::new(),
             stats: LanStats::default(),
+            cursor: 0,
+            round: Vec::new(),
         }
+    }
+
+    /// The swarms to announce from now on. A changed set is announced at once, and the gap
+    /// between announces starts again from `first_interval`.
+    pub fn set_swarms(&mut self, now: Time, swarms: &[[u8; 32]]) {
+        if self.swarms == swarms {
+            return;
+        }
+        self.swarms = swarms.to_vec();
+        self.cursor = 0;
+        self.next_announce = now;
+        self.interval = self.cfg.first_interval;
     }
 
     /// Counters.
@@ -251,6 +271,14 @@ impl LanDiscovery {
             return;
         }
         self.due = self.cfg.groups.iter().copied().collect();
+        // This round's ids: the next MAX_LAN_SWARMS of the list, round robin.
+        let n = self.swarms.len();
+        let take = n.min(st_proto::discovery::MAX_LAN_SWARMS);
+        self.cursor %= n.max(1);
+        self.round = (0..take)
+            .map(|k| self.swarms[(self.cursor + k) % n])
+            .collect();
+        self.cursor = (self.cursor + take) % n;
         self.next_announce = now + self.interval;
         self.interval = (self.interval * 2).min(self.cfg.max_interval);
     }
@@ -258,7 +286,7 @@ impl LanDiscovery {
     /// The next announce to send to a group, written into `buf`.
     pub fn poll_transmit(&mut self, _now: Time, buf: &mut [u8]) -> Option<Transmit> {
         let group = self.due.pop_front()?;
-        if !emit_lan(self.peer_id, self.listen_port, &self.swarms, &mut self.buf)
+        if !emit_lan(self.peer_id, self.listen_port, &self.round, &mut self.buf)
             || self.buf.len() > buf.len()
         {
             self.due.clear();
@@ -380,5 +408,37 @@ mod tests {
         }
         assert!(a.sources.len() <= LanConfig::default().max_sources);
         assert!(a.reported.len() <= LanConfig::default().max_sources * 4);
+    }
+
+    #[test]
+    fn more_swarms_than_one_announce_holds_are_announced_in_turn() {
+        let ids: Vec<[u8; 32]> = (0..40u8).map(|i| [i; 32]).collect();
+        let mut d = LanDiscovery::new(LanConfig::default(), [1; 16], 4000, &ids, Time::ZERO);
+        let mut seen = std::collections::HashSet::new();
+        let mut now = Time::ZERO;
+        for _ in 0..3 {
+            for (_, bytes) in sent(&mut d, now) {
+                let a = parse_lan(&bytes).unwrap();
+                assert!(a.swarms.len() <= st_proto::discovery::MAX_LAN_SWARMS);
+                seen.extend(a.swarms.iter().copied());
+            }
+            now = d.poll_timeout().unwrap();
+        }
+        assert_eq!(seen.len(), 40, "every swarm announced within three rounds");
+    }
+
+    #[test]
+    fn a_changed_swarm_set_is_announced_at_once() {
+        let mut d = lan(1, 4000);
+        let t = Time::from_micros(1_500_000);
+        let _ = sent(&mut d, Time::ZERO);
+        let next = d.poll_timeout().unwrap();
+        let _ = sent(&mut d, next);
+        assert!(d.poll_timeout().unwrap() > t);
+        d.set_swarms(t, &[SWARM, [9; 32]]);
+        let out = sent(&mut d, t);
+        assert!(!out.is_empty());
+        let a = parse_lan(&out[0].1).unwrap();
+        assert_eq!(a.swarms.len(), 2);
     }
 }

@@ -38,6 +38,24 @@ struct Slot {
     /// Last event this tracker acknowledged.
     told: Told,
     failures: u32,
+    /// Requests sent (connects and announces) and whether any was ever answered.
+    tries: u32,
+    answered: bool,
+}
+
+/// Where one tracker stands, for diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerStatus {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// True once it answered anything.
+    pub answered: bool,
+    /// Requests sent to it.
+    pub tries: u32,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When the next request is due.
+    pub next: Time,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +138,8 @@ impl TrackerClient {
                     backoff: FIRST_BACKOFF,
                     told: Told::Nothing,
                     failures: 0,
+                    tries: 0,
+                    answered: false,
                 })
                 .collect(),
             swarm_id,
@@ -154,6 +174,20 @@ impl TrackerClient {
             && self.slots.iter().all(|s| {
                 s.in_flight.is_none() && (s.told == Told::Stopped || s.told == Told::Nothing)
             })
+    }
+
+    /// Where each tracker stands.
+    pub fn status(&self) -> Vec<TrackerStatus> {
+        self.slots
+            .iter()
+            .map(|s| TrackerStatus {
+                addr: s.addr,
+                answered: s.answered,
+                tries: s.tries,
+                failures: s.failures,
+                next: s.next,
+            })
+            .collect()
     }
 
     /// Failures in a row of each tracker (for the progress display).
@@ -224,6 +258,7 @@ impl TrackerClient {
                 }
             };
             s.in_flight = Some(pending);
+            s.tries += 1;
             Some(Outgoing {
                 tracker: i,
                 to: s.addr,
@@ -242,12 +277,14 @@ impl TrackerClient {
         };
         match (pending, wire::parse_native_response(payload)) {
             (Pending::Connect, Some(NativeResponse::Connected(id))) => {
+                s.answered = true;
                 s.id = Some((id, now));
                 s.next = now;
                 s.failures = 0;
                 Learned::default()
             }
             (Pending::Announce(event), Some(NativeResponse::Announced(h, raw))) => {
+                s.answered = true;
                 s.failures = 0;
                 s.backoff = FIRST_BACKOFF;
                 s.interval = Duration::from_secs(u64::from(h.interval.get().clamp(10, 24 * 3600)));

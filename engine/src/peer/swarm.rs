@@ -22,45 +22,9 @@ use st_proto::peer::{
 
 use super::picker::{Block, Picker, Received};
 use crate::rng::Rng;
+pub use crate::storage::Store;
 use crate::time::Time;
 use crate::transport::{ConnHandle, Endpoint, Event, SendError};
-
-/// Where the swarm's bytes live.
-pub trait Store {
-    /// Reads `buf.len()` bytes at `offset` of `fragment`.
-    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()>;
-    /// Writes a block.
-    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()>;
-    /// Writes the block held in `msg[start..]`, taking the buffer: a store that writes on
-    /// another thread keeps it rather than copying the block. Returns a buffer for the next
-    /// message (`msg` itself when the write was done in place).
-    fn write_owned(
-        &mut self,
-        fragment: u32,
-        offset: u32,
-        msg: Vec<u8>,
-        start: usize,
-    ) -> io::Result<Vec<u8>> {
-        self.write(fragment, offset, msg.get(start..).unwrap_or_default())?;
-        Ok(msg)
-    }
-    /// Reads fragment `i` back and checks its hash: `Some(true)` (and recorded as verified)
-    /// if it matches, `Some(false)` if not, `None` if the check runs elsewhere (a disk thread)
-    /// and its result will be given to [`SwarmCore::fragment_verified`].
-    fn verify(&mut self, i: u32) -> io::Result<Option<bool>>;
-}
-
-impl Store for crate::storage::Storage {
-    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
-        crate::storage::Storage::read(self, fragment, offset, buf)
-    }
-    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
-        crate::storage::Storage::write(self, fragment, offset, data)
-    }
-    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
-        crate::storage::Storage::verify(self, i).map(Some)
-    }
-}
 
 /// Settings of a swarm's peer layer.
 #[derive(Debug, Clone)]
@@ -298,6 +262,14 @@ pub struct SwarmCore {
     unclaimed_at: Vec<u32>,
     /// Reused buffer of received messages.
     rx_buf: Vec<u8>,
+    /// Connections dialled since the driver last asked ([`SwarmCore::take_dialled`]).
+    dialled: Vec<ConnHandle>,
+    /// Block bytes this swarm may still serve and request (`None`: no limit); the peer node
+    /// sets them from its rate limits before each call ([`SwarmCore::set_allowance`]).
+    up_allow: Option<u64>,
+    down_allow: Option<u64>,
+    /// Serving or requesting stopped for want of allowance: [`SwarmCore::resume`] restarts it.
+    throttled: bool,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -396,6 +368,68 @@ impl SwarmCore {
             unclaimed,
             unclaimed_at,
             rx_buf: Vec::new(),
+            dialled: Vec::new(),
+            up_allow: None,
+            down_allow: None,
+            throttled: false,
+        }
+    }
+
+    /// Connections this swarm dialled since the last call: the driver routes their events here.
+    pub fn take_dialled(&mut self) -> Vec<ConnHandle> {
+        std::mem::take(&mut self.dialled)
+    }
+
+    /// True when the swarm has no connection and nobody to dial: its timers have nothing to
+    /// do until a peer is added or connects.
+    pub fn is_idle(&self) -> bool {
+        self.sessions.is_empty() && self.candidates.is_empty()
+    }
+
+    /// Sets the block bytes the swarm may serve (`up`) and request (`down`) from now on
+    /// (`None`: no limit). The caller reads what is left with [`SwarmCore::allowance`].
+    pub fn set_allowance(&mut self, up: Option<u64>, down: Option<u64>) {
+        self.up_allow = up;
+        self.down_allow = down;
+    }
+
+    /// What is left of the allowances set by [`SwarmCore::set_allowance`].
+    pub fn allowance(&self) -> (Option<u64>, Option<u64>) {
+        (self.up_allow, self.down_allow)
+    }
+
+    /// True if serving or requesting stopped for want of allowance since the last
+    /// [`SwarmCore::resume`].
+    pub fn throttled(&self) -> bool {
+        self.throttled
+    }
+
+    /// After the allowance grew: serves what waits and asks for more, on every connection.
+    pub fn resume(&mut self, now: Time, ep: &mut Endpoint, store: &mut dyn Store) {
+        self.throttled = false;
+        if self.leaving {
+            return;
+        }
+        let hs: Vec<ConnHandle> = self.sessions.keys().copied().collect();
+        for h in hs {
+            self.pump(ep, store, h);
+            self.fill_requests(now, ep, h);
+        }
+    }
+
+    /// An inbound connection whose first message, `first`, named this swarm (the peer node
+    /// read it to route the connection): greet it, then take the message as usual.
+    pub fn accept(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        h: ConnHandle,
+        first: &[u8],
+    ) {
+        self.on_connected(ep, h);
+        if self.sessions.contains_key(&h) {
+            self.on_message(now, ep, store, h, first);
         }
     }
 
@@ -1122,7 +1156,16 @@ impl SwarmCore {
         }
         while s.outstanding_bytes < target {
             let room = target - s.outstanding_bytes;
-            let count = (room / u64::from(self.cfg.block)).max(1) as usize;
+            let mut count = (room / u64::from(self.cfg.block)).max(1) as usize;
+            if let Some(a) = self.down_allow {
+                // Rate limit: ask for no more than the allowance covers (whole blocks).
+                let n = (a / u64::from(self.cfg.block)) as usize;
+                if n == 0 {
+                    self.throttled = true;
+                    break;
+                }
+                count = count.min(n);
+            }
             let (have, addr, pinned) = (&s.have, s.addr, &self.pinned);
             // A pinned fragment is only for the peer it is pinned to (or the first to take it).
             let may = |i: u32| {
@@ -1149,6 +1192,9 @@ impl SwarmCore {
                 }
             }
             for b in blocks {
+                if let Some(a) = &mut self.down_allow {
+                    *a = a.saturating_sub(u64::from(b.length));
+                }
                 s.outstanding.push((b, now));
                 s.outstanding_bytes += u64::from(b.length);
                 Self::send(
@@ -1183,6 +1229,14 @@ impl SwarmCore {
         // DATA is read from the store straight into the transport's send buffer; a block the
         // transport cannot take now stays in `serving`, unread.
         while let Some(b) = s.serving.pop_front() {
+            if let Some(a) = &mut self.up_allow {
+                if *a < u64::from(b.length) {
+                    s.serving.push_front(b);
+                    self.throttled = true;
+                    return;
+                }
+                *a -= u64::from(b.length);
+            }
             let mut head = [0u8; peer::DATA_HEADER_LEN];
             head[0] = peer::msg::DATA;
             head[1..5].copy_from_slice(&b.fragment.to_be_bytes());
@@ -1298,6 +1352,7 @@ impl SwarmCore {
             self.sessions
                 .insert(h, Session::new(addr, true, self.picker.fragment_count()));
             self.connected.insert(addr);
+            self.dialled.push(h);
         }
         if now < self.next_round {
             return;

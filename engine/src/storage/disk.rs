@@ -8,7 +8,7 @@
 //! `verify` queues the check and answers "pending", and `read` serves verified fragments at
 //! once through duplicated file descriptors (a fragment is verified only after the thread wrote
 //! it, so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
-//! thread wakes the reactor (a `mio::Waker`) after each one.
+//! thread wakes the driver (a [`Wake`]) after each one.
 //!
 //! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
 //! only fragments that the thread itself verified and fsynced (module `storage`).
@@ -19,7 +19,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel}
 use std::thread::JoinHandle;
 
 use super::Storage;
-use crate::peer::swarm::Store;
+use super::store::{Done, Store, SwarmStore};
+use crate::driver::Wake;
 
 /// Operations queued to the disk thread, in order.
 enum Op {
@@ -35,43 +36,6 @@ enum Op {
     Verify(u32),
     Sync,
     Finish,
-}
-
-/// What the disk thread reports.
-#[derive(Debug)]
-pub enum Done {
-    /// Fragment `i` was read back and checked: true if its hash matched (it is then verified,
-    /// and recorded at the next sync).
-    Verified(u32, bool),
-    /// A resume sync finished: how many fragments are recorded, or why it failed.
-    Synced(io::Result<usize>),
-    /// [`DiskThread::finish`] finished: the files are in place, or why not.
-    Finished(io::Result<()>),
-    /// A write (or the read-back of a verification) failed. Later writes are skipped and later
-    /// verifications are not answered: the fetch must stop (verified data and the resume
-    /// state are kept).
-    Failed(io::Error),
-}
-
-/// Something that wakes the reactor when a result is ready (a `mio::Waker`, or nothing).
-pub trait Wake: Send + Sync + 'static {
-    /// Wakes the reactor.
-    fn wake(&self);
-}
-
-impl Wake for mio::Waker {
-    fn wake(&self) {
-        // A failed wake only delays the result to the reactor's next turn.
-        let _ = mio::Waker::wake(self);
-    }
-}
-
-/// A thread that wakes nobody (tests poll).
-#[derive(Debug, Default)]
-pub struct NoWake;
-
-impl Wake for NoWake {
-    fn wake(&self) {}
 }
 
 /// Most operations queued to the disk thread: with blocks of at most 256 KiB, at most 16 MiB
@@ -357,4 +321,22 @@ fn run(
         waker.wake();
     }
     storage
+}
+
+impl SwarmStore for DiskThread {
+    fn is_verified(&self, i: u32) -> bool {
+        self.reader.has(i)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        DiskThread::sync(self)
+    }
+    fn finish(&mut self) -> io::Result<()> {
+        DiskThread::finish(self)
+    }
+    fn poll_done(&mut self) -> Option<Done> {
+        self.poll()
+    }
+    fn final_paths(&self) -> Vec<std::path::PathBuf> {
+        self.reader.final_paths().to_vec()
+    }
 }

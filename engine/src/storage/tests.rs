@@ -313,7 +313,7 @@ fn the_resume_file_has_its_room_reserved_and_finish_removes_it() {
 }
 
 /// Waits (polling, as the reactor would after a wake-up) for the disk thread's next result.
-fn next_result(d: &mut disk::DiskThread) -> disk::Done {
+fn next_result(d: &mut disk::DiskThread) -> Done {
     loop {
         if let Some(r) = d.poll() {
             return r;
@@ -324,8 +324,9 @@ fn next_result(d: &mut disk::DiskThread) -> disk::Done {
 
 #[test]
 fn the_disk_thread_writes_verifies_syncs_and_finishes_off_the_caller() {
-    use crate::peer::swarm::Store;
-    use disk::{DiskThread, Done, NoWake};
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
     let d = Scratch::new("disk-thread");
     let all = data(50_000, 5);
     let info = info_for("blob.bin", &all, None);
@@ -376,8 +377,9 @@ fn the_disk_thread_writes_verifies_syncs_and_finishes_off_the_caller() {
 
 #[test]
 fn a_failed_write_on_the_disk_thread_is_reported_and_stops_later_work() {
-    use crate::peer::swarm::Store;
-    use disk::{DiskThread, Done, NoWake};
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
     let d = Scratch::new("disk-thread-fail");
     let all = data(50_000, 6);
     let info = info_for("blob.bin", &all, None);
@@ -411,8 +413,9 @@ fn a_failed_write_on_the_disk_thread_is_reported_and_stops_later_work() {
 
 #[test]
 fn the_disk_thread_takes_message_buffers_and_hands_them_back_for_reuse() {
-    use crate::peer::swarm::Store;
-    use disk::{DiskThread, Done, NoWake};
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
     let d = Scratch::new("disk-thread-owned");
     let all = data(50_000, 7);
     let info = info_for("blob.bin", &all, None);

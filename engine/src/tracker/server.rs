@@ -1,24 +1,17 @@
-//! The tracker as a reactor [`Core`]: the project's one mio reactor reads datagrams in
-//! `recvmmsg` batches and hands each to the sans-IO [`Tracker`]; replies wait in a bounded
-//! ring of preallocated slots until the reactor drains them with `sendmmsg`. Nothing here
-//! touches a socket or reads the clock: the reactor does both.
+//! The tracker as a driver [`Core`]: the reactor reads datagrams in `recvmmsg` batches and
+//! hands each to the sans-IO [`Tracker`]; replies wait in a bounded ring of preallocated slots
+//! until the reactor drains them with `sendmmsg`; a [`Report`] of the counters falls due every
+//! `report_every`. Nothing here touches a socket or reads the clock: the driver does both.
 
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-use log::{info, warn};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{MAX_REPLY, Outcome, Stats, Tracker};
-use crate::reactor::{Core, Reactor, ReactorConfig};
+use crate::driver::{Core, Transmit};
 use crate::time::Time;
-use crate::transport::Transmit;
 
 /// Replies waiting to be sent; past this, replies are dropped (the client retransmits).
 const RING: usize = 512;
-/// Longest sleep, so a stop flag is noticed within it.
-const MAX_WAIT: Duration = Duration::from_millis(200);
 
 /// The tracker plus its outgoing ring: what the reactor drives.
 pub struct TrackerCore {
@@ -29,12 +22,18 @@ pub struct TrackerCore {
     len: usize,
     /// Replies dropped because the ring was full.
     pub dropped_replies: u64,
+    started: Time,
+    report_every: Duration,
+    next_report: Time,
 }
 
 impl TrackerCore {
-    /// Wraps a tracker.
-    pub fn new(tracker: Tracker) -> TrackerCore {
+    /// Wraps a tracker started at `now`, with a [`Report`] due every `report_every`.
+    pub fn new(tracker: Tracker, now: Time, report_every: Duration) -> TrackerCore {
         TrackerCore {
+            started: now,
+            report_every,
+            next_report: now + report_every,
             tracker,
             bufs: vec![[0u8; MAX_REPLY]; RING],
             meta: vec![(SocketAddr::from(([0, 0, 0, 0], 0)), 0); RING],
@@ -47,6 +46,26 @@ impl TrackerCore {
     /// The tracker inside.
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    /// The counters and table sizes at `now`.
+    pub fn report(&self, now: Time) -> Report {
+        let (swarms, peers) = self.tracker.sizes();
+        Report {
+            stats: self.tracker.stats().clone(),
+            swarms,
+            peers,
+            uptime: now.saturating_since(self.started),
+        }
+    }
+
+    /// The periodic report, once it is due (at most one per call).
+    pub fn poll_report(&mut self, now: Time) -> Option<Report> {
+        if now < self.next_report {
+            return None;
+        }
+        self.next_report = now + self.report_every;
+        Some(self.report(now))
     }
 }
 
@@ -80,18 +99,12 @@ impl Core for TrackerCore {
     }
 
     fn poll_timeout(&self) -> Option<Time> {
-        Some(self.tracker.poll_timeout())
+        Some(self.tracker.poll_timeout().min(self.next_report))
     }
 
     fn handle_timeout(&mut self, now: Time) {
         self.tracker.handle_timeout(now);
     }
-}
-
-/// A running tracker: the reactor and the core it drives.
-pub struct Server {
-    reactor: Reactor,
-    core: TrackerCore,
 }
 
 /// A periodic report to the caller (the CLI logs it and writes the stats file).
@@ -107,91 +120,6 @@ pub struct Report {
     pub uptime: Duration,
 }
 
-fn reactor_config(bind: SocketAddr) -> ReactorConfig {
-    ReactorConfig {
-        bind,
-        // Replies are single small datagrams: no segmentation offloads to negotiate.
-        gso: false,
-        gro: false,
-        batch: 64,
-        send_queue: 256,
-        ..ReactorConfig::default()
-    }
-}
-
-impl Server {
-    /// Binds `bind`, or with `None` all addresses: `[::]` dual stack, falling back to
-    /// `0.0.0.0` on a host without IPv6.
-    pub fn bind(bind: Option<SocketAddr>, port: u16, tracker: Tracker) -> io::Result<Server> {
-        let reactor = match bind {
-            Some(addr) => Reactor::bind(reactor_config(addr))?,
-            None => match Reactor::bind(reactor_config(SocketAddr::from((
-                Ipv6Addr::UNSPECIFIED,
-                port,
-            )))) {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!("cannot bind [::]:{port} ({e}); serving IPv4 only");
-                    Reactor::bind(reactor_config(SocketAddr::from((
-                        Ipv4Addr::UNSPECIFIED,
-                        port,
-                    ))))?
-                }
-            },
-        };
-        Ok(Server {
-            reactor,
-            core: TrackerCore::new(tracker),
-        })
-    }
-
-    /// The bound address (with the port the system chose for port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.reactor.local_addr()
-    }
-
-    fn report(&self) -> Report {
-        let t = self.core.tracker();
-        let (swarms, peers) = t.sizes();
-        Report {
-            stats: t.stats().clone(),
-            swarms,
-            peers,
-            uptime: Duration::from_micros(self.reactor.now().as_micros()),
-        }
-    }
-
-    /// Runs until `stop` is set, calling `report` every `stats_every` and once more at the end.
-    pub fn run(
-        &mut self,
-        stop: &AtomicBool,
-        stats_every: Duration,
-        mut report: impl FnMut(&Report),
-    ) -> io::Result<()> {
-        let mut next_report = Instant::now() + stats_every;
-        while !stop.load(Ordering::Relaxed) {
-            let wait = next_report
-                .saturating_duration_since(Instant::now())
-                .min(MAX_WAIT);
-            self.reactor.turn(&mut self.core, wait)?;
-            if Instant::now() >= next_report {
-                next_report = Instant::now() + stats_every;
-                report(&self.report());
-            }
-        }
-        info!("tracker stopping");
-        if self.core.dropped_replies > 0 {
-            info!(
-                "{} replies dropped on a full send ring",
-                self.core.dropped_replies
-            );
-        }
-        // A last report, so the final counters are never lost with the process.
-        report(&self.report());
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +127,11 @@ mod tests {
 
     #[test]
     fn ring_holds_replies_in_order_and_drops_past_capacity() {
-        let mut core = TrackerCore::new(Tracker::new(Config::default(), 1));
+        let mut core = TrackerCore::new(
+            Tracker::new(Config::default(), 1),
+            Time::ZERO,
+            Duration::from_secs(60),
+        );
         let mut req = [0u8; 16];
         st_proto::tracker::emit_bep15_connect(&mut req, 9).unwrap();
         for i in 0..RING + 3 {
@@ -216,5 +148,24 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, RING);
+    }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::tracker::Config;
+
+    #[test]
+    fn a_report_falls_due_every_interval_and_is_part_of_the_deadline() {
+        let every = Duration::from_secs(60);
+        let t0 = Time::from_micros(5_000_000);
+        let mut core = TrackerCore::new(Tracker::new(Config::default(), 1), t0, every);
+        assert!(core.poll_timeout().unwrap() <= t0 + every);
+        assert!(core.poll_report(t0 + Duration::from_secs(59)).is_none());
+        let r = core.poll_report(t0 + every).expect("due");
+        assert_eq!(r.uptime, every);
+        assert!(core.poll_report(t0 + every).is_none(), "once per interval");
+        assert!(core.poll_report(t0 + every * 2).is_some());
     }
 }

@@ -18,6 +18,7 @@ pub mod rtt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::driver::Transmit;
 pub use congestion::{CongestionKind, Controller};
 pub use connection::ConnStats;
 pub use endpoint::{
@@ -174,26 +175,6 @@ pub enum Event {
     RequestFailed(RequestId),
 }
 
-/// What [`Endpoint::poll_transmit`] wrote into the caller's buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit {
-    /// Destination.
-    pub remote: SocketAddr,
-    /// Bytes written.
-    pub len: usize,
-    /// When several packets were written: the size of each but the last (UDP GSO segment
-    /// size). `None` for a single datagram.
-    pub segment_size: Option<usize>,
-}
-
-impl Transmit {
-    /// Iterates the datagrams of this transmit within `buf[..len]`.
-    pub fn datagrams<'a>(&self, buf: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let seg = self.segment_size.unwrap_or(self.len).max(1);
-        buf[..self.len].chunks(seg)
-    }
-}
-
 /// Errors of [`Endpoint::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -206,4 +187,19 @@ pub enum SendError {
     /// The connection is closed or the handle is unknown.
     #[error("connection closed")]
     Closed,
+}
+
+impl crate::driver::Core for Endpoint {
+    fn handle(&mut self, now: crate::time::Time, remote: SocketAddr, data: &[u8]) {
+        Endpoint::handle(self, now, remote, data);
+    }
+    fn poll_transmit(&mut self, now: crate::time::Time, buf: &mut [u8]) -> Option<Transmit> {
+        Endpoint::poll_transmit(self, now, buf)
+    }
+    fn poll_timeout(&self) -> Option<crate::time::Time> {
+        Endpoint::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: crate::time::Time) {
+        Endpoint::handle_timeout(self, now);
+    }
 }

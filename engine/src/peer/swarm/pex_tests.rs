@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::sim::swarm::MemStore;
 use crate::sim::{NodeId, PipeConfig, Sim};
+use crate::storage::mem::MemStore;
 use crate::transport::Config;
 
 const FRAG: u32 = 32 * 1024;
