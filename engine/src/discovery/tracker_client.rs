@@ -168,11 +168,13 @@ impl TrackerClient {
         }
     }
 
-    /// True once every tracker that needed it was sent `stopped` (or gave up).
+    /// True once every tracker that needed it was sent `stopped` (or gave up). A tracker that
+    /// was never told anything needs nothing, even with a request still out (an unreachable
+    /// tracker must not hold the exit).
     pub fn stopped(&self) -> bool {
         self.stopping
             && self.slots.iter().all(|s| {
-                s.in_flight.is_none() && (s.told == Told::Stopped || s.told == Told::Nothing)
+                s.told == Told::Nothing || (s.in_flight.is_none() && s.told == Told::Stopped)
             })
     }
 
@@ -542,5 +544,14 @@ mod tests {
         // A response nobody asked for is ignored.
         assert_eq!(c.handle_response(T0, 0, &[0x81; 16]), Learned::default());
         assert_eq!(c.handle_response(T0, 7, &[0x81; 16]), Learned::default());
+    }
+
+    #[test]
+    fn a_tracker_never_reached_does_not_hold_the_exit_even_with_a_request_out() {
+        let dead: SocketAddr = "10.0.0.9:6969".parse().unwrap();
+        let mut c = TrackerClient::new(&[dead], [4; 32], [1; 16], 7000, T0);
+        let _connect = c.poll_request(T0, Progress::default()).expect("due");
+        c.stop(T0 + Duration::from_millis(10));
+        assert!(c.stopped(), "nothing was ever told: nothing to take back");
     }
 }
