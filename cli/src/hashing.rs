@@ -58,7 +58,8 @@ pub struct HashError {
 
 impl Job<'_> {
     fn fragment_count(&self) -> u32 {
-        self.total_length.div_ceil(u64::from(self.fragment_length)) as u32
+        st_proto::st_file::Geometry::new(self.total_length, self.fragment_length)
+            .map_or(0, |g| g.count())
     }
 
     /// Hashes every fragment on `threads` worker threads and calls `sink(index, len, outcome)`

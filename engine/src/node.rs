@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use slab::Slab;
 use st_proto::peer::{self as wire, Message};
+use st_proto::st_file::Geometry;
 
 use crate::discovery::lan::{LanConfig, LanDiscovery};
 use crate::discovery::tracker_client::{Progress as Announced, TrackerClient};
@@ -206,6 +207,7 @@ const MAX_UNROUTED: usize = 256;
 
 struct Slot {
     spec: SwarmSpec,
+    geometry: Geometry,
     phase: SwarmPhase,
     /// `None` while checking.
     core: Option<SwarmCore>,
@@ -480,13 +482,12 @@ impl PeerNode {
         if self.by_id.contains_key(&spec.id) {
             return Err(AddError::Duplicate);
         }
-        if spec.fragment_length == 0 || spec.total_length == 0 {
+        if spec.total_length == 0 {
             return Err(AddError::Invalid("zero length"));
         }
-        let n = spec.total_length.div_ceil(u64::from(spec.fragment_length));
-        if n > u64::from(u32::MAX) {
-            return Err(AddError::Invalid("too many fragments"));
-        }
+        let geometry = Geometry::new(spec.total_length, spec.fragment_length)
+            .ok_or(AddError::Invalid("impossible fragment layout"))?;
+        let n = geometry.count();
         let trackers = TrackerClient::new(
             &spec.trackers,
             spec.id,
@@ -498,15 +499,13 @@ impl PeerNode {
             .recheck
             .iter()
             .copied()
-            .filter(|&i| u64::from(i) < n && !store.is_verified(i))
+            .filter(|&i| i < n && !store.is_verified(i))
             .collect();
-        let have_at_start = (0..n as u32)
-            .filter(|&i| store.is_verified(i))
-            .map(|i| fragment_len(spec.total_length, spec.fragment_length, i))
-            .sum();
+        let have_at_start = geometry.bytes_in((0..n).filter(|&i| store.is_verified(i)));
         let id = spec.id;
         let k = self.slots.insert(Slot {
             spec,
+            geometry,
             phase: SwarmPhase::Checking,
             core: None,
             store,
@@ -656,10 +655,10 @@ impl PeerNode {
             slot.spec.id,
             peer_id,
             port,
-            slot.spec.total_length,
-            slot.spec.fragment_length,
+            slot.geometry,
             |i| store.is_verified(i),
             seed,
+            now,
         );
         slot.have_at_start = slot.spec.total_length - core.left();
         let complete = core.complete();
@@ -983,6 +982,17 @@ impl PeerNode {
                                     c.add_peers(&learned.peers);
                                 }
                                 None => slot.early_peers.extend(learned.peers),
+                            }
+                        }
+                        // One connect per tracker serves every swarm of the node.
+                        let ids = slot.trackers.take_new_ids();
+                        if !ids.is_empty() {
+                            for (j, other) in self.slots.iter_mut() {
+                                if j != k {
+                                    for &(addr, cid, at) in &ids {
+                                        other.trackers.share_id(addr, cid, at);
+                                    }
+                                }
                             }
                         }
                         self.run_swarm(now, k);
@@ -1325,10 +1335,4 @@ impl Core for PeerNode {
         self.drain(now);
         self.check_stopped(now);
     }
-}
-
-/// Length of fragment `i` of `total` bytes in fragments of `fragment_length`.
-fn fragment_len(total: u64, fragment_length: u32, i: u32) -> u64 {
-    let start = u64::from(i) * u64::from(fragment_length);
-    total.saturating_sub(start).min(u64::from(fragment_length))
 }

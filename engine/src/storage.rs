@@ -24,7 +24,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
-use st_proto::st_file::{FileMap, Hash, Info, Span};
+use st_proto::st_file::{FileMap, Geometry, Hash, Info, Span};
 
 /// Magic of the resume file.
 const RESUME_MAGIC: [u8; 4] = *b"STRS";
@@ -33,8 +33,7 @@ const RESUME_VERSION: u8 = 1;
 
 /// One swarm's data on disk.
 pub struct Storage {
-    fragment_length: u32,
-    total_length: u64,
+    geometry: Geometry,
     hashes: Vec<Hash>,
     swarm_id: Hash,
     map: FileMap,
@@ -69,6 +68,12 @@ pub struct ResumeState {
     /// Set when the data files could not be preallocated for lack of space (which file, and
     /// how much was asked): they are sparse, and a write fails once the disk is full.
     pub not_preallocated: Option<String>,
+}
+
+/// The fragment layout of `info` (a decoded `.st` file always has one).
+fn geometry(info: &Info) -> io::Result<Geometry> {
+    info.geometry()
+        .ok_or_else(|| io_err("impossible fragment layout".to_owned()))
 }
 
 fn io_err(msg: String) -> io::Error {
@@ -117,8 +122,7 @@ impl Storage {
             files.push(f);
         }
         let mut s = Storage {
-            fragment_length: info.fragment_length,
-            total_length: info.total_length,
+            geometry: geometry(info)?,
             hashes: info.hashes.clone(),
             swarm_id,
             map: FileMap::new(&lengths),
@@ -158,8 +162,7 @@ impl Storage {
         let n = info.hashes.len();
         let lengths = info.file_lengths();
         Ok(Storage {
-            fragment_length: info.fragment_length,
-            total_length: info.total_length,
+            geometry: geometry(info)?,
             hashes: info.hashes.clone(),
             swarm_id,
             map: FileMap::new(&lengths),
@@ -184,8 +187,7 @@ impl Storage {
 
     /// Length of fragment `i` (the last may be short).
     pub fn fragment_len(&self, i: u32) -> u32 {
-        let start = u64::from(i) * u64::from(self.fragment_length);
-        (self.total_length.saturating_sub(start)).min(u64::from(self.fragment_length)) as u32
+        self.geometry.len(i)
     }
 
     /// True if fragment `i` is verified.
@@ -214,7 +216,7 @@ impl Storage {
                 "block {fragment}:{offset}+{len} outside the fragment ({flen} bytes)"
             )));
         }
-        let start = u64::from(fragment) * u64::from(self.fragment_length) + u64::from(offset);
+        let start = self.geometry.start(fragment) + u64::from(offset);
         Ok(self.map.spans(start, len as u64))
     }
 
@@ -456,8 +458,7 @@ impl Storage {
             .map(File::try_clone)
             .collect::<io::Result<Vec<File>>>()?;
         Ok(Storage {
-            fragment_length: self.fragment_length,
-            total_length: self.total_length,
+            geometry: self.geometry,
             hashes: self.hashes.clone(),
             swarm_id: self.swarm_id,
             map: self.map.clone(),

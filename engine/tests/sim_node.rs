@@ -4,16 +4,20 @@
 //! identical bytes, plus what each scenario promises (no data fetched twice after a restart,
 //! one error on a full disk, a seed that keeps serving past a bad read).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::Duration;
 
 use st_engine::discovery::lan::LanConfig;
+use st_engine::driver::Core;
 use st_engine::node::{NodeConfig, NodeEvent, PeerNode, SwarmPhase, SwarmSpec};
 use st_engine::peer::swarm::SwarmConfig;
 use st_engine::rng::Rng;
 use st_engine::sim::{LinkConfig, NodeId, PipeConfig, Sim, for_seeds};
 use st_engine::storage::SwarmStore;
 use st_engine::storage::mem::{Faults, Faulty, MemStore, Shared};
+use st_engine::time::Time;
 use st_engine::tracker::server::TrackerCore;
 use st_engine::tracker::{Config as TrackerConfig, Tracker};
 
@@ -38,6 +42,8 @@ struct Peer {
 
 struct World {
     sim: Sim,
+    /// The clock a slow store reads (see `Faults::slow_verify`).
+    clock: Rc<Cell<Time>>,
     rng: Rng,
     tracker: Option<SocketAddr>,
     lan: bool,
@@ -77,6 +83,7 @@ impl World {
             addr
         });
         World {
+            clock: Rc::new(Cell::new(sim.now())),
             sim,
             rng: Rng::new(seed ^ 0x5157),
             tracker,
@@ -205,8 +212,12 @@ impl World {
     }
 
     fn collect(&mut self) {
+        let now = self.sim.now();
+        self.clock.set(now);
         for p in &mut self.peers {
             if let Some(n) = self.sim.core::<PeerNode>(p.id) {
+                // What a disk thread's wake does: the node takes the stores' late results.
+                n.handle_wake(now);
                 while let Some(ev) = n.poll_event() {
                     p.events.push(ev);
                 }
@@ -565,6 +576,37 @@ fn a_bad_read_while_serving_skips_the_block_and_the_seed_serves_on() {
             .peer_count()
             > 0
     );
+}
+
+#[test]
+fn a_slow_disk_does_not_hold_the_network_back() {
+    let mut w = World::new(11, quiet_pipe(), true, false);
+    let s = w.swarm(400_000);
+    let len = w.swarms[s].data.len() as u64;
+    w.node(&[s], &[], |_| {});
+    let clock = Rc::clone(&w.clock);
+    // Every check of the fetcher's disk takes 3 s.
+    let f = w.node_with(
+        &[],
+        &[s],
+        |_| {},
+        move |_| Faults {
+            slow_verify: Some((Duration::from_secs(3), Rc::clone(&clock))),
+            ..Faults::default()
+        },
+    );
+    let (seed_id, fetch_id) = (w.peers[0].id, w.peers[f].id);
+    let pipe = w.sim.pipe_of(seed_id, fetch_id);
+    w.run_for(Duration::from_millis(1500));
+    // The blocks kept coming while no check had answered yet.
+    let delivered = w.sim.pipe_stats(pipe).delivered_bytes;
+    assert!(
+        delivered >= len,
+        "only {delivered} of {len} B arrived while the disk was busy"
+    );
+    assert_eq!(w.downloaded(f, s), 0, "nothing verified yet");
+    assert!(w.run_until(Duration::from_secs(60), |w| w.complete(f, s)));
+    w.assert_identical(f, s);
 }
 
 /// The randomized whole-process scenario: fault knobs drawn from the seed (loss, latency,

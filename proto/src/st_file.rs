@@ -558,6 +558,65 @@ pub fn fragment_count(total_length: u64, fragment_length: u32) -> u64 {
     total_length.div_ceil(u64::from(fragment_length))
 }
 
+/// The fragment layout of a swarm: `total_length` bytes in fragments of `fragment_length`
+/// bytes, the last one possibly short (spec §4). The one place where fragment counts, starts
+/// and lengths are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    total_length: u64,
+    fragment_length: u32,
+    count: u32,
+}
+
+impl Geometry {
+    /// The layout, or `None` if `fragment_length` is zero or there would be more than
+    /// `u32::MAX` fragments.
+    pub fn new(total_length: u64, fragment_length: u32) -> Option<Geometry> {
+        if fragment_length == 0 {
+            return None;
+        }
+        let count = u32::try_from(fragment_count(total_length, fragment_length)).ok()?;
+        Some(Geometry {
+            total_length,
+            fragment_length,
+            count,
+        })
+    }
+
+    /// Total length in bytes.
+    pub fn total_length(&self) -> u64 {
+        self.total_length
+    }
+
+    /// Fragment length in bytes (of every fragment but possibly the last).
+    pub fn fragment_length(&self) -> u32 {
+        self.fragment_length
+    }
+
+    /// Number of fragments.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Offset of fragment `i`'s first byte in the data.
+    pub fn start(&self, i: u32) -> u64 {
+        u64::from(i) * u64::from(self.fragment_length)
+    }
+
+    /// Length of fragment `i` (the last may be short); 0 if out of range.
+    pub fn len(&self, i: u32) -> u32 {
+        if i >= self.count {
+            return 0;
+        }
+        (self.total_length - self.start(i)).min(u64::from(self.fragment_length)) as u32
+    }
+
+    /// Bytes in the fragments `indices` names.
+    pub fn bytes_in(&self, indices: impl IntoIterator<Item = u32>) -> u64 {
+        indices.into_iter().map(|i| u64::from(self.len(i))).sum()
+    }
+}
+
 fn check_fragment_length(len: u32) -> Result<(), StFileError> {
     if !len.is_power_of_two() || !(MIN_FRAGMENT_LENGTH..=MAX_FRAGMENT_LENGTH).contains(&len) {
         return Err(StFileError::FragmentLength(len));
@@ -955,11 +1014,12 @@ impl Info {
 
     /// Length in bytes of fragment `index` (the last one may be short); 0 if out of range.
     pub fn fragment_len(&self, index: u32) -> u32 {
-        let start = u64::from(index) * u64::from(self.fragment_length);
-        if index >= self.fragment_count() || start >= self.total_length {
-            return 0;
-        }
-        (self.total_length - start).min(u64::from(self.fragment_length)) as u32
+        self.geometry().map_or(0, |g| g.len(index))
+    }
+
+    /// The fragment layout (`None` only for an `Info` the decoder would refuse).
+    pub fn geometry(&self) -> Option<Geometry> {
+        Geometry::new(self.total_length, self.fragment_length)
     }
 
     /// The length of each file laid end to end: one entry (the whole length) for a single file.

@@ -110,6 +110,8 @@ pub struct Learned {
 #[derive(Debug)]
 pub struct TrackerClient {
     slots: Vec<Slot>,
+    /// Connection ids obtained since the last [`TrackerClient::take_new_ids`].
+    new_ids: Vec<(SocketAddr, u64, Time)>,
     swarm_id: [u8; 32],
     peer_id: [u8; 16],
     port: u16,
@@ -142,6 +144,7 @@ impl TrackerClient {
                     answered: false,
                 })
                 .collect(),
+            new_ids: Vec::new(),
             swarm_id,
             peer_id,
             port,
@@ -176,6 +179,24 @@ impl TrackerClient {
             && self.slots.iter().all(|s| {
                 s.told == Told::Nothing || (s.in_flight.is_none() && s.told == Told::Stopped)
             })
+    }
+
+    /// Connection ids this client obtained since the last call: a process with many swarms
+    /// hands them to its other clients ([`TrackerClient::share_id`]), so that one connect per
+    /// tracker serves every swarm (spec `tracker.md` §2: an id is bound to the source
+    /// address, not to a swarm).
+    pub fn take_new_ids(&mut self) -> Vec<(SocketAddr, u64, Time)> {
+        std::mem::take(&mut self.new_ids)
+    }
+
+    /// A connection id for `tracker` obtained at `at` by another client of this process:
+    /// used instead of a connect of our own while it is fresh.
+    pub fn share_id(&mut self, tracker: SocketAddr, id: u64, at: Time) {
+        for s in &mut self.slots {
+            if s.addr == tracker && s.id.is_none_or(|(_, t)| t < at) {
+                s.id = Some((id, at));
+            }
+        }
     }
 
     /// Where each tracker stands.
@@ -281,6 +302,7 @@ impl TrackerClient {
             (Pending::Connect, Some(NativeResponse::Connected(id))) => {
                 s.answered = true;
                 s.id = Some((id, now));
+                self.new_ids.push((s.addr, id, now));
                 s.next = now;
                 s.failures = 0;
                 Learned::default()
@@ -553,5 +575,33 @@ mod tests {
         let _connect = c.poll_request(T0, Progress::default()).expect("due");
         c.stop(T0 + Duration::from_millis(10));
         assert!(c.stopped(), "nothing was ever told: nothing to take back");
+    }
+
+    #[test]
+    fn a_shared_connection_id_saves_the_connect() {
+        let tr: SocketAddr = "10.0.0.1:6969".parse().unwrap();
+        let me: SocketAddr = "10.0.0.2:7000".parse().unwrap();
+        let mut t = Tracker::new(Config::default(), 3);
+        let mut a = TrackerClient::new(&[tr], [4; 32], [1; 16], 7000, T0);
+        let mut b = TrackerClient::new(&[tr], [5; 32], [1; 16], 7000, T0);
+        let connect = a.poll_request(T0, Progress::default()).unwrap();
+        let r = exchange(&mut t, T0, me, &connect).expect("answered");
+        a.handle_response(T0, 0, &r);
+        let ids = a.take_new_ids();
+        assert_eq!(ids.len(), 1);
+        for (addr, id, at) in ids {
+            b.share_id(addr, id, at);
+        }
+        // b's first request is an announce the tracker accepts, not a connect.
+        let first = b.poll_request(T0, Progress::default()).unwrap();
+        let r = exchange(&mut t, T0, me, &first).expect("answered");
+        let learned = b.handle_response(T0, 0, &r);
+        assert_eq!(learned.peers, Vec::<SocketAddr>::new());
+        assert!(b.take_new_ids().is_empty(), "b never connected");
+        assert_eq!(
+            t.swarm_figures(&[5u8; 20]).map(|f| f.0 + f.1),
+            Some(1),
+            "b is in its swarm"
+        );
     }
 }

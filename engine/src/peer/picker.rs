@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 
+use st_proto::st_file::Geometry;
+
 use crate::rng::Rng;
 
 /// Requests per block allowed in the endgame (the original plus duplicates).
@@ -62,8 +64,7 @@ pub enum Received {
 /// The fragment picker of one swarm.
 #[derive(Debug)]
 pub struct Picker {
-    fragment_length: u32,
-    total_length: u64,
+    geometry: Geometry,
     block: u32,
     have: Vec<bool>,
     /// Fragments with an entry in `partial` (a flat copy of its key set, for the scans).
@@ -78,14 +79,13 @@ pub struct Picker {
 }
 
 impl Picker {
-    /// A picker for `total_length` bytes in fragments of `fragment_length`, requesting
-    /// blocks of `block` bytes (≤ the protocol's 256 KiB), holding nothing yet.
-    pub fn new(total_length: u64, fragment_length: u32, block: u32, seed: u64) -> Picker {
-        let n = total_length.div_ceil(u64::from(fragment_length)) as usize;
+    /// A picker for the fragments of `geometry`, requesting blocks of `block` bytes (≤ the
+    /// protocol's 256 KiB), holding nothing yet.
+    pub fn new(geometry: Geometry, block: u32, seed: u64) -> Picker {
+        let n = geometry.count() as usize;
         Picker {
-            fragment_length,
-            total_length,
-            block: block.clamp(1, fragment_length),
+            geometry,
+            block: block.clamp(1, geometry.fragment_length()),
             have: vec![false; n],
             started: vec![false; n],
             have_count: 0,
@@ -102,10 +102,7 @@ impl Picker {
     }
 
     fn fragment_len(&self, i: u32) -> u32 {
-        let start = u64::from(i) * u64::from(self.fragment_length);
-        self.total_length
-            .saturating_sub(start)
-            .min(u64::from(self.fragment_length)) as u32
+        self.geometry.len(i)
     }
 
     fn blocks_in(&self, i: u32) -> usize {
@@ -497,11 +494,15 @@ impl Picker {
 mod tests {
     use super::*;
 
+    fn picker(total: u64, fragment_length: u32, block: u32, seed: u64) -> Picker {
+        Picker::new(Geometry::new(total, fragment_length).unwrap(), block, seed)
+    }
+
     const K: u32 = 16 * 1024;
 
     #[test]
     fn rarest_first_among_what_the_peer_has() {
-        let mut p = Picker::new(u64::from(4 * K), K, K, 1);
+        let mut p = picker(u64::from(4 * K), K, K, 1);
         for (i, n) in [(0u32, 3u32), (1, 1), (2, 2), (3, 0)] {
             for _ in 0..n {
                 p.add_availability(i);
@@ -525,7 +526,7 @@ mod tests {
     /// count as complete without it.
     #[test]
     fn an_unstored_block_is_requested_again() {
-        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 1);
+        let mut p = picker(u64::from(2 * K), 2 * K, K, 1);
         let got = p.pick(|_| true, 2);
         assert_eq!(got.len(), 2);
         assert_eq!(p.received(got[0]), Received::Progress);
@@ -547,7 +548,7 @@ mod tests {
     #[test]
     fn suggested_fragments_come_first() {
         // 6 fragments of 2 blocks.
-        let mut p = Picker::new(u64::from(12 * K), 2 * K, K, 1);
+        let mut p = picker(u64::from(12 * K), 2 * K, K, 1);
         p.add_availability(0); // 1..=5 rarer than 0, and 0 is started below
         let first = p.pick(|i| i == 0, 1);
         assert_eq!(first[0].fragment, 0);
@@ -569,7 +570,7 @@ mod tests {
     fn ties_are_broken_at_random() {
         let mut firsts = std::collections::BTreeSet::new();
         for seed in 0..32 {
-            let mut p = Picker::new(u64::from(64 * K), K, K, seed);
+            let mut p = picker(u64::from(64 * K), K, K, seed);
             firsts.insert(p.pick(|_| true, 1)[0].fragment);
         }
         assert!(
@@ -580,7 +581,7 @@ mod tests {
 
     #[test]
     fn started_fragments_are_finished_first() {
-        let mut p = Picker::new(u64::from(8 * K), 4 * K, K, 3);
+        let mut p = picker(u64::from(8 * K), 4 * K, K, 3);
         let first = p.pick(|_| true, 2);
         assert_eq!(first.len(), 2);
         let f = first[0].fragment;
@@ -593,7 +594,7 @@ mod tests {
 
     #[test]
     fn blocks_cover_a_short_last_fragment_exactly() {
-        let mut p = Picker::new(u64::from(K) + 100, K, 64 * 1024, 5);
+        let mut p = picker(u64::from(K) + 100, K, 64 * 1024, 5);
         let mut all = p.pick(|_| true, 10);
         all.sort();
         assert_eq!(
@@ -615,7 +616,7 @@ mod tests {
 
     #[test]
     fn completion_verification_and_failure() {
-        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 9);
+        let mut p = picker(u64::from(2 * K), 2 * K, K, 9);
         let bs = p.pick(|_| true, 10);
         assert_eq!(bs.len(), 2);
         assert_eq!(p.received(bs[0]), Received::Progress);
@@ -636,7 +637,7 @@ mod tests {
 
     #[test]
     fn reconcile_frees_leaked_requests_and_keeps_live_ones() {
-        let mut p = Picker::new(u64::from(4 * K), 4 * K, K, 9);
+        let mut p = picker(u64::from(4 * K), 4 * K, K, 9);
         let bs = p.pick(|_| true, 4);
         assert_eq!(bs.len(), 4);
         assert!(p.pick(|_| true, 4).len() == 4, "endgame copies");
@@ -648,7 +649,7 @@ mod tests {
 
     #[test]
     fn released_blocks_are_requested_again() {
-        let mut p = Picker::new(u64::from(2 * K), 2 * K, K, 9);
+        let mut p = picker(u64::from(2 * K), 2 * K, K, 9);
         let bs = p.pick(|_| true, 1);
         p.release(bs[0]);
         assert_eq!(p.pick(|_| true, 1), bs);
@@ -656,7 +657,7 @@ mod tests {
 
     #[test]
     fn endgame_duplicates_outstanding_blocks_once() {
-        let mut p = Picker::new(u64::from(2 * K), K, K, 11);
+        let mut p = picker(u64::from(2 * K), K, K, 11);
         let a = p.pick(|_| true, 10);
         assert_eq!(a.len(), 2);
         // A second peer: nothing unrequested is left, so it gets copies.
@@ -692,7 +693,7 @@ mod tests {
         for seed in 0..16u64 {
             // 23 fragments of 4 blocks and a short last one of 2 blocks (1024 + 476 bytes).
             let total = 23 * 4 * u64::from(B) + 1500;
-            let mut p = Picker::new(total, 4 * B, B, seed);
+            let mut p = picker(total, 4 * B, B, seed);
             let n = p.fragment_count();
             let mut r = Rng::new(seed ^ 0x9e37);
             // Requests outstanding (as the sessions would hold them), and fragments verified.
@@ -802,7 +803,7 @@ mod tests {
 
     #[test]
     fn no_endgame_while_fragments_are_unstarted() {
-        let mut p = Picker::new(u64::from(3 * K), K, K, 2);
+        let mut p = picker(u64::from(3 * K), K, K, 2);
         // Peer 1 has only fragment 0 and takes it; fragments 1, 2 are unstarted and nobody
         // offers them: peer 1 must not be given duplicates yet.
         assert_eq!(p.pick(|i| i == 0, 10).len(), 1);

@@ -20,6 +20,8 @@ use st_proto::peer::{
     self, CAP_PEX, CAP_SUGGEST, Handshake, MAX_PEX, Message, PEER_VERSION, PexEntry,
 };
 
+use st_proto::st_file::Geometry;
+
 use super::picker::{Block, Picker, Received};
 use crate::rng::Rng;
 pub use crate::storage::Store;
@@ -226,8 +228,7 @@ pub struct SwarmCore {
     peer_id: [u8; 16],
     listen_port: u16,
     picker: Picker,
-    fragment_length: u32,
-    total_length: u64,
+    geometry: Geometry,
     /// Ordered, so that every pass over the sessions runs in the same order each run (a
     /// `HashMap` is seeded per process: simulations would not replay from their seed).
     sessions: BTreeMap<ConnHandle, Session>,
@@ -299,34 +300,26 @@ pub mod close_code {
 }
 
 impl SwarmCore {
-    /// A swarm layer for a swarm of `total_length` bytes in `fragment_length` fragments.
-    /// `have(i)` tells which fragments are already verified locally.
+    /// A swarm layer for a swarm laid out as `geometry`, started at `now`. `have(i)` tells
+    /// which fragments are already verified locally.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: SwarmConfig,
         swarm_id: [u8; 32],
         peer_id: [u8; 16],
         listen_port: u16,
-        total_length: u64,
-        fragment_length: u32,
+        geometry: Geometry,
         have: impl Fn(u32) -> bool,
         seed: u64,
+        now: Time,
     ) -> SwarmCore {
-        let mut picker = Picker::new(
-            total_length,
-            fragment_length,
-            cfg.block.min(peer::MAX_BLOCK),
-            seed,
-        );
+        let mut picker = Picker::new(geometry, cfg.block.min(peer::MAX_BLOCK), seed);
         for i in 0..picker.fragment_count() {
             if have(i) {
                 picker.mark_have(i);
             }
         }
-        let left = (0..picker.fragment_count())
-            .filter(|&i| !picker.has(i))
-            .map(|i| u64::from(fragment_len(total_length, fragment_length, i)))
-            .sum();
+        let left = geometry.bytes_in((0..geometry.count()).filter(|&i| !picker.has(i)));
         let picker_fragments = picker.fragment_count();
         // A random order of the fragments for the seed's suggestions (Fisher–Yates).
         let mut order_rng = Rng::new(seed ^ 0x5355_4747);
@@ -346,8 +339,7 @@ impl SwarmCore {
             peer_id,
             listen_port,
             picker,
-            fragment_length,
-            total_length,
+            geometry,
             sessions: BTreeMap::new(),
             by_peer: HashMap::new(),
             connected: HashSet::new(),
@@ -358,8 +350,8 @@ impl SwarmCore {
             strikes: HashMap::new(),
             stats: SwarmStats::default(),
             rng: Rng::new(seed ^ 0x5157_4152_4d21),
-            next_round: Time::ZERO,
-            next_choke: Time::ZERO,
+            next_round: now,
+            next_choke: now,
             optimistic: None,
             rounds: 0,
             io_error: None,
@@ -427,7 +419,7 @@ impl SwarmCore {
         h: ConnHandle,
         first: &[u8],
     ) {
-        self.on_connected(ep, h);
+        self.on_connected(now, ep, h);
         if self.sessions.contains_key(&h) {
             self.on_message(now, ep, store, h, first);
         }
@@ -467,7 +459,7 @@ impl SwarmCore {
     }
 
     fn fragment_len(&self, i: u32) -> u32 {
-        fragment_len(self.total_length, self.fragment_length, i)
+        self.geometry.len(i)
     }
 
     /// Peers learnt from a tracker or elsewhere; they are dialled in random order. Returns
@@ -593,7 +585,7 @@ impl SwarmCore {
         ev: &Event,
     ) {
         match ev {
-            Event::Connected(h) => self.on_connected(ep, *h),
+            Event::Connected(h) => self.on_connected(now, ep, *h),
             Event::Readable(h) => {
                 // One receive buffer, reused for every message (DATA is up to 256 KiB).
                 let mut m = std::mem::take(&mut self.rx_buf);
@@ -622,13 +614,13 @@ impl SwarmCore {
         }
     }
 
-    fn on_connected(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+    fn on_connected(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
         let Some(addr) = ep.remote(h) else {
             return;
         };
         let outbound = self.sessions.contains_key(&h);
         if self.leaving {
-            ep.close(Time::ZERO, h, close_code::LEAVING, b"");
+            ep.close(now, h, close_code::LEAVING, b"");
             self.on_closed(h);
             return;
         }
@@ -639,7 +631,7 @@ impl SwarmCore {
                 } else {
                     close_code::FULL
                 };
-                ep.close(Time::ZERO, h, code, b"");
+                ep.close(now, h, code, b"");
                 return;
             }
             self.sessions
@@ -821,7 +813,7 @@ impl SwarmCore {
             }
             Message::Request(b) => {
                 let (f, o, l) = (b.fragment.get(), b.offset.get(), b.length.get());
-                let flen = fragment_len(self.total_length, self.fragment_length, f);
+                let flen = self.geometry.len(f);
                 if f >= n || u64::from(o) + u64::from(l) > u64::from(flen) {
                     return self.violation(ep, now, h, close_code::VIOLATION);
                 }
@@ -1559,12 +1551,6 @@ fn canonical(a: SocketAddr) -> SocketAddr {
         },
         SocketAddr::V4(_) => a,
     }
-}
-
-/// Length of fragment `i` of a swarm (the last may be short).
-fn fragment_len(total: u64, fragment_length: u32, i: u32) -> u32 {
-    let start = u64::from(i) * u64::from(fragment_length);
-    total.saturating_sub(start).min(u64::from(fragment_length)) as u32
 }
 
 #[cfg(test)]

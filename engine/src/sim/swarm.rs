@@ -104,7 +104,7 @@ impl<S: SimStore + 'static> SimSwarm<S> {
     }
 
     fn fragment_total(&self) -> u32 {
-        self.total.div_ceil(u64::from(self.fragment_length)) as u32
+        st_proto::st_file::Geometry::new(self.total, self.fragment_length).map_or(0, |g| g.count())
     }
 
     /// A new process for a node at `addr` with `store`: a fresh peer id, and a check of

@@ -3,19 +3,21 @@
 //! test keep a store across a simulated crash, and [`Faulty`] injects disk faults. Not
 //! production API (feature `sim`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use st_proto::st_file::Geometry;
 
 use super::store::{Done, Store, SwarmStore};
+use crate::time::Time;
 
 /// Length of fragment `i` of `total` bytes in fragments of `fragment_length`.
 fn fragment_len(total: u64, fragment_length: u32, i: u32) -> usize {
-    let start = u64::from(i) * u64::from(fragment_length);
-    total.saturating_sub(start).min(u64::from(fragment_length)) as usize
+    Geometry::new(total, fragment_length).map_or(0, |g| g.len(i) as usize)
 }
 
 /// A node's data in memory, checked against the fragments' SHA-256.
@@ -353,6 +355,9 @@ pub struct Faults {
     pub space: Option<u64>,
     /// Reads of these fragments fail with an IO error.
     pub bad_reads: Vec<u32>,
+    /// A slow disk: each verification's result comes back (through `poll_done`, as from a
+    /// disk thread) this long after it was asked, on the clock the test advances.
+    pub slow_verify: Option<(Duration, Rc<Cell<Time>>)>,
 }
 
 /// A store with disk faults ([`Faults`]) in front of another.
@@ -364,6 +369,9 @@ pub struct Faulty<S> {
     written: u64,
     /// Reads that failed.
     pub failed_reads: u64,
+    /// Verifications held back by `slow_verify`: when due, and which fragment.
+    held: VecDeque<(Time, u32)>,
+    released: VecDeque<Done>,
 }
 
 impl<S> Faulty<S> {
@@ -374,6 +382,8 @@ impl<S> Faulty<S> {
             faults,
             written: 0,
             failed_reads: 0,
+            held: VecDeque::new(),
+            released: VecDeque::new(),
         }
     }
     /// The store behind.
@@ -406,6 +416,10 @@ impl<S: Store> Store for Faulty<S> {
         self.inner.write(fragment, offset, data)
     }
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
+        if let Some((delay, clock)) = &self.faults.slow_verify {
+            self.held.push_back((clock.get() + *delay, i));
+            return Ok(None);
+        }
         self.inner.verify(i)
     }
 }
@@ -421,6 +435,23 @@ impl<S: SwarmStore> SwarmStore for Faulty<S> {
         self.inner.finish()
     }
     fn poll_done(&mut self) -> Option<Done> {
-        self.inner.poll_done()
+        if let Some(d) = self.inner.poll_done() {
+            return Some(d);
+        }
+        let now = self
+            .faults
+            .slow_verify
+            .as_ref()
+            .map_or(Time::MAX, |(_, c)| c.get());
+        while self.held.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, i) = self.held.pop_front()?;
+            let d = match self.inner.verify(i) {
+                Ok(Some(ok)) => Done::Verified(i, ok),
+                Ok(None) => continue,
+                Err(e) => Done::Failed(e),
+            };
+            self.released.push_back(d);
+        }
+        self.released.pop_front()
     }
 }

@@ -55,10 +55,10 @@ fn run(
             SWARM,
             peer_id,
             listen_port(k),
-            size as u64,
-            FRAG,
+            st_proto::st_file::Geometry::new(size as u64, FRAG).unwrap(),
             |_| k == 0,
             seed ^ k as u64,
+            sim.now(),
         );
         let store = if k == 0 {
             full.clone()

@@ -41,7 +41,8 @@ impl Store for MemStore {
         Ok(())
     }
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
-        let len = fragment_len(self.data.len() as u64, self.fragment_length, i) as usize;
+        let len = st_proto::st_file::Geometry::new(self.data.len() as u64, self.fragment_length)
+            .map_or(0, |g| g.len(i)) as usize;
         let r = self.range(i, 0, len);
         Ok(Some(
             <[u8; 32]>::from(Sha256::digest(&self.data[r])) == self.hashes[i as usize],
@@ -109,10 +110,10 @@ fn run_swarm_cfg(
             swarm_id,
             peer_id,
             sim.addr(id).port(),
-            size as u64,
-            FRAG,
+            st_proto::st_file::Geometry::new(size as u64, FRAG).unwrap(),
             |_| full,
             seed ^ k as u64,
+            sim.now(),
         );
         let store = MemStore {
             data: if full { data.clone() } else { vec![0; size] },
