@@ -53,9 +53,11 @@ idle_cpu() { # $1 pid -> percent of a core over IDLE_S
 }
 
 # ---------- st ----------
-in_host "$P" 0 "$ST" udp-tracker --port 6969 > "$DATA/trk.out" 2>&1 & PIDS+=($!)
+# Background processes are started with `ip netns exec` itself (not the in_host function, whose
+# subshell's PID is not the process's): `ip netns exec` execs them, so $! is their PID.
+ip netns exec "$P-h0" "$ST" udp-tracker --port 6969 > "$DATA/trk.out" 2>&1 & PIDS+=($!)
 seed_run() { # $1 label -> "startup_s pid"
-  in_host "$P" 0 "$ST" -q seed --dir "$lib" --state-dir "$DATA/state" > "$DATA/seed-$1.out" 2> "$DATA/seed-$1.err" &
+  ip netns exec "$P-h0" "$ST" -q seed --dir "$lib" --state-dir "$DATA/state" > "$DATA/seed-$1.out" 2> "$DATA/seed-$1.err" &
   local pid=$!; PIDS+=($pid)
   local t; t=$(wait_listening "$DATA/seed-$1.out" "$pid")
   echo "$t $pid"
@@ -71,15 +73,16 @@ in_host "$P" 1 timeout 120 "$ST" -q fetch "$lib/f00007.st" -o "$DATA/out" > "$DA
   || { echo "st fetch failed" >&2; cat "$DATA/fetch.out" >&2; exit 1; }
 st_fetch=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
 cmp "$DATA/out/f00007" "$lib/f00007" || { echo "fetched data differs" >&2; exit 1; }
+echo "st fetch: $(head -1 "$DATA/fetch.out")"
 st_rss=$(hwm "$pid")
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 
 # ---------- aria2c ----------
 mkdir -p "$DATA/ot"
-in_host "$P" 0 opentracker -i "$H0" -p 6970 -P 6970 -d "$DATA/ot" > "$DATA/ot.log" 2>&1 & PIDS+=($!)
+ip netns exec "$P-h0" opentracker -i "$H0" -p 6970 -P 6970 -d "$DATA/ot" > "$DATA/ot.log" 2>&1 & PIDS+=($!)
 ls "$DATA"/torrents/*.torrent > "$DATA/list.txt"
 t0=$(now)
-in_host "$P" 0 aria2c $ARIA -V --seed-ratio=0.0 --listen-port=6881 -j "$N" --bt-max-open-files=100 \
+ip netns exec "$P-h0" aria2c $ARIA -V --seed-ratio=0.0 --listen-port=6881 -j "$N" --bt-max-open-files=100 \
   -d "$lib" -i "$DATA/list.txt" > "$DATA/aria.out" 2>&1 & PIDS+=($!); apid=$!
 # The check is over when the CPU stays quiet for 2 s.
 last=$(ticks "$apid")

@@ -167,6 +167,8 @@ fn prepare_seed(
         }
         bits.iter().filter(|v| **v).count() as u32
     } else {
+        // Identities before hashing: a file that changes meanwhile is hashed again next time.
+        let ids = seed_state::snapshot(&paths);
         let mut good = 0u32;
         let mut bits = vec![false; count as usize];
         hashing::hash_all(
@@ -185,7 +187,7 @@ fn prepare_seed(
         )
         .map_err(|e| runtime(e.message()))?;
         if let Some(s) = &state
-            && let Err(e) = seed_state::save(s, &paths, &bits)
+            && let Err(e) = ids.and_then(|ids| seed_state::save(s, &ids, &bits))
         {
             warn!("cannot record what was verified in {}: {e}", s.display());
         }
@@ -532,7 +534,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     };
     // `seed --dir`: which .st file serves which swarm, and files that would not load.
     let mut library: HashMap<PathBuf, [u8; 32]> = HashMap::new();
-    let mut refused: HashMap<PathBuf, Option<std::time::SystemTime>> = HashMap::new();
+    // Refused .st files, with their mtime and whether only their data was missing (retried at
+    // every rescan: the data may be copied in after the .st file); SIGHUP retries them all.
+    let mut refused: HashMap<PathBuf, (Option<std::time::SystemTime>, bool)> = HashMap::new();
     let add = |node: &mut PeerNode, now: Time, p: Prepared, view: &mut View| {
         let id = p.spec.id;
         view.names.insert(id, p.spec.name.clone());
@@ -550,8 +554,12 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 p.st_path.display()
             );
         }
-        if let Err(e) = node.add_swarm(now, p.spec, p.store) {
-            warn!("{}: {e}", p.st_path.display());
+        match node.add_swarm(now, p.spec, p.store) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("{}: {e}", p.st_path.display());
+                false
+            }
         }
     };
     match args.mode {
@@ -569,7 +577,10 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         }
         Mode::Seed => {}
     }
-    let mut rescan = |node: &mut PeerNode, now: Time, view: &mut View| {
+    let mut rescan = |node: &mut PeerNode, now: Time, view: &mut View, retry_all: bool| {
+        if retry_all {
+            refused.clear();
+        }
         let found = scan_library(&args.path);
         for gone in library
             .keys()
@@ -588,12 +599,17 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 continue;
             }
             let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-            if refused.get(&p).is_some_and(|t| *t == mtime) {
+            if refused
+                .get(&p)
+                .is_some_and(|(t, data_missing)| *t == mtime && !data_missing)
+            {
                 continue;
             }
+            let mut data_missing = false;
             let prepared = load_st(&p).and_then(|(st, id)| {
                 let data = args.path.join(&st.info.name);
                 if !data.exists() {
+                    data_missing = true;
                     return Err(invalid(format!(
                         "its data {} is not in the directory",
                         data.display()
@@ -603,18 +619,26 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             });
             match prepared {
                 Ok(prep) => {
-                    library.insert(p, prep.spec.id);
-                    add(node, now, prep, view);
+                    refused.remove(&p);
+                    let id = prep.spec.id;
+                    if add(node, now, prep, view) {
+                        library.insert(p, id);
+                    } else {
+                        refused.insert(p, (mtime, false));
+                    }
                 }
                 Err(e) => {
-                    warn!("{}: not served: {e}", p.display());
-                    refused.insert(p, mtime);
+                    // Said once per file (and again after it changes).
+                    if !refused.contains_key(&p) {
+                        warn!("{}: not served: {e}", p.display());
+                    }
+                    refused.insert(p, (mtime, data_missing));
                 }
             }
         }
     };
     if args.dir {
-        rescan(&mut node, reactor.now(), &mut view);
+        rescan(&mut node, reactor.now(), &mut view, false);
         if node.swarm_count() == 0 {
             warn!(
                 "{}: no .st file with its data here yet; watching for them (every {} s and on SIGHUP)",
@@ -668,12 +692,10 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 node.stop(now);
             }
         }
-        if args.dir
-            && !node.is_stopping()
-            && (hup.swap(false, Ordering::Relaxed) || now >= next_rescan)
-        {
+        let hupped = hup.swap(false, Ordering::Relaxed);
+        if args.dir && !node.is_stopping() && (hupped || now >= next_rescan) {
             next_rescan = now + RESCAN_EVERY;
-            rescan(node, now, &mut view);
+            rescan(node, now, &mut view, hupped);
         }
         ControlFlow::Continue(())
     });

@@ -33,9 +33,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn parse_rate(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
-    let bits = ["bit/s", "bits", "bit", "bps", "b/s"]
+    // Bits: "bit" in any case, or a lower-case "b" in "bps" and "b/s" ("MB/s" is bytes).
+    let bits = ["bit/s", "bits", "bit"]
         .iter()
-        .find_map(|suf| lower.strip_suffix(suf));
+        .find_map(|suf| lower.strip_suffix(suf))
+        .or_else(|| {
+            ["bps", "b/s"].iter().find_map(|suf| {
+                t.strip_suffix(suf)
+                    .map(|_| &lower[..lower.len() - suf.len()])
+            })
+        });
     let rate = if let Some(num) = bits {
         let (digits, prefix) =
             num.split_at(num.find(|c: char| !c.is_ascii_digit()).unwrap_or(num.len()));
@@ -95,6 +102,8 @@ mod rate_tests {
         assert_eq!(parse_rate("100Mbit"), Ok(12_500_000));
         assert_eq!(parse_rate("1Gbps"), Ok(125_000_000));
         assert_eq!(parse_rate("800kbit/s"), Ok(100_000));
+        assert_eq!(parse_rate("10MB/s"), Ok(10 << 20), "a capital B is bytes");
+        assert_eq!(parse_rate("10Mb/s"), Ok(1_250_000));
         assert!(parse_rate("0").is_err());
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("10Xbit").is_err());

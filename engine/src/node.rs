@@ -202,7 +202,7 @@ pub enum NodeEvent {
     Stopped,
 }
 
-/// How long the node keeps inbound connections that have not named a swarm, at most.
+/// Most inbound connections waiting to name their swarm (spec `peer.md` §3).
 const MAX_UNROUTED: usize = 256;
 
 struct Slot {
@@ -629,6 +629,9 @@ impl PeerNode {
             self.touch(k);
         }
         self.conns.clear();
+        if let Some(lan) = &mut self.lan {
+            lan.set_swarms(now, &[]);
+        }
         for (h, _) in std::mem::take(&mut self.unrouted) {
             self.ep.close(now, h, close_code::LEAVING, b"");
         }
@@ -854,9 +857,13 @@ impl PeerNode {
         let throttled = core.throttled();
         let io_error = core.take_io_error();
         let complete = core.complete();
+        // A quiet swarm that moves bytes again reports its progress again.
+        if slot.next_progress.is_none() && self.stopping.is_none() {
+            slot.next_progress = Some(now + self.cfg.progress_every);
+        }
         if throttled {
             self.throttled.insert(k);
-            self.arm_refill();
+            self.arm_refill(now);
         }
         if let Some(e) = io_error {
             let msg = self.disk_error(k, &e);
@@ -888,8 +895,9 @@ impl PeerNode {
         }
     }
 
-    /// When the rate buckets next allow a block, if some swarm waits for that.
-    fn arm_refill(&mut self) {
+    /// When the rate buckets next allow the largest block, if some swarm waits for that (a
+    /// bucket's burst is at least that block, so the time comes; `spec/peer.md` §9).
+    fn arm_refill(&mut self, now: Time) {
         if self.throttled.is_empty() {
             self.refill_at = None;
             return;
@@ -897,9 +905,11 @@ impl PeerNode {
         let at = [&self.up, &self.down]
             .into_iter()
             .flatten()
-            .map(|b| b.ready_at(RATE_QUANTUM.min(u64::from(self.cfg.swarm.block))))
+            .map(|b| b.ready_at(RATE_QUANTUM))
             .max();
-        self.refill_at = at;
+        // Never sooner than a millisecond from now: a swarm that is throttled again at once
+        // must not make the node spin.
+        self.refill_at = at.map(|t| t.max(now + Duration::from_millis(1)));
     }
 
     /// Routes one transport event to the swarm that owns its connection.

@@ -804,9 +804,8 @@ mod linux {
             }
         }
 
-        /// One recvmmsg; hands every datagram to the endpoint, running `app` every
-        /// `app_every` bytes. Returns how many were read, and `Break` if `app` broke (the
-        /// rest of the batch is still handed over; `app` is not called again).
+        /// One recvmmsg; hands every datagram (GRO batches split) to the core. Returns how
+        /// many messages were read.
         pub(super) fn recv_batch<C: Core>(&mut self, ep: &mut C) -> io::Result<usize> {
             let n = self.rx.len().min(self.rx_msgs.hdrs.len());
             self.rx_msgs.reset(n);

@@ -78,12 +78,18 @@ pub fn load(state: &Path, files: &[PathBuf], fragments: u32) -> Option<Vec<bool>
         .collect()
 }
 
-/// Records `verified` for `files` (their identities as of now), atomically.
-pub fn save(state: &Path, files: &[PathBuf], verified: &[bool]) -> io::Result<()> {
+/// The identities of `files` now: take them before hashing, and record them with what the
+/// hashing found ([`save`]), so that a file changed while it was hashed is hashed again.
+pub fn snapshot(files: &[PathBuf]) -> io::Result<Vec<FileId>> {
+    files.iter().map(|f| FileId::of(f)).collect()
+}
+
+/// Records `verified` for files of identities `ids` (from [`snapshot`]), atomically.
+pub fn save(state: &Path, ids: &[FileId], verified: &[bool]) -> io::Result<()> {
     let mut text = String::from(MAGIC);
     text.push('\n');
-    for f in files {
-        text.push_str(&FileId::of(f)?.line());
+    for id in ids {
+        text.push_str(&id.line());
         text.push('\n');
     }
     text.push_str("verified ");
@@ -98,7 +104,11 @@ pub fn save(state: &Path, files: &[PathBuf], verified: &[bool]) -> io::Result<()
     let mut f = fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
-    fs::rename(&tmp, state)
+    fs::rename(&tmp, state)?;
+    if let Some(dir) = state.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -116,13 +126,19 @@ mod tests {
         let files = vec![a.clone(), b.clone()];
         let st = path(&dir.join("state"), "00ff");
         assert_eq!(load(&st, &files, 3), None, "nothing recorded yet");
-        save(&st, &files, &[true, false, true]).unwrap();
+        save(&st, &snapshot(&files).unwrap(), &[true, false, true]).unwrap();
         assert_eq!(load(&st, &files, 3), Some(vec![true, false, true]));
         assert_eq!(load(&st, &files, 4), None, "another fragment count");
         assert_eq!(load(&st, &files[..1], 3), None, "another file list");
         // Rewritten (same size): the identity changes, the state is void.
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&b, b"World!").unwrap();
+        assert_eq!(load(&st, &files, 3), None);
+        // Identities taken before a change are void after it (a file changed while hashed).
+        let before = snapshot(&files).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&a, b"hellO").unwrap();
+        save(&st, &before, &[true, true, true]).unwrap();
         assert_eq!(load(&st, &files, 3), None);
         fs::write(&st, "garbage").unwrap();
         assert_eq!(load(&st, &files, 3), None);
