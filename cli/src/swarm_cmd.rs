@@ -132,6 +132,19 @@ struct Prepared {
     st_path: PathBuf,
 }
 
+/// What the node needs to know of the swarm of `st`.
+fn spec(st: &StFile, id: [u8; 32], fetch: bool, recheck: Vec<u32>) -> SwarmSpec {
+    SwarmSpec {
+        id,
+        name: st.info.name.clone(),
+        total_length: st.info.total_length,
+        fragment_length: st.info.fragment_length,
+        trackers: resolve_trackers(st),
+        fetch,
+        recheck,
+    }
+}
+
 /// Opens a seed's data and finds which fragments match: from the state file when every file
 /// is unchanged since it was written, else by hashing with every core (and then records it).
 fn prepare_seed(
@@ -207,15 +220,7 @@ fn prepare_seed(
         );
     }
     Ok(Prepared {
-        spec: SwarmSpec {
-            id: swarm_id,
-            name: info.name.clone(),
-            total_length: info.total_length,
-            fragment_length: info.fragment_length,
-            trackers: resolve_trackers(st),
-            fetch: false,
-            recheck: Vec::new(),
-        },
+        spec: spec(st, swarm_id, false, Vec::new()),
         store: Box::new(Inline::new(storage)),
         st_path: st_path.to_path_buf(),
     })
@@ -264,15 +269,7 @@ fn prepare_fetch(
     let disk = DiskThread::spawn(storage, Arc::clone(waker))
         .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
     Ok(Prepared {
-        spec: SwarmSpec {
-            id: swarm_id,
-            name: info.name.clone(),
-            total_length: info.total_length,
-            fragment_length: info.fragment_length,
-            trackers: resolve_trackers(st),
-            fetch: true,
-            recheck,
-        },
+        spec: spec(st, swarm_id, true, recheck),
         store: Box::new(disk),
         st_path: st_path.to_path_buf(),
     })

@@ -45,6 +45,23 @@ fn create(dir: &Path, name: &str, tracker_port: &str) {
     );
 }
 
+/// A tracker, a file `lib/NAME` of `len` bytes (from `seed`) with its `.st`, and a seed of it
+/// bound to 127.0.0.1 with `extra` arguments.
+fn seeded(s: &Scratch, name: &str, len: usize, seed: u64, extra: &[&str]) -> (Proc, Proc, Vec<u8>) {
+    let tracker = tracker(s);
+    let lib = s.0.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let bytes = data(len, seed);
+    std::fs::write(lib.join(name), &bytes).unwrap();
+    create(&lib, name, tracker.port());
+    let st_path = format!("lib/{name}.st");
+    let data_path = format!("lib/{name}");
+    let mut args = vec!["-q", "seed", &st_path, &data_path, "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let seed = Proc::start(&args, &s.0);
+    (tracker, seed, bytes)
+}
+
 fn tracker(s: &Scratch) -> Proc {
     Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0)
 }
@@ -205,23 +222,7 @@ fn a_restarted_seed_trusts_what_it_remembers_and_rehashes_a_changed_file() {
 #[test]
 fn json_mode_prints_only_json_events() {
     let s = Scratch::new("json");
-    let tracker = tracker(&s);
-    let lib = s.0.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let bytes = data(3 << 20, 21);
-    std::fs::write(lib.join("j.bin"), &bytes).unwrap();
-    create(&lib, "j.bin", tracker.port());
-    let _seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "lib/j.bin.st",
-            "lib/j.bin",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    );
+    let (_tracker, _seed, bytes) = seeded(&s, "j.bin", 3 << 20, 21, &[]);
     let o = Command::new(env!("CARGO_BIN_EXE_st"))
         .args([
             "fetch",
@@ -294,26 +295,8 @@ fn json_mode_prints_only_json_events() {
 #[test]
 fn sigint_stops_an_incomplete_fetch_with_130_and_keeps_its_resume_state() {
     let s = Scratch::new("sigint");
-    let tracker = tracker(&s);
-    let lib = s.0.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let bytes = data(8 << 20, 33);
-    std::fs::write(lib.join("big.bin"), &bytes).unwrap();
-    create(&lib, "big.bin", tracker.port());
     // A slow seed (1 MiB/s), so the fetch is still running when interrupted.
-    let _seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "lib/big.bin.st",
-            "lib/big.bin",
-            "--bind",
-            "127.0.0.1",
-            "--max-upload",
-            "1M",
-        ],
-        &s.0,
-    );
+    let (_tracker, _seed, _bytes) = seeded(&s, "big.bin", 8 << 20, 33, &["--max-upload", "1M"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
         .args([
             "fetch",
@@ -380,25 +363,7 @@ fn sigint_stops_an_incomplete_fetch_with_130_and_keeps_its_resume_state() {
 #[test]
 fn a_rate_limited_seed_is_not_faster_than_its_limit() {
     let s = Scratch::new("ratelimit");
-    let tracker = tracker(&s);
-    let lib = s.0.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let bytes = data(4 << 20, 55);
-    std::fs::write(lib.join("r.bin"), &bytes).unwrap();
-    create(&lib, "r.bin", tracker.port());
-    let _seed = Proc::start(
-        &[
-            "-q",
-            "seed",
-            "lib/r.bin.st",
-            "lib/r.bin",
-            "--bind",
-            "127.0.0.1",
-            "--max-upload",
-            "8Mbit",
-        ],
-        &s.0,
-    );
+    let (_tracker, _seed, bytes) = seeded(&s, "r.bin", 4 << 20, 55, &["--max-upload", "8Mbit"]);
     let start = Instant::now();
     let (code, out) = Proc::start(
         &[

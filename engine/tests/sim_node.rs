@@ -312,41 +312,37 @@ fn recorded_bytes(st: &Store, len: usize) -> u64 {
         .sum()
 }
 
+/// One seed and three fetchers of `len` bytes, found through a tracker and/or the LAN; all
+/// end with identical bytes.
+fn one_seed_three_fetchers(seed: u64, tracker: bool, lan: bool, len: usize) -> World {
+    let mut w = World::new(seed, quiet_pipe(), tracker, lan);
+    let s = w.swarm(len);
+    w.node(&[s], &[], |_| {});
+    for _ in 0..3 {
+        w.node(&[], &[s], |_| {});
+    }
+    assert!(
+        w.run_until(Duration::from_secs(60), World::all_complete),
+        "seed {seed}: not complete"
+    );
+    for k in 1..4 {
+        w.assert_identical(k, s);
+    }
+    w
+}
+
 #[test]
 fn a_tracker_alone_brings_the_swarm_together() {
     for_seeds(&[1, 2], |seed| {
-        let mut w = World::new(seed, quiet_pipe(), true, false);
-        let s = w.swarm(300_000);
-        w.node(&[s], &[], |_| {});
-        for _ in 0..3 {
-            w.node(&[], &[s], |_| {});
-        }
-        assert!(
-            w.run_until(Duration::from_secs(60), World::all_complete),
-            "seed {seed}: not complete"
-        );
-        for k in 1..4 {
-            w.assert_identical(k, s);
-        }
+        let w = one_seed_three_fetchers(seed, true, false, 300_000);
+        assert!(w.peer(1).unwrap().lan().is_none());
     });
 }
 
 #[test]
 fn lan_discovery_alone_brings_the_swarm_together() {
     for_seeds(&[3, 4], |seed| {
-        let mut w = World::new(seed, quiet_pipe(), false, true);
-        let s = w.swarm(200_000);
-        w.node(&[s], &[], |_| {});
-        for _ in 0..3 {
-            w.node(&[], &[s], |_| {});
-        }
-        assert!(
-            w.run_until(Duration::from_secs(60), World::all_complete),
-            "seed {seed}: not complete"
-        );
-        for k in 1..4 {
-            w.assert_identical(k, s);
-        }
+        let w = one_seed_three_fetchers(seed, false, true, 200_000);
         let lan = w.peer(1).unwrap().lan().unwrap().stats();
         assert!(lan.found > 0, "peers were found on the LAN: {lan:?}");
     });
