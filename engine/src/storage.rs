@@ -70,14 +70,97 @@ pub struct ResumeState {
     pub not_preallocated: Option<String>,
 }
 
-/// The fragment layout of `info` (a decoded `.st` file always has one).
-fn geometry(info: &Info) -> io::Result<Geometry> {
-    info.geometry()
-        .ok_or_else(|| io_err("impossible fragment layout".to_owned()))
+/// A storage failure, naming what was being done to which file. Its [`StorageError::kind`]
+/// is the OS error's (a full disk stays `StorageFull`), and it becomes an `io::Error` of
+/// that kind where the [`Store`] traits carry it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Opening, creating, sizing, reading, writing or syncing a file failed.
+    #[error("cannot {what} {}: {source}", path.display())]
+    File {
+        /// What was being done ("read", "write", "sync", …).
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Moving a finished file into place failed.
+    #[error("cannot move {} into place: {source}", path.display())]
+    Rename {
+        /// The final path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A block that does not lie inside its fragment.
+    #[error("block {fragment}:{offset}+{len} outside the fragment ({fragment_len} bytes)")]
+    OutOfRange {
+        /// Fragment.
+        fragment: u32,
+        /// Offset in the fragment.
+        offset: u32,
+        /// Length.
+        len: usize,
+        /// The fragment's length.
+        fragment_len: u32,
+    },
+    /// A fragment index past the last fragment.
+    #[error("fragment {0} out of range")]
+    NoSuchFragment(u32),
+    /// Finishing while a fragment is not verified.
+    #[error("fragment {0} is not verified; refusing to finish")]
+    NotVerified(u32),
+    /// A path that would lead outside the output directory, or something in the way of it.
+    #[error("{0}")]
+    Unsafe(String),
+    /// The `.st` file's fragment layout is impossible.
+    #[error("impossible fragment layout")]
+    Layout,
+    /// Another IO error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
-fn io_err(msg: String) -> io::Error {
-    io::Error::other(msg)
+impl StorageError {
+    /// The kind of the underlying OS error (`Other` for the storage's own refusals).
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            StorageError::File { source, .. } | StorageError::Rename { source, .. } => {
+                source.kind()
+            }
+            StorageError::Io(e) => e.kind(),
+            StorageError::OutOfRange { .. } | StorageError::NoSuchFragment(_) => {
+                io::ErrorKind::InvalidInput
+            }
+            _ => io::ErrorKind::Other,
+        }
+    }
+}
+
+impl From<StorageError> for io::Error {
+    fn from(e: StorageError) -> io::Error {
+        match e {
+            StorageError::Io(e) => e,
+            other => io::Error::new(other.kind(), other),
+        }
+    }
+}
+
+/// What a failed step on `path` becomes.
+fn file_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The fragment layout of `info` (a decoded `.st` file always has one).
+fn geometry(info: &Info) -> Result<Geometry, StorageError> {
+    info.geometry().ok_or(StorageError::Layout)
 }
 
 impl Storage {
@@ -88,7 +171,7 @@ impl Storage {
         info: &Info,
         swarm_id: Hash,
         out_dir: &Path,
-    ) -> io::Result<(Storage, ResumeState)> {
+    ) -> Result<(Storage, ResumeState), StorageError> {
         let finals = final_paths(info, out_dir);
         let parts: Vec<PathBuf> = finals.iter().map(|p| part_name(p)).collect();
         let lengths = info.file_lengths();
@@ -105,19 +188,12 @@ impl Storage {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     // Fetch what fits: verified fragments are kept and a re-run continues.
-                    f.set_len(len).map_err(|e| {
-                        io::Error::new(e.kind(), format!("cannot size {}: {e}", p.display()))
-                    })?;
+                    f.set_len(len).map_err(file_err("size", p))?;
                     not_preallocated.get_or_insert_with(|| {
                         format!("cannot preallocate {} ({len} bytes): {e}", p.display())
                     });
                 }
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("cannot allocate {}: {e}", p.display()),
-                    ));
-                }
+                Err(e) => return Err(file_err("allocate", p)(e)),
             }
             files.push(f);
         }
@@ -145,7 +221,11 @@ impl Storage {
 
     /// Opens existing, complete data at `path` (the file itself, or the shared directory) for
     /// seeding, read-only. The caller verifies it ([`Storage::verify`]) before serving.
-    pub fn open_for_seed(info: &Info, swarm_id: Hash, path: &Path) -> io::Result<Storage> {
+    pub fn open_for_seed(
+        info: &Info,
+        swarm_id: Hash,
+        path: &Path,
+    ) -> Result<Storage, StorageError> {
         let finals: Vec<PathBuf> = match &info.files {
             None => vec![path.to_path_buf()],
             Some(files) => files
@@ -155,9 +235,7 @@ impl Storage {
         };
         let mut files = Vec::with_capacity(finals.len());
         for p in &finals {
-            files.push(
-                File::open(p).map_err(|e| io_err(format!("cannot read {}: {e}", p.display())))?,
-            );
+            files.push(File::open(p).map_err(file_err("read", p))?);
         }
         let n = info.hashes.len();
         let lengths = info.file_lengths();
@@ -208,13 +286,16 @@ impl Storage {
             .sum()
     }
 
-    fn spans(&self, fragment: u32, offset: u32, len: usize) -> io::Result<Vec<Span>> {
+    fn spans(&self, fragment: u32, offset: u32, len: usize) -> Result<Vec<Span>, StorageError> {
         let flen = self.fragment_len(fragment);
         let end = u64::from(offset) + len as u64;
         if fragment >= self.fragment_count() || end > u64::from(flen) {
-            return Err(io_err(format!(
-                "block {fragment}:{offset}+{len} outside the fragment ({flen} bytes)"
-            )));
+            return Err(StorageError::OutOfRange {
+                fragment,
+                offset,
+                len,
+                fragment_len: flen,
+            });
         }
         let start = self.geometry.start(fragment) + u64::from(offset);
         Ok(self.map.spans(start, len as u64))
@@ -224,7 +305,7 @@ impl Storage {
     /// the fragment's in-order prefix is hashed on the way (the buffer is hot), so that
     /// [`Storage::verify`] reads back only what came out of order; a write over the hashed
     /// prefix voids it (the bytes on disk are what counts).
-    pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+    pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
         let mut hashed = self.hashing.get(&fragment).map_or(0, |e| e.1);
         if offset < hashed {
             self.hashing.remove(&fragment);
@@ -242,33 +323,26 @@ impl Storage {
         Ok(())
     }
 
-    fn write_raw(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+    fn write_raw(&mut self, fragment: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
         let mut at = 0usize;
         for s in self.spans(fragment, offset, data.len())? {
             let chunk = &data[at..at + s.len as usize];
             // The kind is kept: a driver tells a full disk (`StorageFull`) from other errors.
             self.files[s.file]
                 .write_all_at(chunk, s.offset)
-                .map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("cannot write {}: {e}", self.parts[s.file].display()),
-                    )
-                })?;
+                .map_err(file_err("write", &self.parts[s.file]))?;
             at += s.len as usize;
         }
         Ok(())
     }
 
     /// Reads `buf.len()` bytes at `offset` of `fragment`.
-    pub fn read(&self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+    pub fn read(&self, fragment: u32, offset: u32, buf: &mut [u8]) -> Result<(), StorageError> {
         let mut at = 0usize;
         for s in self.spans(fragment, offset, buf.len())? {
             self.files[s.file]
                 .read_exact_at(&mut buf[at..at + s.len as usize], s.offset)
-                .map_err(|e| {
-                    io_err(format!("cannot read {}: {e}", self.parts[s.file].display()))
-                })?;
+                .map_err(file_err("read", &self.parts[s.file]))?;
             at += s.len as usize;
         }
         Ok(())
@@ -276,9 +350,9 @@ impl Storage {
 
     /// Checks fragment `i`'s SHA-256 over its bytes on disk; marks it verified if it matches.
     /// The prefix hashed as it was written is not read again, the rest is read back.
-    pub fn verify(&mut self, i: u32) -> io::Result<bool> {
+    pub fn verify(&mut self, i: u32) -> Result<bool, StorageError> {
         let Some(&want) = self.hashes.get(i as usize) else {
-            return Err(io_err(format!("fragment {i} out of range")));
+            return Err(StorageError::NoSuchFragment(i));
         };
         let len = self.fragment_len(i);
         let (mut h, mut at) = self.hashing.remove(&i).unwrap_or_default();
@@ -293,7 +367,7 @@ impl Storage {
         }
         while at < len {
             let n = ((len - at) as usize).min(buf.len());
-            if let Err(e) = self.read(i, at, &mut buf[..n]) {
+            if let Err(e) = Storage::read(self, i, at, &mut buf[..n]) {
                 self.scratch = buf;
                 return Err(e);
             }
@@ -318,7 +392,7 @@ impl Storage {
 
     /// Checks a fragment already assembled in memory; on a match writes it and marks it
     /// verified. Returns whether it matched (a mismatch writes nothing).
-    pub fn store_fragment(&mut self, i: u32, data: &[u8]) -> io::Result<bool> {
+    pub fn store_fragment(&mut self, i: u32, data: &[u8]) -> Result<bool, StorageError> {
         if data.len() != self.fragment_len(i) as usize
             || <[u8; 32]>::from(Sha256::digest(data)) != self.hashes[i as usize]
         {
@@ -332,7 +406,7 @@ impl Storage {
 
     /// Makes every verified fragment durable and records it in the resume file: fsync the
     /// data first, then replace the resume file atomically. Returns how many are recorded.
-    pub fn sync_resume(&mut self) -> io::Result<usize> {
+    pub fn sync_resume(&mut self) -> Result<usize, StorageError> {
         let Some(path) = self.resume_path.clone() else {
             return Ok(0);
         };
@@ -340,8 +414,7 @@ impl Storage {
             return Ok(self.recorded.iter().filter(|&&r| r).count());
         }
         for (f, p) in self.files.iter().zip(&self.parts) {
-            f.sync_data()
-                .map_err(|e| io_err(format!("cannot sync {}: {e}", p.display())))?;
+            f.sync_data().map_err(file_err("sync", p))?;
         }
         let snapshot = self.verified.clone();
         let bytes = encode_resume(&self.swarm_id, &snapshot);
@@ -350,9 +423,7 @@ impl Storage {
             Some(f) => f,
             None => open_spare(&tmp, bytes.len() as u64)?,
         };
-        replace_with(&spare, &tmp, &path, &bytes).map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display()))
-        })?;
+        replace_with(&spare, &tmp, &path, &bytes).map_err(file_err("write", &path))?;
         // Reserve the room for the next write now: the old resume file's blocks were just
         // given back. Failing here is not an error yet (the next write tries again).
         self.resume_spare = open_spare(&tmp, bytes.len() as u64).ok();
@@ -410,23 +481,21 @@ impl Storage {
 
     /// Once every fragment is verified: fsync, move every `.part` file to its final name,
     /// fsync the directories, remove the resume file. Refuses if anything is unverified.
-    pub fn finish(&mut self) -> io::Result<()> {
+    pub fn finish(&mut self) -> Result<(), StorageError> {
         if self.complete {
             return Ok(());
         }
         if let Some(i) = self.missing().next() {
-            return Err(io_err(format!(
-                "fragment {i} is not verified; refusing to finish"
-            )));
+            return Err(StorageError::NotVerified(i));
         }
         for (f, p) in self.files.iter().zip(&self.parts) {
-            f.sync_all()
-                .map_err(|e| io_err(format!("cannot sync {}: {e}", p.display())))?;
+            f.sync_all().map_err(file_err("sync", p))?;
         }
         for (part, fin) in self.parts.iter().zip(&self.finals) {
             if part != fin {
-                fs::rename(part, fin).map_err(|e| {
-                    io_err(format!("cannot move {} into place: {e}", fin.display()))
+                fs::rename(part, fin).map_err(|source| StorageError::Rename {
+                    path: fin.clone(),
+                    source,
                 })?;
                 if let Some(dir) = fin.parent() {
                     File::open(dir).and_then(|d| d.sync_all())?;
@@ -440,7 +509,7 @@ impl Storage {
                 match fs::remove_file(&p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(file_err("remove", &p)(e)),
                 }
             }
         }
@@ -451,7 +520,7 @@ impl Storage {
     /// A second handle on the same files for reading only (duplicated descriptors), with the
     /// same layout and a copy of the verified set; it cannot write, sync or finish. The
     /// reactor thread serves from it while the [`disk::DiskThread`] owns this one.
-    pub fn reader(&self) -> io::Result<Storage> {
+    pub fn reader(&self) -> Result<Storage, StorageError> {
         let files = self
             .files
             .iter()
@@ -513,12 +582,12 @@ pub fn resume_name(out_dir: &Path, name: &str) -> PathBuf {
 
 /// Creates the directories between `out_dir` and `path`, refusing to go through anything that
 /// is not a real directory (a symlink planted there could lead outside `out_dir`).
-fn ensure_parent_inside(out_dir: &Path, path: &Path) -> io::Result<()> {
+fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError> {
     let rel = path
         .parent()
         .and_then(|p| p.strip_prefix(out_dir).ok())
         .ok_or_else(|| {
-            io_err(format!(
+            StorageError::Unsafe(format!(
                 "{} is outside {}",
                 path.display(),
                 out_dir.display()
@@ -530,13 +599,15 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> io::Result<()> {
         match fs::symlink_metadata(&at) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(io_err(format!(
+                return Err(StorageError::Unsafe(format!(
                     "{} exists and is not a directory (symlinks are not followed)",
                     at.display()
                 )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&at)?,
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&at).map_err(file_err("create", &at))?;
+            }
+            Err(e) => return Err(file_err("inspect", &at)(e)),
         }
     }
     Ok(())
@@ -569,7 +640,7 @@ fn resume_len(n: usize) -> u64 {
 
 /// Opens `path` for reading and writing, creating it, never through a symlink (`O_NOFOLLOW`);
 /// the error names the path and keeps its kind.
-fn open_rw_nofollow(path: &Path) -> io::Result<File> {
+fn open_rw_nofollow(path: &Path) -> Result<File, StorageError> {
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -577,21 +648,16 @@ fn open_rw_nofollow(path: &Path) -> io::Result<File> {
         .truncate(false)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))
+        .map_err(file_err("open", path))
 }
 
 /// Opens (creating) the spare resume file at `path` with exactly `len` bytes allocated.
-fn open_spare(path: &Path, len: u64) -> io::Result<File> {
+fn open_spare(path: &Path, len: u64) -> Result<File, StorageError> {
     let f = open_rw_nofollow(path)?;
     if f.metadata()?.len() != len {
-        f.set_len(len)?;
+        f.set_len(len).map_err(file_err("size", path))?;
     }
-    preallocate(&f, len).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot reserve room for {}: {e}", path.display()),
-        )
-    })?;
+    preallocate(&f, len).map_err(file_err("reserve room for", path))?;
     Ok(f)
 }
 

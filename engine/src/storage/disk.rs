@@ -70,7 +70,7 @@ impl std::fmt::Debug for DiskThread {
 impl DiskThread {
     /// Moves `storage` to a new thread, which calls `waker` after each result.
     pub fn spawn(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<DiskThread> {
-        let reader = storage.reader()?;
+        let reader = storage.reader().map_err(io::Error::from)?;
         let (tx, ops) = sync_channel::<Op>(QUEUE);
         let (done, rx) = channel::<Done>();
         let (back, spent) = channel::<Vec<u8>>();
@@ -223,7 +223,7 @@ impl Drop for DiskThread {
 
 impl Store for DiskThread {
     fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
-        self.reader.read(fragment, offset, buf)
+        Ok(self.reader.read(fragment, offset, buf)?)
     }
 
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
@@ -296,7 +296,7 @@ fn run(
                     Ok(()) => continue,
                     Err(e) => {
                         failed = true;
-                        Done::Failed(e)
+                        Done::Failed(e.into())
                     }
                 }
             }
@@ -308,12 +308,12 @@ fn run(
                     Ok(ok) => Done::Verified(i, ok),
                     Err(e) => {
                         failed = true;
-                        Done::Failed(e)
+                        Done::Failed(e.into())
                     }
                 }
             }
-            Op::Sync => Done::Synced(storage.sync_resume()),
-            Op::Finish => Done::Finished(storage.finish()),
+            Op::Sync => Done::Synced(storage.sync_resume().map_err(io::Error::from)),
+            Op::Finish => Done::Finished(storage.finish().map_err(io::Error::from)),
         };
         if done.send(out).is_err() {
             break;

@@ -94,13 +94,13 @@ impl std::fmt::Debug for Inline {
 
 impl Store for Inline {
     fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
-        self.storage.read(fragment, offset, buf)
+        Ok(self.storage.read(fragment, offset, buf)?)
     }
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
-        self.storage.write(fragment, offset, data)
+        Ok(self.storage.write(fragment, offset, data)?)
     }
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
-        self.storage.verify(i).map(Some)
+        Ok(self.storage.verify(i).map(Some)?)
     }
 }
 
@@ -109,12 +109,12 @@ impl SwarmStore for Inline {
         self.storage.has(i)
     }
     fn sync(&mut self) -> io::Result<()> {
-        let r = self.storage.sync_resume();
+        let r = self.storage.sync_resume().map_err(io::Error::from);
         self.done.push_back(Done::Synced(r));
         Ok(())
     }
     fn finish(&mut self) -> io::Result<()> {
-        let r = self.storage.finish();
+        let r = self.storage.finish().map_err(io::Error::from);
         self.done.push_back(Done::Finished(r));
         Ok(())
     }
@@ -128,12 +128,14 @@ impl SwarmStore for Inline {
 
 impl Store for crate::storage::Storage {
     fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
-        crate::storage::Storage::read(self, fragment, offset, buf)
+        Ok(crate::storage::Storage::read(self, fragment, offset, buf)?)
     }
     fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
-        crate::storage::Storage::write(self, fragment, offset, data)
+        Ok(crate::storage::Storage::write(
+            self, fragment, offset, data,
+        )?)
     }
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
-        crate::storage::Storage::verify(self, i).map(Some)
+        Ok(crate::storage::Storage::verify(self, i).map(Some)?)
     }
 }

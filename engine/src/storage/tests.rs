@@ -443,3 +443,30 @@ fn the_disk_thread_takes_message_buffers_and_hands_them_back_for_reuse() {
     assert_eq!(t.verify(1).unwrap(), None);
     assert!(matches!(next_result(&mut t), Done::Verified(1, true)));
 }
+
+#[test]
+fn a_storage_error_keeps_its_kind_and_names_the_file() {
+    let e = StorageError::File {
+        what: "write",
+        path: PathBuf::from("/out/x.part"),
+        source: io::Error::from(io::ErrorKind::StorageFull),
+    };
+    assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+    let carried: io::Error = e.into();
+    assert_eq!(
+        carried.kind(),
+        io::ErrorKind::StorageFull,
+        "a full disk stays one"
+    );
+    assert!(
+        carried
+            .to_string()
+            .starts_with("cannot write /out/x.part: "),
+        "{carried}"
+    );
+    let refused: io::Error = StorageError::NotVerified(3).into();
+    assert_eq!(
+        refused.to_string(),
+        "fragment 3 is not verified; refusing to finish"
+    );
+}
