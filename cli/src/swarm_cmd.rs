@@ -72,8 +72,9 @@ pub struct SwarmArgs {
     pub recheck: bool,
 }
 
-/// Longest sleep of the reactor, so that a signal's flag is seen within it.
-const MAX_WAIT: Duration = Duration::from_millis(100);
+/// Longest sleep of the reactor (signals wake it at once through its signal pipe; this only
+/// bounds the wait should a wake-up be lost).
+const MAX_WAIT: Duration = Duration::from_secs(5);
 /// Gap between two rescans of `seed --dir`.
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
 /// Gap between two progress log lines when not on a terminal.
@@ -648,12 +649,18 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let int = Arc::new(AtomicBool::new(false));
     let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
+    // Each signal sets its flag and wakes the reactor at once (one pipe for all of them), so
+    // that the driver needs no periodic wake-up to see it.
+    let wake = reactor
+        .signal_pipe()
+        .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     for (sig, flag) in [
         (signal_hook::consts::SIGINT, &int),
         (signal_hook::consts::SIGTERM, &term),
         (signal_hook::consts::SIGHUP, &hup),
     ] {
         signal_hook::flag::register(sig, Arc::clone(flag))
+            .and_then(|_| signal_hook::low_level::pipe::register(sig, wake.try_clone()?))
             .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     }
     let addr = reactor.local_addr();

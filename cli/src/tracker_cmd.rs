@@ -64,8 +64,13 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
     let mut core = TrackerCore::new(tracker, reactor.now(), stats_every);
 
     let stop = Arc::new(AtomicBool::new(false));
+    // A signal sets the flag and wakes the reactor through its signal pipe.
+    let wake = reactor
+        .signal_pipe()
+        .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
+            .and_then(|_| signal_hook::low_level::pipe::register(sig, wake.try_clone()?))
             .map_err(|e| runtime(format!("cannot install signal handler: {e}")))?;
     }
     let a = reactor.local_addr();
@@ -85,9 +90,9 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
         }
         last = Some(r);
     };
-    // The sleep is bounded so that the stop flag (set by the signal handler) is seen promptly.
+    // Signals wake the reactor at once; the bound only covers a lost wake-up.
     reactor
-        .run(&mut core, Duration::from_millis(200), |core, now| {
+        .run(&mut core, Duration::from_secs(5), |core, now| {
             if let Some(r) = core.poll_report(now) {
                 emit(r);
             }

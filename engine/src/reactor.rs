@@ -27,6 +27,8 @@ mod multicast;
 const SOCKET: Token = Token(0);
 /// Token of the waker (see [`Reactor::waker`]); multicast sockets use 1, 2, ….
 const WAKER: Token = Token(usize::MAX);
+/// Token of the signal pipe (see [`Reactor::signal_pipe`]).
+const SIGNALS: Token = Token(usize::MAX - 1);
 /// Most datagrams read from one multicast socket per turn (discovery is not a data path).
 const MAX_MCAST_PER_TURN: usize = 64;
 /// Buffer size of one send or receive slot: the largest UDP payload (GSO/GRO batches too).
@@ -135,6 +137,8 @@ pub struct Reactor {
     mcast: Vec<multicast::McastSocket>,
     /// The waker fired: the core's off-thread work has results.
     woken: bool,
+    /// The read end of the signal pipe, if one was made.
+    signals: Option<mio::net::UnixStream>,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -200,6 +204,7 @@ impl Reactor {
             rx_pending: false,
             mcast: Vec::new(),
             woken: false,
+            signals: None,
         })
     }
 
@@ -249,6 +254,21 @@ impl Reactor {
             self.poll.registry(),
             WAKER,
         )?)))
+    }
+
+    /// A pipe for signal handlers: a byte written to the returned end (by
+    /// `signal_hook::low_level::pipe::register`, say) ends the reactor's sleep, so that `run`'s
+    /// callback sees a signal's flag at once and the driver needs no periodic wake-up.
+    pub fn signal_pipe(&mut self) -> io::Result<std::os::unix::net::UnixStream> {
+        let (read, write) = std::os::unix::net::UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let mut read = mio::net::UnixStream::from_std(read);
+        self.poll
+            .registry()
+            .register(&mut read, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(read);
+        Ok(write)
     }
 
     /// The bound address.
@@ -331,6 +351,12 @@ impl Reactor {
         for e in self.events.iter() {
             if e.token() == WAKER {
                 self.woken = true;
+            } else if e.token() == SIGNALS {
+                // Drained: the wake-up was the point; the handlers set their flags.
+                if let Some(r) = &mut self.signals {
+                    let mut b = [0u8; 64];
+                    while matches!(io::Read::read(r, &mut b), Ok(n) if n > 0) {}
+                }
             } else if let Some(m) = e
                 .token()
                 .0
@@ -991,5 +1017,34 @@ mod tests {
         assert_eq!(per_turn, vec![slice, slice, slice, 5]);
         assert_eq!(core.timeouts, per_turn.len(), "timers ran every turn");
         assert_eq!(r.stats().recv_limited, 3);
+    }
+
+    /// A core with no deadline: the reactor sleeps until input or `max_wait`.
+    struct Idle;
+
+    impl Core for Idle {
+        fn handle(&mut self, _: Time, _: SocketAddr, _: &[u8]) {}
+        fn poll_transmit(&mut self, _: Time, _: &mut [u8]) -> Option<Transmit> {
+            None
+        }
+        fn poll_timeout(&self) -> Option<Time> {
+            None
+        }
+        fn handle_timeout(&mut self, _: Time) {}
+    }
+
+    #[test]
+    fn a_byte_on_the_signal_pipe_ends_the_sleep() {
+        let mut r = Reactor::bind(ReactorConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..ReactorConfig::default()
+        })
+        .unwrap();
+        let mut w = r.signal_pipe().unwrap();
+        io::Write::write_all(&mut w, &[1]).unwrap();
+        let t0 = Instant::now();
+        // Without the pipe this sleeps the whole minute.
+        r.turn(&mut Idle, Duration::from_secs(60)).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(20), "woken by the pipe");
     }
 }
