@@ -39,7 +39,8 @@ use crate::error::CliError;
 serves it, so N hosts finish in little more than the time one needs. Everything is verified \
 with SHA-256 fragment by fragment.\n\n\
 Exit status: 0 success; 1 runtime failure (verification failed, IO error); 2 usage error or \
-invalid input (bad arguments, a missing, unreadable or malformed input file).",
+invalid input (bad arguments, a missing, unreadable or malformed input file); 130 or 143 \
+when a fetch is interrupted by SIGINT or SIGTERM before it completes (its state is saved).",
     after_help = "Run 'st help COMMAND' for the details of a command."
 )]
 struct Cli {

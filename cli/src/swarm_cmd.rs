@@ -692,7 +692,11 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 signalled = Some(143);
             }
             if signalled.is_some() {
-                info!("stopping: telling trackers and saving resume state");
+                if fetching {
+                    info!("stopping: telling trackers and saving resume state");
+                } else {
+                    info!("stopping: telling trackers");
+                }
                 node.stop(now);
             }
         }
