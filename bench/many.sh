@@ -73,7 +73,7 @@ in_host "$P" 1 timeout 120 "$ST" -q fetch "$lib/f00007.st" -o "$DATA/out" > "$DA
   || { echo "st fetch failed" >&2; cat "$DATA/fetch.out" >&2; exit 1; }
 st_fetch=$(python3 -c "print(f'{$(now) - $t0:.2f}')")
 cmp "$DATA/out/f00007" "$lib/f00007" || { echo "fetched data differs" >&2; exit 1; }
-echo "st fetch: $(head -1 "$DATA/fetch.out")"
+echo "st fetch: $(grep '^fetched' "$DATA/fetch.out")"
 st_rss=$(hwm "$pid")
 kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 
