@@ -126,6 +126,23 @@ pub fn default_state_dir() -> Option<PathBuf> {
         .map(|h| PathBuf::from(h).join(".local/state/swarmtorrent"))
 }
 
+/// A seed's swarm, checked (on any thread), before its store is made.
+struct SeedReady {
+    spec: SwarmSpec,
+    storage: Storage,
+    st_path: PathBuf,
+}
+
+impl From<SeedReady> for Prepared {
+    fn from(r: SeedReady) -> Prepared {
+        Prepared {
+            spec: r.spec,
+            store: Box::new(Inline::new(r.storage)),
+            st_path: r.st_path,
+        }
+    }
+}
+
 /// A swarm ready to be added to the node.
 struct Prepared {
     spec: SwarmSpec,
@@ -150,12 +167,13 @@ fn spec(st: &StFile, id: [u8; 32], fetch: bool, recheck: Vec<u32>) -> SwarmSpec 
 /// is unchanged since it was written, else by hashing with every core (and then records it).
 fn prepare_seed(
     ctx: Ctx,
-    args: &SwarmArgs,
+    state_dir: Option<&Path>,
+    recheck: bool,
     st_path: &Path,
     st: &StFile,
     swarm_id: [u8; 32],
     data: &Path,
-) -> CliResult<Prepared> {
+) -> CliResult<SeedReady> {
     let info = &st.info;
     std::fs::metadata(data).map_err(|e| invalid(format!("cannot read {}: {e}", data.display())))?;
     let paths = data_paths(st, data);
@@ -166,12 +184,9 @@ fn prepare_seed(
     let mut storage =
         Storage::open_for_seed(info, swarm_id, &root).map_err(|e| invalid(format!("{e}")))?;
     let count = info.fragment_count();
-    let state = args
-        .state_dir
-        .as_ref()
-        .map(|d| seed_state::path(&d.join("seed"), &hex(&swarm_id)));
+    let state = state_dir.map(|d| seed_state::path(&d.join("seed"), &hex(&swarm_id)));
     let remembered = match &state {
-        Some(s) if !args.recheck => seed_state::load(s, &paths, count),
+        Some(s) if !recheck => seed_state::load(s, &paths, count),
         _ => None,
     };
     let good = if let Some(bits) = remembered {
@@ -220,9 +235,9 @@ fn prepare_seed(
             data.display()
         );
     }
-    Ok(Prepared {
+    Ok(SeedReady {
         spec: spec(st, swarm_id, false, Vec::new()),
-        store: Box::new(Inline::new(storage)),
+        storage,
         st_path: st_path.to_path_buf(),
     })
 }
@@ -456,6 +471,193 @@ impl View {
     }
 }
 
+/// Adds a prepared swarm to the node, saying so; false if the node refused it.
+fn add_swarm(node: &mut PeerNode, now: Time, p: Prepared, view: &mut View, lan_on: bool) -> bool {
+    let id = p.spec.id;
+    view.names.insert(id, p.spec.name.clone());
+    let label = if p.spec.fetch { "fetching" } else { "seeding" };
+    info!(
+        "{label} {} ({}, swarm {}) from {}",
+        p.spec.name,
+        format_size(p.spec.total_length),
+        &hex(&id)[..16],
+        p.st_path.display()
+    );
+    if p.spec.trackers.is_empty() && !lan_on {
+        warn!(
+            "{}: no usable tracker and no LAN discovery: waiting for peers to connect",
+            p.st_path.display()
+        );
+    }
+    match node.add_swarm(now, p.spec, p.store) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!("{}: {e}", p.st_path.display());
+            false
+        }
+    }
+}
+
+/// A `.st` file to check, and what came of it.
+struct Checked {
+    path: PathBuf,
+    mtime: Option<std::time::SystemTime>,
+    data_missing: bool,
+    result: CliResult<SeedReady>,
+}
+
+/// `seed --dir`: which `.st` file serves which swarm, the files that would not load, and the
+/// thread that checks new data, so that hashing a file added to a running library does not
+/// stall the network.
+struct Library {
+    dir: PathBuf,
+    lan_on: bool,
+    served: HashMap<PathBuf, [u8; 32]>,
+    /// Refused `.st` files, with their mtime and whether only their data was missing (retried
+    /// at every rescan: the data may be copied in after the `.st` file); SIGHUP retries all.
+    refused: HashMap<PathBuf, (Option<std::time::SystemTime>, bool)>,
+    /// Files being checked on the thread.
+    checking: std::collections::HashSet<PathBuf>,
+    jobs: std::sync::mpsc::Sender<(PathBuf, Option<std::time::SystemTime>)>,
+    results: std::sync::mpsc::Receiver<Checked>,
+    check: CheckFn,
+}
+
+/// Checks one `.st` file of a library (of the given modification time) and its data.
+type CheckFn = Arc<dyn Fn(&Path, Option<std::time::SystemTime>) -> Checked + Send + Sync>;
+
+impl Library {
+    fn new(ctx: Ctx, args: &SwarmArgs, lan_on: bool, waker: Arc<dyn Wake>) -> Library {
+        let dir = args.path.clone();
+        let (state_dir, recheck) = (args.state_dir.clone(), args.recheck);
+        let d = dir.clone();
+        let check: CheckFn = Arc::new(move |p: &Path, mtime| {
+            let mut data_missing = false;
+            let result = load_st(p).and_then(|(st, id)| {
+                let data = d.join(&st.info.name);
+                if !data.exists() {
+                    data_missing = true;
+                    return Err(invalid(format!(
+                        "its data {} is not in the directory",
+                        data.display()
+                    )));
+                }
+                prepare_seed(ctx, state_dir.as_deref(), recheck, p, &st, id, &data)
+            });
+            Checked {
+                path: p.to_path_buf(),
+                mtime,
+                data_missing,
+                result,
+            }
+        });
+        let (jobs, rx) = std::sync::mpsc::channel::<(PathBuf, Option<std::time::SystemTime>)>();
+        let (tx, results) = std::sync::mpsc::channel();
+        let worker = Arc::clone(&check);
+        // The checking thread ends when the library (its job sender) goes.
+        let spawned = std::thread::Builder::new()
+            .name("st-check".into())
+            .spawn(move || {
+                while let Ok((p, mtime)) = rx.recv() {
+                    if tx.send(worker(&p, mtime)).is_err() {
+                        break;
+                    }
+                    waker.wake();
+                }
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start the checking thread ({e}); new files are checked in line");
+        }
+        Library {
+            dir,
+            lan_on,
+            served: HashMap::new(),
+            refused: HashMap::new(),
+            checking: std::collections::HashSet::new(),
+            jobs,
+            results,
+            check,
+        }
+    }
+
+    /// Looks at the directory: removed `.st` files stop being served, new ones are checked (on
+    /// the checking thread, or here with `inline`).
+    fn rescan(
+        &mut self,
+        node: &mut PeerNode,
+        now: Time,
+        view: &mut View,
+        retry_all: bool,
+        inline: bool,
+    ) {
+        if retry_all {
+            self.refused.clear();
+        }
+        let found = scan_library(&self.dir);
+        let gone: Vec<PathBuf> = self
+            .served
+            .keys()
+            .filter(|p| !found.contains(p))
+            .cloned()
+            .collect();
+        for p in gone {
+            if let Some(id) = self.served.remove(&p) {
+                info!("{}: removed; no longer serving it", p.display());
+                node.remove_swarm(now, &id);
+                view.latest.remove(&id);
+            }
+        }
+        for p in found {
+            if self.served.contains_key(&p) || self.checking.contains(&p) {
+                continue;
+            }
+            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+            if self
+                .refused
+                .get(&p)
+                .is_some_and(|(t, data_missing)| *t == mtime && !data_missing)
+            {
+                continue;
+            }
+            if !inline && self.jobs.send((p.clone(), mtime)).is_ok() {
+                self.checking.insert(p);
+            } else {
+                let c = (self.check)(&p, mtime);
+                self.take(node, now, view, c);
+            }
+        }
+    }
+
+    /// Takes the checking thread's results.
+    fn take_checked(&mut self, node: &mut PeerNode, now: Time, view: &mut View) {
+        while let Ok(c) = self.results.try_recv() {
+            self.checking.remove(&c.path);
+            self.take(node, now, view, c);
+        }
+    }
+
+    fn take(&mut self, node: &mut PeerNode, now: Time, view: &mut View, c: Checked) {
+        match c.result {
+            Ok(ready) => {
+                self.refused.remove(&c.path);
+                let id = ready.spec.id;
+                if add_swarm(node, now, ready.into(), view, self.lan_on) {
+                    self.served.insert(c.path, id);
+                } else {
+                    self.refused.insert(c.path, (c.mtime, false));
+                }
+            }
+            Err(e) => {
+                // Said once per file (and again after it changes).
+                if !self.refused.contains_key(&c.path) {
+                    warn!("{}: not served: {e}", c.path.display());
+                }
+                self.refused.insert(c.path, (c.mtime, c.data_missing));
+            }
+        }
+    }
+}
+
 fn part_of(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
     s.push(".part");
@@ -530,35 +732,8 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         next_log: reactor.now() + LOG_EVERY,
         next_bar_message: reactor.now(),
     };
-    // `seed --dir`: which .st file serves which swarm, and files that would not load.
-    let mut library: HashMap<PathBuf, [u8; 32]> = HashMap::new();
-    // Refused .st files, with their mtime and whether only their data was missing (retried at
-    // every rescan: the data may be copied in after the .st file); SIGHUP retries them all.
-    let mut refused: HashMap<PathBuf, (Option<std::time::SystemTime>, bool)> = HashMap::new();
     let add = |node: &mut PeerNode, now: Time, p: Prepared, view: &mut View| {
-        let id = p.spec.id;
-        view.names.insert(id, p.spec.name.clone());
-        let label = if p.spec.fetch { "fetching" } else { "seeding" };
-        info!(
-            "{label} {} ({}, swarm {}) from {}",
-            p.spec.name,
-            format_size(p.spec.total_length),
-            &hex(&id)[..16],
-            p.st_path.display()
-        );
-        if p.spec.trackers.is_empty() && !lan_on {
-            warn!(
-                "{}: no usable tracker and no LAN discovery: waiting for peers to connect",
-                p.st_path.display()
-            );
-        }
-        match node.add_swarm(now, p.spec, p.store) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!("{}: {e}", p.st_path.display());
-                false
-            }
-        }
+        add_swarm(node, now, p, view, lan_on)
     };
     match args.mode {
         Mode::Fetch { .. } => {
@@ -569,74 +744,26 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         }
         Mode::Seed if !args.dir => {
             for (p, st, id) in &loaded {
-                let prep = prepare_seed(ctx, &args, p, st, *id, &args.path)?;
-                add(&mut node, reactor.now(), prep, &mut view);
+                let ready = prepare_seed(
+                    ctx,
+                    args.state_dir.as_deref(),
+                    args.recheck,
+                    p,
+                    st,
+                    *id,
+                    &args.path,
+                )?;
+                add(&mut node, reactor.now(), ready.into(), &mut view);
             }
         }
         Mode::Seed => {}
     }
-    let mut rescan = |node: &mut PeerNode, now: Time, view: &mut View, retry_all: bool| {
-        if retry_all {
-            refused.clear();
-        }
-        let found = scan_library(&args.path);
-        for gone in library
-            .keys()
-            .filter(|p| !found.contains(p))
-            .cloned()
-            .collect::<Vec<_>>()
-        {
-            if let Some(id) = library.remove(&gone) {
-                info!("{}: removed; no longer serving it", gone.display());
-                node.remove_swarm(now, &id);
-                view.latest.remove(&id);
-            }
-        }
-        for p in found {
-            if library.contains_key(&p) {
-                continue;
-            }
-            let mtime = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-            if refused
-                .get(&p)
-                .is_some_and(|(t, data_missing)| *t == mtime && !data_missing)
-            {
-                continue;
-            }
-            let mut data_missing = false;
-            let prepared = load_st(&p).and_then(|(st, id)| {
-                let data = args.path.join(&st.info.name);
-                if !data.exists() {
-                    data_missing = true;
-                    return Err(invalid(format!(
-                        "its data {} is not in the directory",
-                        data.display()
-                    )));
-                }
-                prepare_seed(ctx, &args, &p, &st, id, &data)
-            });
-            match prepared {
-                Ok(prep) => {
-                    refused.remove(&p);
-                    let id = prep.spec.id;
-                    if add(node, now, prep, view) {
-                        library.insert(p, id);
-                    } else {
-                        refused.insert(p, (mtime, false));
-                    }
-                }
-                Err(e) => {
-                    // Said once per file (and again after it changes).
-                    if !refused.contains_key(&p) {
-                        warn!("{}: not served: {e}", p.display());
-                    }
-                    refused.insert(p, (mtime, data_missing));
-                }
-            }
-        }
-    };
-    if args.dir {
-        rescan(&mut node, reactor.now(), &mut view, false);
+    let mut library = args
+        .dir
+        .then(|| Library::new(ctx, &args, lan_on, Arc::clone(&waker)));
+    if let Some(library) = &mut library {
+        // The first scan checks the data before the seed says it listens.
+        library.rescan(&mut node, reactor.now(), &mut view, false, true);
         if node.swarm_count() == 0 {
             warn!(
                 "{}: no .st file with its data here yet; watching for them (every {} s and on SIGHUP)",
@@ -701,9 +828,14 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             }
         }
         let hupped = hup.swap(false, Ordering::Relaxed);
-        if args.dir && !node.is_stopping() && (hupped || now >= next_rescan) {
-            next_rescan = now + RESCAN_EVERY;
-            rescan(node, now, &mut view, hupped);
+        if let Some(library) = &mut library
+            && !node.is_stopping()
+        {
+            library.take_checked(node, now, &mut view);
+            if hupped || now >= next_rescan {
+                next_rescan = now + RESCAN_EVERY;
+                library.rescan(node, now, &mut view, hupped, false);
+            }
         }
         ControlFlow::Continue(())
     });

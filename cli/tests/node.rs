@@ -389,3 +389,69 @@ fn a_rate_limited_seed_is_not_faster_than_its_limit() {
         "fetched in {took:?}, faster than the limit allows ({floor:.2} s)"
     );
 }
+
+#[test]
+fn a_library_picks_up_a_new_st_file_on_sighup() {
+    let s = Scratch::new("hup");
+    let tracker = tracker(&s);
+    let lib = s.0.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let state = s.0.join("state");
+    let err_path = s.0.join("seed.err");
+    let seed = Proc::start_with(
+        None,
+        &[
+            "-v",
+            "seed",
+            "--dir",
+            "lib",
+            "--bind",
+            "127.0.0.1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &s.0,
+        std::fs::File::create(&err_path).unwrap().into(),
+    );
+    // The library starts empty; a file and its .st arrive, then SIGHUP.
+    let bytes = data(2 << 20, 77);
+    std::fs::write(lib.join("late.bin"), &bytes).unwrap();
+    create(&lib, "late.bin", tracker.port());
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(seed.child.id() as i32, libc::SIGHUP);
+    }
+    let (code, out) = Proc::start(
+        &[
+            "-q",
+            "fetch",
+            "lib/late.bin.st",
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ],
+        &s.0,
+    )
+    .finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(std::fs::read(s.0.join("out/late.bin")).unwrap() == bytes);
+    // Removed, then SIGHUP: no longer served.
+    std::fs::remove_file(lib.join("late.bin.st")).unwrap();
+    unsafe {
+        libc::kill(seed.child.id() as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let err = std::fs::read_to_string(&err_path).unwrap();
+        if err.contains("removed; no longer serving it") {
+            assert!(err.contains("seeding late.bin"), "{err}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removal was not noticed: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
