@@ -1,0 +1,269 @@
+//! What a swarm asks of its peers: request pipelines sized to the measured rate, DATA as it
+//! arrives, requests that time out, interest, and a check for leaked request counts.
+
+use super::*;
+
+impl SwarmCore {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_data(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        h: ConnHandle,
+        fragment: u32,
+        offset: u32,
+        msg: &mut Vec<u8>,
+    ) {
+        // `msg` is the whole DATA message: the block is `msg[DATA_HEADER_LEN..]`. Its buffer
+        // may be handed to the store (and replaced by another).
+        let len = msg.len().saturating_sub(peer::DATA_HEADER_LEN);
+        let b = Block {
+            fragment,
+            offset,
+            length: len as u32,
+        };
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let Some(k) = s.outstanding.iter().position(|(x, _)| *x == b) else {
+            self.stats.wasted += len as u64;
+            return;
+        };
+        s.outstanding.swap_remove(k);
+        s.outstanding_bytes -= u64::from(b.length);
+        s.window_bytes += u64::from(b.length);
+        let addr = s.addr;
+        match self.picker.received(b) {
+            Received::Unneeded => self.stats.wasted += len as u64,
+            r => {
+                let taken = std::mem::take(msg);
+                let written = store.write_owned(fragment, offset, taken, peer::DATA_HEADER_LEN);
+                if let Err(e) = written.map(|next| *msg = next) {
+                    // A disk error (disk full, say): the block is requested again later and
+                    // the driver decides whether to give up (see `take_io_error`).
+                    self.picker.unreceive(b);
+                    self.io_error.get_or_insert(e);
+                    return;
+                }
+                let c = self.contributors.entry(fragment).or_default();
+                if !c.contains(&addr) {
+                    c.push(addr);
+                }
+                *self.stats.from_peer.entry(addr).or_default() += u64::from(b.length);
+                // Endgame: withdraw the copies of this block asked of other peers.
+                let others: Vec<ConnHandle> = self
+                    .sessions
+                    .iter()
+                    .filter(|(oh, os)| **oh != h && os.outstanding.iter().any(|(x, _)| *x == b))
+                    .map(|(oh, _)| *oh)
+                    .collect();
+                for oh in others {
+                    let os = self.sessions.get_mut(&oh).expect("listed");
+                    os.outstanding.retain(|(x, _)| *x != b);
+                    os.outstanding_bytes -= u64::from(b.length);
+                    Self::send(
+                        ep,
+                        oh,
+                        os,
+                        Self::msg(&Message::Cancel(peer::block(
+                            b.fragment, b.offset, b.length,
+                        ))),
+                    );
+                }
+                if r == Received::FragmentComplete {
+                    self.fragment_done(now, ep, store, fragment);
+                }
+            }
+        }
+        self.fill_requests(now, ep, h);
+    }
+
+    /// Keeps enough requests outstanding to cover the rate measured from this peer.
+    pub(super) fn fill_requests(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
+        let (min, max) = (self.cfg.min_outstanding, self.cfg.max_outstanding);
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.choked || s.peer_id.is_none() {
+            return;
+        }
+        // About half a second of data in flight at the measured rate; a peer whose last
+        // requests timed out gets one probe block until it delivers again, so a dead or
+        // stalled connection cannot keep re-taking the endgame's copies of the last blocks.
+        let target = if s.stalls > 0 {
+            u64::from(self.cfg.block).min(min)
+        } else {
+            ((s.rate * 0.5) as u64).clamp(min, max)
+        };
+        // Refill in batches (a quarter of the target, at least a block) rather than one block
+        // per DATA received: each pick scans the partial fragments and, when a peer has
+        // nothing new to offer, every fragment.
+        let batch = u64::from(self.cfg.block).max(target / 4);
+        if !s.outstanding.is_empty() && s.outstanding_bytes + batch > target {
+            return;
+        }
+        while s.outstanding_bytes < target {
+            let room = target - s.outstanding_bytes;
+            let mut count = (room / u64::from(self.cfg.block)).max(1) as usize;
+            if let Some(a) = self.down_allow {
+                // Rate limit: ask for no more than the allowance covers (whole blocks).
+                let n = (a / u64::from(self.cfg.block)) as usize;
+                if n == 0 {
+                    self.throttled = true;
+                    break;
+                }
+                count = count.min(n);
+            }
+            let (have, addr, pinned) = (&s.have, s.addr, &self.pinned);
+            // A pinned fragment is only for the peer it is pinned to (or the first to take it).
+            let may = |i: u32| {
+                have.get(i)
+                    && (pinned.is_empty()
+                        || pinned.get(&i).is_none_or(|p| p.is_none_or(|a| a == addr)))
+            };
+            // In the endgame the picker offers blocks already asked of someone: never of this
+            // same peer again (the copy could only arrive as waste).
+            let outstanding = &s.outstanding;
+            let asked = |b: Block| outstanding.iter().any(|(x, _)| *x == b);
+            // A seed's suggestions first (spec §5), while they still have blocks to ask for.
+            let picker = &self.picker;
+            s.suggested.retain(|&i| !picker.fully_requested(i));
+            let blocks = self
+                .picker
+                .pick_preferring(&s.suggested, may, asked, count.min(64));
+            if blocks.is_empty() {
+                break;
+            }
+            for b in &blocks {
+                if let Some(p @ None) = self.pinned.get_mut(&b.fragment) {
+                    *p = Some(addr);
+                }
+            }
+            for b in blocks {
+                if let Some(a) = &mut self.down_allow {
+                    *a = a.saturating_sub(u64::from(b.length));
+                }
+                s.outstanding.push((b, now));
+                s.outstanding_bytes += u64::from(b.length);
+                Self::send(
+                    ep,
+                    h,
+                    s,
+                    Self::msg(&Message::Request(peer::block(
+                        b.fragment, b.offset, b.length,
+                    ))),
+                );
+            }
+        }
+    }
+
+    /// A peer that choked us or left gives up its pinned fragments: the next peer asked takes
+    /// them (the blocks it already sent stay; a failure with both senders pins again).
+    pub(super) fn unpin(&mut self, addr: SocketAddr) {
+        for p in self.pinned.values_mut() {
+            if *p == Some(addr) {
+                *p = None;
+            }
+        }
+    }
+
+    pub(super) fn update_interest(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let want = s.wanted > 0;
+        if want != s.interesting {
+            s.interesting = want;
+            let m = if want {
+                Message::Interested
+            } else {
+                Message::NotInterested
+            };
+            Self::send(ep, h, s, Self::msg(&m));
+        }
+    }
+
+    /// The rate window ended: each connection's receive rate is updated and its requests
+    /// nobody answered are withdrawn (CANCEL) to be asked elsewhere. Returns the connections
+    /// that stalled too often.
+    pub(super) fn measure_and_expire(&mut self, now: Time, ep: &mut Endpoint) -> Vec<ConnHandle> {
+        let secs = RATE_WINDOW.as_secs_f64();
+        let handles: Vec<ConnHandle> = self.sessions.keys().copied().collect();
+        // Requests nobody answered: ask elsewhere.
+        let mut stalled = Vec::new();
+        for &h in &handles {
+            let s = self.sessions.get_mut(&h).expect("listed");
+            let got = s.window_bytes;
+            s.rate = 0.75 * s.rate + 0.25 * (got as f64 / secs);
+            s.window_bytes = 0;
+            let timeout = self.cfg.request_timeout;
+            let (stale, keep): (Vec<_>, Vec<_>) = s
+                .outstanding
+                .drain(..)
+                .partition(|(_, at)| now.saturating_since(*at) > timeout);
+            s.outstanding = keep;
+            if got > 0 {
+                s.stalls = 0;
+            } else if !stale.is_empty() {
+                s.stalls += 1;
+            }
+            if s.stalls >= MAX_STALLS {
+                stalled.push(h);
+            }
+            if !stale.is_empty() {
+                log::debug!(
+                    "peer {}: {} requests timed out ({} B received this window); transport {:?}",
+                    s.addr,
+                    stale.len(),
+                    got,
+                    ep.stats(h)
+                );
+            }
+            for (b, _) in stale {
+                s.outstanding_bytes -= u64::from(b.length);
+                self.picker.release(b);
+                // Withdraw it, so that the peer does not spend upload on a block that is now
+                // asked elsewhere (and would arrive as waste).
+                Self::send(
+                    ep,
+                    h,
+                    s,
+                    Self::msg(&Message::Cancel(peer::block(
+                        b.fragment, b.offset, b.length,
+                    ))),
+                );
+            }
+        }
+        stalled
+    }
+
+    /// A peer we may ask, that has what we lack, with nothing asked of it: if the picker
+    /// still offers nothing, request counts leaked somewhere; they are rebuilt from the
+    /// requests really outstanding rather than stall.
+    pub(super) fn reconcile_if_starved(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        handles: &[ConnHandle],
+    ) {
+        let starved = handles.iter().any(|h| {
+            let s = &self.sessions[h];
+            !s.choked && s.interesting && s.outstanding.is_empty()
+        });
+        if starved && !self.picker.complete() {
+            let live: Vec<Block> = self
+                .sessions
+                .values()
+                .flat_map(|s| s.outstanding.iter().map(|(b, _)| *b))
+                .collect();
+            let freed = self.picker.reconcile(live.into_iter());
+            if freed > 0 {
+                log::debug!("picker: {freed} leaked block requests freed");
+                for &h in handles {
+                    self.fill_requests(now, ep, h);
+                }
+            }
+        }
+    }
+}

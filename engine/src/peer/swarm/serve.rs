@@ -1,0 +1,64 @@
+//! Serving: queued messages and requested blocks, read from the store straight into the
+//! transport's send buffer, within the upload allowance.
+
+use super::*;
+
+impl SwarmCore {
+    /// Sends queued messages, then serves queued requests, until the transport pushes back.
+    pub(super) fn pump(&mut self, ep: &mut Endpoint, store: &mut dyn Store, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        while let Some(m) = s.queued.front() {
+            match ep.send(h, m) {
+                Ok(()) => {
+                    s.queued.pop_front();
+                }
+                Err(SendError::Blocked) => return,
+                Err(_) => {
+                    s.queued.clear();
+                    return;
+                }
+            }
+        }
+        // DATA is read from the store straight into the transport's send buffer; a block the
+        // transport cannot take now stays in `serving`, unread.
+        while let Some(b) = s.serving.pop_front() {
+            if let Some(a) = &mut self.up_allow {
+                if *a < u64::from(b.length) {
+                    s.serving.push_front(b);
+                    self.throttled = true;
+                    return;
+                }
+                *a -= u64::from(b.length);
+            }
+            let mut head = [0u8; peer::DATA_HEADER_LEN];
+            head[0] = peer::msg::DATA;
+            head[1..5].copy_from_slice(&b.fragment.to_be_bytes());
+            head[5..9].copy_from_slice(&b.offset.to_be_bytes());
+            let sent = ep.send_with(h, &head, b.length as usize, |x, y| {
+                store.read(b.fragment, b.offset, x)?;
+                if !y.is_empty() {
+                    store.read(b.fragment, b.offset + x.len() as u32, y)?;
+                }
+                Ok::<(), io::Error>(())
+            });
+            match sent {
+                Ok(Ok(())) => {
+                    self.stats.uploaded += u64::from(b.length);
+                    if let Some(x) = self.served.get_mut(b.fragment as usize) {
+                        *x += u64::from(b.length);
+                    }
+                }
+                // Unreadable (it was verified, so the disk failed): skip it; the peer asks
+                // elsewhere when its request times out.
+                Ok(Err(_)) => {}
+                Err(SendError::Blocked) => {
+                    s.serving.push_front(b);
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
