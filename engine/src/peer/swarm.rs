@@ -529,6 +529,7 @@ impl SwarmCore {
         }
     }
 
+    /// One message of a session: checked, then handed to its concern's handler.
     fn on_message(
         &mut self,
         now: Time,
@@ -537,190 +538,30 @@ impl SwarmCore {
         h: ConnHandle,
         bytes: &[u8],
     ) {
-        let n = self.picker.fragment_count();
         let Ok(m) = peer::parse(bytes) else {
             return self.violation(ep, now, h, close_code::VIOLATION);
         };
-        let Some(s) = self.sessions.get_mut(&h) else {
+        let Some(s) = self.sessions.get(&h) else {
             return;
         };
         if s.peer_id.is_none() && !matches!(m, Message::Handshake(_)) {
             return self.violation(ep, now, h, close_code::VIOLATION);
         }
         match m {
-            Message::Handshake(hs) => {
-                if s.peer_id.is_some() || hs.version != PEER_VERSION {
-                    return self.violation(ep, now, h, close_code::VIOLATION);
-                }
-                if hs.swarm_id != self.swarm_id {
-                    return self.violation(ep, now, h, close_code::WRONG_SWARM);
-                }
-                if hs.peer_id == self.peer_id {
-                    let addr = s.addr;
-                    self.banned.insert(addr);
-                    return self.violation(ep, now, h, close_code::SELF);
-                }
-                if let Some(&other) = self.by_peer.get(&hs.peer_id) {
-                    // Two connections between the same pair: the one opened by the peer with
-                    // the smaller id survives (spec §3).
-                    let keep_outbound = self.peer_id < hs.peer_id;
-                    let this_outbound = s.outbound;
-                    if this_outbound == keep_outbound {
-                        ep.close(now, other, close_code::DUPLICATE, b"");
-                        self.on_closed(other);
-                    } else {
-                        return self.violation(ep, now, h, close_code::DUPLICATE);
-                    }
-                }
-                let s = self.sessions.get_mut(&h).expect("checked");
-                s.peer_id = Some(hs.peer_id);
-                s.listen_port = hs.listen_port.get();
-                s.pex = self.cfg.pex && hs.capabilities.get() & CAP_PEX != 0;
-                s.suggest = self.cfg.suggest && hs.capabilities.get() & CAP_SUGGEST != 0;
-                self.by_peer.insert(hs.peer_id, h);
-                // The first PEX goes right after the handshake: a peer that learnt of only us
-                // learns of the rest at once.
-                if s.pex {
-                    let current = self.reachable_set();
-                    self.send_pex(now, ep, h, &current);
-                }
-            }
-            Message::Pex { added, dropped } => {
-                let interval = self.cfg.pex_interval;
-                if !s.pex
-                    || s.pex_rx_at
-                        .is_some_and(|t| now.saturating_since(t) < interval / 2)
-                {
-                    // Not negotiated, or faster than the agreed rate: ignored, not fatal.
-                    self.stats.pex_ignored += 1;
-                    return;
-                }
-                s.pex_rx_at = Some(now);
-                self.stats.pex_received += 1;
-                for e in dropped {
-                    let a = e.to_addr();
-                    self.candidates.retain(|c| *c != a);
-                }
-                let addrs: Vec<SocketAddr> = added.iter().map(PexEntry::to_addr).collect();
-                let learned = self.add_peers(&addrs);
-                self.stats.pex_learned += learned as u64;
-            }
-            Message::HaveMap(bits) => {
-                if !peer::check_have_map(bits, n) {
-                    return self.violation(ep, now, h, close_code::VIOLATION);
-                }
-                s.have = Bits::from_wire(bits, n);
-                s.wanted = 0;
-                for i in 0..n {
-                    if s.have.get(i) {
-                        self.picker.add_availability(i);
-                        s.wanted += u32::from(!self.picker.has(i));
-                    }
-                }
-                self.update_interest(ep, h);
-            }
-            Message::Have(i) => {
-                if i >= n {
-                    return self.violation(ep, now, h, close_code::VIOLATION);
-                }
-                if s.have.set(i) {
-                    self.picker.add_availability(i);
-                    s.wanted += u32::from(!self.picker.has(i));
-                }
-                self.update_interest(ep, h);
-                // A seed's suggestion of `i` to someone else is moot now that a peer has it:
-                // they may never ask us for it, so it must not hold their suggestion slot.
-                if self.picker.complete() {
-                    let stale: Vec<ConnHandle> = self
-                        .sessions
-                        .iter()
-                        .filter(|(_, o)| o.offered.contains(&i))
-                        .map(|(oh, _)| *oh)
-                        .collect();
-                    for oh in stale {
-                        self.offer(ep, oh);
-                    }
-                }
-            }
-            Message::Interested => {
-                s.interested = true;
-                if self.sessions.values().filter(|s| !s.choking).count() < self.cfg.upload_slots {
-                    self.unchoke(ep, h);
-                }
-                self.offer(ep, h);
-            }
-            Message::Suggest(i) => {
-                if i >= n {
-                    return self.violation(ep, now, h, close_code::VIOLATION);
-                }
-                // Not negotiated: ignored. Otherwise kept (bounded) for the next requests.
-                if s.suggest && !self.picker.fully_requested(i) && !s.suggested.contains(&i) {
-                    if s.suggested.len() >= MAX_SUGGESTED {
-                        s.suggested.remove(0);
-                    }
-                    s.suggested.push(i);
-                    self.fill_requests(now, ep, h);
-                }
-            }
-            Message::NotInterested => s.interested = false,
-            Message::Choke => {
-                s.choked = true;
-                let addr = s.addr;
-                let blocks: Vec<Block> = s.outstanding.drain(..).map(|(b, _)| b).collect();
-                s.outstanding_bytes = 0;
-                for b in blocks {
-                    self.picker.release(b);
-                }
-                self.unpin(addr);
-            }
-            Message::Unchoke => {
-                s.choked = false;
-                self.fill_requests(now, ep, h);
-            }
-            Message::Request(b) => {
-                let (f, o, l) = (b.fragment.get(), b.offset.get(), b.length.get());
-                let flen = self.geometry.len(f);
-                if f >= n || u64::from(o) + u64::from(l) > u64::from(flen) {
-                    return self.violation(ep, now, h, close_code::VIOLATION);
-                }
-                if s.choking || !self.picker.has(f) {
-                    Self::send(ep, h, s, Self::msg(&Message::Reject(b)));
-                } else {
-                    s.serving.push_back(Block {
-                        fragment: f,
-                        offset: o,
-                        length: l,
-                    });
-                    // A suggestion taken up: the fragment is spoken for; suggest another.
-                    let took = s.offered.iter().position(|&x| x == f);
-                    if let Some(k) = took {
-                        s.offered.swap_remove(k);
-                    }
-                    self.claim(f);
-                    self.pump(ep, store, h);
-                    if took.is_some() {
-                        self.offer(ep, h);
-                    }
-                }
-            }
-            Message::Cancel(b) => {
-                let target = Block {
-                    fragment: b.fragment.get(),
-                    offset: b.offset.get(),
-                    length: b.length.get(),
-                };
-                s.serving.retain(|x| *x != target);
-            }
-            Message::Reject(b) => {
-                let target = Block {
-                    fragment: b.fragment.get(),
-                    offset: b.offset.get(),
-                    length: b.length.get(),
-                };
-                if let Some(k) = s.outstanding.iter().position(|(x, _)| *x == target) {
-                    s.outstanding.swap_remove(k);
-                    s.outstanding_bytes -= u64::from(target.length);
-                    self.picker.release(target);
+            Message::Handshake(hs) => self.on_handshake(now, ep, h, hs),
+            Message::Pex { added, dropped } => self.on_pex(now, h, added, dropped),
+            Message::HaveMap(bits) => self.on_have_map(now, ep, h, bits),
+            Message::Have(i) => self.on_have(now, ep, h, i),
+            Message::Interested => self.on_interested(ep, h),
+            Message::Suggest(i) => self.on_suggest(now, ep, h, i),
+            Message::Choke => self.on_choke(h),
+            Message::Unchoke => self.on_unchoke(now, ep, h),
+            Message::Request(b) => self.on_request(now, ep, store, h, b),
+            Message::Cancel(b) => self.on_cancel(h, b),
+            Message::Reject(b) => self.on_reject(h, b),
+            Message::NotInterested => {
+                if let Some(s) = self.sessions.get_mut(&h) {
+                    s.interested = false;
                 }
             }
             // Taken by the receive loop in `handle_event` (with its buffer) once the handshake

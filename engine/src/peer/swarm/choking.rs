@@ -105,4 +105,16 @@ impl SwarmCore {
             self.fill_requests(now, ep, h);
         }
     }
+
+    /// INTERESTED: a free upload slot goes to it at once, and a seed suggests.
+    pub(super) fn on_interested(&mut self, ep: &mut Endpoint, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.interested = true;
+        if self.sessions.values().filter(|s| !s.choking).count() < self.cfg.upload_slots {
+            self.unchoke(ep, h);
+        }
+        self.offer(ep, h);
+    }
 }

@@ -92,4 +92,35 @@ impl SwarmCore {
             }
         }
     }
+
+    /// A PEX message: candidates added and withdrawn, at the agreed rate (spec `discovery.md` §4).
+    pub(super) fn on_pex(
+        &mut self,
+        now: Time,
+        h: ConnHandle,
+        added: &[PexEntry],
+        dropped: &[PexEntry],
+    ) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let interval = self.cfg.pex_interval;
+        if !s.pex
+            || s.pex_rx_at
+                .is_some_and(|t| now.saturating_since(t) < interval / 2)
+        {
+            // Not negotiated, or faster than the agreed rate: ignored, not fatal.
+            self.stats.pex_ignored += 1;
+            return;
+        }
+        s.pex_rx_at = Some(now);
+        self.stats.pex_received += 1;
+        for e in dropped {
+            let a = e.to_addr();
+            self.candidates.retain(|c| *c != a);
+        }
+        let addrs: Vec<SocketAddr> = added.iter().map(PexEntry::to_addr).collect();
+        let learned = self.add_peers(&addrs);
+        self.stats.pex_learned += learned as u64;
+    }
 }

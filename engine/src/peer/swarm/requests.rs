@@ -266,4 +266,113 @@ impl SwarmCore {
             }
         }
     }
+
+    /// The peer's HAVE_MAP: what it holds, and so whether it interests us.
+    pub(super) fn on_have_map(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle, bits: &[u8]) {
+        let n = self.picker.fragment_count();
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if !peer::check_have_map(bits, n) {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        s.have = Bits::from_wire(bits, n);
+        s.wanted = 0;
+        for i in 0..n {
+            if s.have.get(i) {
+                self.picker.add_availability(i);
+                s.wanted += u32::from(!self.picker.has(i));
+            }
+        }
+        self.update_interest(ep, h);
+    }
+
+    /// A HAVE: the peer holds fragment `i` now.
+    pub(super) fn on_have(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle, i: u32) {
+        let n = self.picker.fragment_count();
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if i >= n {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        if s.have.set(i) {
+            self.picker.add_availability(i);
+            s.wanted += u32::from(!self.picker.has(i));
+        }
+        self.update_interest(ep, h);
+        // A seed's suggestion of `i` to someone else is moot now that a peer has it:
+        // they may never ask us for it, so it must not hold their suggestion slot.
+        if self.picker.complete() {
+            let stale: Vec<ConnHandle> = self
+                .sessions
+                .iter()
+                .filter(|(_, o)| o.offered.contains(&i))
+                .map(|(oh, _)| *oh)
+                .collect();
+            for oh in stale {
+                self.offer(ep, oh);
+            }
+        }
+    }
+
+    /// A seed's SUGGEST (spec §5).
+    pub(super) fn on_suggest(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle, i: u32) {
+        let n = self.picker.fragment_count();
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if i >= n {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        // Not negotiated: ignored. Otherwise kept (bounded) for the next requests.
+        if s.suggest && !self.picker.fully_requested(i) && !s.suggested.contains(&i) {
+            if s.suggested.len() >= MAX_SUGGESTED {
+                s.suggested.remove(0);
+            }
+            s.suggested.push(i);
+            self.fill_requests(now, ep, h);
+        }
+    }
+
+    /// CHOKE: what we asked of the peer is asked elsewhere.
+    pub(super) fn on_choke(&mut self, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.choked = true;
+        let addr = s.addr;
+        let blocks: Vec<Block> = s.outstanding.drain(..).map(|(b, _)| b).collect();
+        s.outstanding_bytes = 0;
+        for b in blocks {
+            self.picker.release(b);
+        }
+        self.unpin(addr);
+    }
+
+    /// UNCHOKE: ask.
+    pub(super) fn on_unchoke(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        s.choked = false;
+        self.fill_requests(now, ep, h);
+    }
+
+    /// A REJECT: the block is asked elsewhere.
+    pub(super) fn on_reject(&mut self, h: ConnHandle, b: peer::BlockRef) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let target = Block {
+            fragment: b.fragment.get(),
+            offset: b.offset.get(),
+            length: b.length.get(),
+        };
+        if let Some(k) = s.outstanding.iter().position(|(x, _)| *x == target) {
+            s.outstanding.swap_remove(k);
+            s.outstanding_bytes -= u64::from(target.length);
+            self.picker.release(target);
+        }
+    }
 }

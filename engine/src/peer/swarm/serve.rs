@@ -61,4 +61,56 @@ impl SwarmCore {
             }
         }
     }
+
+    /// A REQUEST: served if the peer is unchoked and we hold the fragment, else rejected.
+    pub(super) fn on_request(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        h: ConnHandle,
+        b: peer::BlockRef,
+    ) {
+        let n = self.picker.fragment_count();
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let (f, o, l) = (b.fragment.get(), b.offset.get(), b.length.get());
+        let flen = self.geometry.len(f);
+        if f >= n || u64::from(o) + u64::from(l) > u64::from(flen) {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        if s.choking || !self.picker.has(f) {
+            Self::send(ep, h, s, Self::msg(&Message::Reject(b)));
+        } else {
+            s.serving.push_back(Block {
+                fragment: f,
+                offset: o,
+                length: l,
+            });
+            // A suggestion taken up: the fragment is spoken for; suggest another.
+            let took = s.offered.iter().position(|&x| x == f);
+            if let Some(k) = took {
+                s.offered.swap_remove(k);
+            }
+            self.claim(f);
+            self.pump(ep, store, h);
+            if took.is_some() {
+                self.offer(ep, h);
+            }
+        }
+    }
+
+    /// A CANCEL: the block is not served.
+    pub(super) fn on_cancel(&mut self, h: ConnHandle, b: peer::BlockRef) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        let target = Block {
+            fragment: b.fragment.get(),
+            offset: b.offset.get(),
+            length: b.length.get(),
+        };
+        s.serving.retain(|x| *x != target);
+    }
 }

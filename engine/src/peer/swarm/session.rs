@@ -134,4 +134,52 @@ impl SwarmCore {
             }
         }
     }
+
+    /// Its HANDSHAKE (spec §3): the version, the swarm, no self-connection, one connection per pair of peers; then the first PEX.
+    pub(super) fn on_handshake(
+        &mut self,
+        now: Time,
+        ep: &mut Endpoint,
+        h: ConnHandle,
+        hs: &Handshake,
+    ) {
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
+        if s.peer_id.is_some() || hs.version != PEER_VERSION {
+            return self.violation(ep, now, h, close_code::VIOLATION);
+        }
+        if hs.swarm_id != self.swarm_id {
+            return self.violation(ep, now, h, close_code::WRONG_SWARM);
+        }
+        if hs.peer_id == self.peer_id {
+            let addr = s.addr;
+            self.banned.insert(addr);
+            return self.violation(ep, now, h, close_code::SELF);
+        }
+        if let Some(&other) = self.by_peer.get(&hs.peer_id) {
+            // Two connections between the same pair: the one opened by the peer with
+            // the smaller id survives (spec §3).
+            let keep_outbound = self.peer_id < hs.peer_id;
+            let this_outbound = s.outbound;
+            if this_outbound == keep_outbound {
+                ep.close(now, other, close_code::DUPLICATE, b"");
+                self.on_closed(other);
+            } else {
+                return self.violation(ep, now, h, close_code::DUPLICATE);
+            }
+        }
+        let s = self.sessions.get_mut(&h).expect("checked");
+        s.peer_id = Some(hs.peer_id);
+        s.listen_port = hs.listen_port.get();
+        s.pex = self.cfg.pex && hs.capabilities.get() & CAP_PEX != 0;
+        s.suggest = self.cfg.suggest && hs.capabilities.get() & CAP_SUGGEST != 0;
+        self.by_peer.insert(hs.peer_id, h);
+        // The first PEX goes right after the handshake: a peer that learnt of only us
+        // learns of the rest at once.
+        if s.pex {
+            let current = self.reachable_set();
+            self.send_pex(now, ep, h, &current);
+        }
+    }
 }
