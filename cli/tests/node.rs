@@ -62,6 +62,15 @@ fn seeded(s: &Scratch, name: &str, len: usize, seed: u64, extra: &[&str]) -> (Pr
     (tracker, seed, bytes)
 }
 
+/// `st -q fetch ST -o out` on loopback, to its end: exit code and stdout.
+fn fetch_one(s: &Scratch, st_path: &str) -> (i32, String) {
+    Proc::start(
+        &["-q", "fetch", st_path, "-o", "out", "--bind", "127.0.0.1"],
+        &s.0,
+    )
+    .finish()
+}
+
 fn tracker(s: &Scratch) -> Proc {
     Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0)
 }
@@ -365,19 +374,7 @@ fn a_rate_limited_seed_is_not_faster_than_its_limit() {
     let s = Scratch::new("ratelimit");
     let (_tracker, _seed, bytes) = seeded(&s, "r.bin", 4 << 20, 55, &["--max-upload", "8Mbit"]);
     let start = Instant::now();
-    let (code, out) = Proc::start(
-        &[
-            "-q",
-            "fetch",
-            "lib/r.bin.st",
-            "-o",
-            "out",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    )
-    .finish();
+    let (code, out) = fetch_one(&s, "lib/r.bin.st");
     let took = start.elapsed();
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read(s.0.join("out/r.bin")).unwrap() == bytes);
@@ -421,19 +418,7 @@ fn a_library_picks_up_a_new_st_file_on_sighup() {
     unsafe {
         libc::kill(seed.child.id() as i32, libc::SIGHUP);
     }
-    let (code, out) = Proc::start(
-        &[
-            "-q",
-            "fetch",
-            "lib/late.bin.st",
-            "-o",
-            "out",
-            "--bind",
-            "127.0.0.1",
-        ],
-        &s.0,
-    )
-    .finish();
+    let (code, out) = fetch_one(&s, "lib/late.bin.st");
     assert_eq!(code, 0, "{out}");
     assert!(std::fs::read(s.0.join("out/late.bin")).unwrap() == bytes);
     // Removed, then SIGHUP: no longer served.

@@ -652,6 +652,15 @@ impl SwarmCore {
     }
 }
 
+/// The block a REQUEST, CANCEL or REJECT names.
+fn block_of(b: peer::BlockRef) -> Block {
+    Block {
+        fragment: b.fragment.get(),
+        offset: b.offset.get(),
+        length: b.length.get(),
+    }
+}
+
 /// IPv4-mapped IPv6 addresses as IPv4, so that one peer has one spelling.
 fn canonical(a: SocketAddr) -> SocketAddr {
     match a {

@@ -364,11 +364,7 @@ impl SwarmCore {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        let target = Block {
-            fragment: b.fragment.get(),
-            offset: b.offset.get(),
-            length: b.length.get(),
-        };
+        let target = block_of(b);
         if let Some(k) = s.outstanding.iter().position(|(x, _)| *x == target) {
             s.outstanding.swap_remove(k);
             s.outstanding_bytes -= u64::from(target.length);

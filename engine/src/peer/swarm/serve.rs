@@ -106,11 +106,7 @@ impl SwarmCore {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        let target = Block {
-            fragment: b.fragment.get(),
-            offset: b.offset.get(),
-            length: b.length.get(),
-        };
+        let target = block_of(b);
         s.serving.retain(|x| *x != target);
     }
 }
