@@ -151,7 +151,7 @@ struct Prepared {
 }
 
 /// What the node needs to know of the swarm of `st`.
-fn spec(st: &StFile, id: [u8; 32], fetch: bool, recheck: Vec<u32>) -> SwarmSpec {
+fn spec(st: &StFile, id: [u8; 32], fetch: bool, unrecorded_data: bool) -> SwarmSpec {
     SwarmSpec {
         id,
         name: st.info.name.clone(),
@@ -159,7 +159,7 @@ fn spec(st: &StFile, id: [u8; 32], fetch: bool, recheck: Vec<u32>) -> SwarmSpec 
         fragment_length: st.info.fragment_length,
         trackers: resolve_trackers(st),
         fetch,
-        recheck,
+        unrecorded_data,
     }
 }
 
@@ -236,7 +236,7 @@ fn prepare_seed(
         );
     }
     Ok(SeedReady {
-        spec: spec(st, swarm_id, false, Vec::new()),
+        spec: spec(st, swarm_id, false, false),
         storage,
         st_path: st_path.to_path_buf(),
     })
@@ -275,17 +275,12 @@ fn prepare_fetch(
             info.fragment_count()
         );
     }
-    // Data written before a crash but not recorded is checked, never trusted (the node runs
-    // the check: spec peer.md §8).
-    let recheck = if part_existed {
-        storage.missing().collect()
-    } else {
-        Vec::new()
-    };
+    // A .part file at start: data may be there that the resume file does not record (the
+    // node checks it rather than trust it: spec peer.md §8.3).
     let disk = DiskThread::spawn(storage, Arc::clone(waker))
         .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
     Ok(Prepared {
-        spec: spec(st, swarm_id, true, recheck),
+        spec: spec(st, swarm_id, true, part_existed),
         store: Box::new(disk),
         st_path: st_path.to_path_buf(),
     })

@@ -104,9 +104,11 @@ pub struct SwarmSpec {
     /// A download: its store is synced while it runs and finished (fsync, rename) once
     /// complete. `false` for a seed of complete data.
     pub fetch: bool,
-    /// Fragments whose bytes may be on disk without being recorded (a crash): each is checked
-    /// before the swarm starts, and trusted only if its hash matches (`spec/peer.md` §8).
-    pub recheck: Vec<u32>,
+    /// Data may be on disk that the store does not record as verified (a `.part` file was
+    /// there at start: the process before crashed). The node then checks every fragment the
+    /// store does not hold verified before the swarm starts, and trusts only those whose
+    /// hash matches (`spec/peer.md` §8.3).
+    pub unrecorded_data: bool,
 }
 
 /// Where a swarm is in its life.
@@ -495,12 +497,12 @@ impl PeerNode {
             self.cfg.port,
             now,
         );
-        let checking: Vec<u32> = spec
-            .recheck
-            .iter()
-            .copied()
-            .filter(|&i| i < n && !store.is_verified(i))
-            .collect();
+        // Crash recovery (spec peer.md §8.3): nothing unrecorded is trusted unchecked.
+        let checking: Vec<u32> = if spec.unrecorded_data {
+            (0..n).filter(|&i| !store.is_verified(i)).collect()
+        } else {
+            Vec::new()
+        };
         let have_at_start = geometry.bytes_in((0..n).filter(|&i| store.is_verified(i)));
         let id = spec.id;
         let k = self.slots.insert(Slot {
@@ -646,7 +648,7 @@ impl PeerNode {
         let seed = self.cfg.seed ^ (k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let (peer_id, port) = (self.cfg.peer_id, self.cfg.port);
         let slot = &mut self.slots[k];
-        if slot.recovered > 0 || !slot.spec.recheck.is_empty() {
+        if slot.recovered > 0 || slot.spec.unrecorded_data {
             self.events.push_back(NodeEvent::Checked {
                 id: slot.spec.id,
                 recovered: slot.recovered,

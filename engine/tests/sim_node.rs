@@ -108,7 +108,7 @@ impl World {
         self.swarms.len() - 1
     }
 
-    fn spec(&self, s: usize, fetch: bool, recheck: Vec<u32>) -> SwarmSpec {
+    fn spec(&self, s: usize, fetch: bool, unrecorded_data: bool) -> SwarmSpec {
         SwarmSpec {
             id: self.swarms[s].id,
             name: format!("swarm{s}"),
@@ -116,7 +116,7 @@ impl World {
             fragment_length: FRAG,
             trackers: self.tracker.into_iter().collect(),
             fetch,
-            recheck,
+            unrecorded_data,
         }
     }
 
@@ -175,12 +175,8 @@ impl World {
                 self.swarms[s].full.clone()
             };
             let store: Store = Shared::new(Faulty::new(inner, faults(s)));
-            node.add_swarm(
-                now,
-                self.spec(s, fetch, Vec::new()),
-                Box::new(store.clone()),
-            )
-            .unwrap();
+            node.add_swarm(now, self.spec(s, fetch, false), Box::new(store.clone()))
+                .unwrap();
             stores.push((s, store));
         }
         let id = self.sim.add_core(node);
@@ -287,9 +283,8 @@ impl World {
         let mut node = PeerNode::new(cfg, now);
         for (s, st) in &self.peers[k].stores {
             let n = self.swarms[*s].data.len().div_ceil(FRAG as usize) as u32;
-            let missing: Vec<u32> = (0..n).filter(|&i| !st.is_verified(i)).collect();
-            let fetch = !missing.is_empty();
-            node.add_swarm(now, self.spec(*s, fetch, missing), Box::new(st.clone()))
+            let fetch = (0..n).any(|i| !st.is_verified(i));
+            node.add_swarm(now, self.spec(*s, fetch, true), Box::new(st.clone()))
                 .unwrap();
         }
         self.sim.restart_with(self.peers[k].id, node);

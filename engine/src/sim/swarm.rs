@@ -137,11 +137,8 @@ impl<S: SimStore + 'static> SimSwarm<S> {
             fragment_length: self.fragment_length,
             trackers: Vec::new(),
             fetch,
-            recheck: if self.cores_made > self.nodes.len() as u64 {
-                missing
-            } else {
-                Vec::new()
-            },
+            // A restarted process finds what its predecessor wrote but did not record.
+            unrecorded_data: self.cores_made > self.nodes.len() as u64,
         };
         node.add_swarm(now, spec, Box::new(store.clone()))
             .expect("a fresh node takes a swarm");
