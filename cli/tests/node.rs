@@ -71,6 +71,17 @@ fn fetch_one(s: &Scratch, st_path: &str) -> (i32, String) {
     .finish()
 }
 
+/// `st ARGS` in `dir`, stdout and stderr piped.
+fn spawn_piped(dir: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_st"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn tracker(s: &Scratch) -> Proc {
     Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0)
 }
@@ -181,13 +192,7 @@ fn a_restarted_seed_trusts_what_it_remembers_and_rehashes_a_changed_file() {
         ];
         args.push(state.to_str().unwrap());
         args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
-            .args(&args)
-            .current_dir(&s.0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_piped(&s.0, &args);
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
@@ -306,8 +311,9 @@ fn sigint_stops_an_incomplete_fetch_with_130_and_keeps_its_resume_state() {
     let s = Scratch::new("sigint");
     // A slow seed (1 MiB/s), so the fetch is still running when interrupted.
     let (_tracker, _seed, _bytes) = seeded(&s, "big.bin", 8 << 20, 33, &["--max-upload", "1M"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_st"))
-        .args([
+    let mut child = spawn_piped(
+        &s.0,
+        &[
             "fetch",
             "--json",
             "lib/big.bin.st",
@@ -315,12 +321,8 @@ fn sigint_stops_an_incomplete_fetch_with_130_and_keeps_its_resume_state() {
             "out",
             "--bind",
             "127.0.0.1",
-        ])
-        .current_dir(&s.0)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     // Wait (bounded by the child's own progress) for bytes to arrive, and for a resume sync.
     let mut line = String::new();
