@@ -182,7 +182,8 @@ pub enum NodeEvent {
         /// One line.
         message: String,
     },
-    /// A tracker has not answered since the swarm was added, `quiet_after` ago or more.
+    /// A tracker has not answered for `quiet_after` or more (since the swarm was added, or
+    /// since it last answered); said again at most every 10 minutes.
     TrackerSilent {
         /// The swarm.
         id: [u8; 32],
@@ -203,6 +204,9 @@ pub enum NodeEvent {
     /// The stop sequence ended: the driver may exit.
     Stopped,
 }
+
+/// A silent tracker is reported again at most this often.
+const RESAY_SILENT: Duration = Duration::from_secs(600);
 
 /// Most inbound connections waiting to name their swarm (spec `peer.md` §3).
 const MAX_UNROUTED: usize = 256;
@@ -229,6 +233,8 @@ struct Slot {
     have_at_start: u64,
     /// The `quiet_after` checks are still to run.
     quiet_check: Option<Time>,
+    /// Trackers reported silent, and when (reported again at most every `RESAY_SILENT`).
+    said_silent: HashMap<SocketAddr, Time>,
     /// Peers learnt from trackers and from the LAN.
     from_trackers: u64,
     from_lan: u64,
@@ -521,6 +527,7 @@ impl PeerNode {
             added: now,
             have_at_start,
             quiet_check: Some(now + self.cfg.quiet_after),
+            said_silent: HashMap::new(),
             from_trackers: 0,
             from_lan: 0,
             deadline: None,
@@ -1015,6 +1022,24 @@ impl PeerNode {
                         && let Some(slot) = self.slots.get_mut(k)
                     {
                         slot.trackers.handle_failure(now, t);
+                        // A tracker that answered before and has been silent for
+                        // `quiet_after` is reported too, not only one that never answered.
+                        if let Some(st) = slot.trackers.status().get(t).copied() {
+                            let silent_since = st.last_answer.unwrap_or(slot.added);
+                            let said = slot.said_silent.get(&st.addr).copied();
+                            if self.stopping.is_none()
+                                && now.saturating_since(silent_since) >= self.cfg.quiet_after
+                                && said.is_none_or(|w| now.saturating_since(w) >= RESAY_SILENT)
+                            {
+                                slot.said_silent.insert(st.addr, now);
+                                self.events.push_back(NodeEvent::TrackerSilent {
+                                    id: slot.spec.id,
+                                    tracker: st.addr,
+                                    tries: st.tries,
+                                    next_in: st.next.saturating_since(now),
+                                });
+                            }
+                        }
                         self.poll_trackers(now, k);
                         self.touch(k);
                     }
@@ -1180,7 +1205,8 @@ impl PeerNode {
             slot.quiet_check = None;
             let id = slot.spec.id;
             for t in slot.trackers.status() {
-                if !t.answered {
+                if !t.answered && !slot.said_silent.contains_key(&t.addr) {
+                    slot.said_silent.insert(t.addr, now);
                     self.events.push_back(NodeEvent::TrackerSilent {
                         id,
                         tracker: t.addr,

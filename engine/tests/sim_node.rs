@@ -380,6 +380,34 @@ fn a_tracker_unreachable_at_start_is_reported_and_used_once_it_answers() {
 }
 
 #[test]
+fn a_tracker_that_falls_silent_later_is_reported() {
+    let mut w = World::new(12, quiet_pipe(), true, false);
+    let s = w.swarm(100_000);
+    w.node(&[s], &[], |_| {});
+    w.run_for(Duration::from_secs(5));
+    assert!(
+        !w.peers[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, NodeEvent::TrackerSilent { .. })),
+        "the tracker answers at first"
+    );
+    // The tracker goes away for ten minutes: the seed's re-announces fail.
+    let t = w.tracker_node();
+    let me = w.peers[0].id;
+    let now = w.sim.now();
+    w.sim
+        .partition(&[t], &[me], now, now + Duration::from_secs(600));
+    w.run_for(Duration::from_secs(400));
+    let silent = w.peers[0]
+        .events
+        .iter()
+        .filter(|e| matches!(e, NodeEvent::TrackerSilent { .. }))
+        .count();
+    assert_eq!(silent, 1, "reported once, not at every failure");
+}
+
+#[test]
 fn three_swarms_across_six_nodes_share_peers_and_one_port() {
     for_seeds(&[6, 7], |seed| {
         let mut w = World::new(seed, quiet_pipe(), true, true);

@@ -41,6 +41,8 @@ struct Slot {
     /// Requests sent (connects and announces) and whether any was ever answered.
     tries: u32,
     answered: bool,
+    /// When it last answered.
+    last_answer: Option<Time>,
 }
 
 /// Where one tracker stands, for diagnostics.
@@ -50,6 +52,8 @@ pub struct TrackerStatus {
     pub addr: SocketAddr,
     /// True once it answered anything.
     pub answered: bool,
+    /// When it last answered.
+    pub last_answer: Option<Time>,
     /// Requests sent to it.
     pub tries: u32,
     /// Failures in a row.
@@ -142,6 +146,7 @@ impl TrackerClient {
                     failures: 0,
                     tries: 0,
                     answered: false,
+                    last_answer: None,
                 })
                 .collect(),
             new_ids: Vec::new(),
@@ -206,6 +211,7 @@ impl TrackerClient {
             .map(|s| TrackerStatus {
                 addr: s.addr,
                 answered: s.answered,
+                last_answer: s.last_answer,
                 tries: s.tries,
                 failures: s.failures,
                 next: s.next,
@@ -301,6 +307,7 @@ impl TrackerClient {
         match (pending, wire::parse_native_response(payload)) {
             (Pending::Connect, Some(NativeResponse::Connected(id))) => {
                 s.answered = true;
+                s.last_answer = Some(now);
                 s.id = Some((id, now));
                 self.new_ids.push((s.addr, id, now));
                 s.next = now;
@@ -309,6 +316,7 @@ impl TrackerClient {
             }
             (Pending::Announce(event), Some(NativeResponse::Announced(h, raw))) => {
                 s.answered = true;
+                s.last_answer = Some(now);
                 s.failures = 0;
                 s.backoff = FIRST_BACKOFF;
                 s.interval = Duration::from_secs(u64::from(h.interval.get().clamp(10, 24 * 3600)));

@@ -25,6 +25,8 @@ pub struct TrackerCore {
     started: Time,
     report_every: Duration,
     next_report: Time,
+    /// A report fell due and was not taken yet.
+    report_due: bool,
 }
 
 impl TrackerCore {
@@ -34,6 +36,7 @@ impl TrackerCore {
             started: now,
             report_every,
             next_report: now + report_every,
+            report_due: false,
             tracker,
             bufs: vec![[0u8; MAX_REPLY]; RING],
             meta: vec![(SocketAddr::from(([0, 0, 0, 0], 0)), 0); RING],
@@ -59,12 +62,13 @@ impl TrackerCore {
         }
     }
 
-    /// The periodic report, once it is due (at most one per call).
+    /// The periodic report, once one fell due (the timer runs in `handle_timeout`, so the
+    /// deadline moves on whether or not the driver takes the report).
     pub fn poll_report(&mut self, now: Time) -> Option<Report> {
-        if now < self.next_report {
+        if !self.report_due {
             return None;
         }
-        self.next_report = now + self.report_every;
+        self.report_due = false;
         Some(self.report(now))
     }
 }
@@ -103,6 +107,10 @@ impl Core for TrackerCore {
     }
 
     fn handle_timeout(&mut self, now: Time) {
+        if now >= self.next_report {
+            self.report_due = true;
+            self.next_report = now + self.report_every;
+        }
         self.tracker.handle_timeout(now);
     }
 }
@@ -162,10 +170,16 @@ mod report_tests {
         let t0 = Time::from_micros(5_000_000);
         let mut core = TrackerCore::new(Tracker::new(Config::default(), 1), t0, every);
         assert!(core.poll_timeout().unwrap() <= t0 + every);
+        core.handle_timeout(t0 + Duration::from_secs(59));
         assert!(core.poll_report(t0 + Duration::from_secs(59)).is_none());
+        core.handle_timeout(t0 + every);
         let r = core.poll_report(t0 + every).expect("due");
         assert_eq!(r.uptime, every);
         assert!(core.poll_report(t0 + every).is_none(), "once per interval");
+        // The deadline moves on even when nobody takes the report (a driver that never
+        // polls must not be woken at once for ever).
+        core.handle_timeout(t0 + every * 2);
+        assert!(core.poll_timeout().unwrap() > t0 + every * 2);
         assert!(core.poll_report(t0 + every * 2).is_some());
     }
 }
