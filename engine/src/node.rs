@@ -711,7 +711,9 @@ impl PeerNode {
     /// Every fragment verified: the files are synced and moved into place
     /// ([`Done::Finished`] ends it).
     fn finish(&mut self, now: Time, k: usize) {
-        let slot = &mut self.slots[k];
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
         slot.phase = SwarmPhase::Finishing;
         if let Err(e) = slot.store.finish() {
             let msg = format!("{e}");
@@ -721,7 +723,9 @@ impl PeerNode {
 
     /// A swarm stops on an error; the node too, with `stop_on_failure`.
     fn fail(&mut self, now: Time, k: usize, message: String) {
-        let slot = &mut self.slots[k];
+        let Some(slot) = self.slots.get_mut(k) else {
+            return;
+        };
         if slot.phase == SwarmPhase::Failed {
             return;
         }
@@ -754,7 +758,9 @@ impl PeerNode {
 
     /// The one-line message for a disk error; a full disk says what is kept.
     fn disk_error(&self, k: usize, e: &io::Error) -> String {
-        let slot = &self.slots[k];
+        let Some(slot) = self.slots.get(k) else {
+            return e.to_string();
+        };
         if e.kind() == io::ErrorKind::StorageFull {
             let n = slot
                 .spec
@@ -899,7 +905,7 @@ impl PeerNode {
             b.refill(now);
             b.tokens()
         });
-        if let Some(c) = &mut self.slots[k].core {
+        if let Some(c) = self.slots.get_mut(k).and_then(|s| s.core.as_mut()) {
             c.set_allowance(up, down);
         }
     }
