@@ -224,6 +224,8 @@ struct Slot {
     recovered: u32,
     /// A resume sync is queued and not answered.
     syncing: bool,
+    /// Another sync is wanted once the one under way answers.
+    sync_again: bool,
     next_sync: Option<Time>,
     next_progress: Option<Time>,
     /// (downloaded, uploaded) at the last progress report.
@@ -345,6 +347,9 @@ pub struct PeerNode {
     /// When the rate buckets let the throttled swarms go on.
     refill_at: Option<Time>,
     stopping: Option<Time>,
+    /// The stop's grace ran out (its deadline is no longer wanted: what is left waits for the
+    /// disk, whose results wake the node).
+    grace_over: bool,
     stopped: bool,
     rx: Vec<u8>,
     /// Every swarm that was ever added completed (for `stop_when_complete`).
@@ -392,6 +397,7 @@ impl PeerNode {
             throttled: BTreeSet::new(),
             refill_at: None,
             stopping: None,
+            grace_over: false,
             stopped: false,
             rx: Vec::new(),
             completed: 0,
@@ -521,6 +527,7 @@ impl PeerNode {
             checking: Vec::new(),
             recovered: 0,
             syncing: false,
+            sync_again: false,
             next_sync: None,
             next_progress: None,
             last: (0, 0),
@@ -613,13 +620,16 @@ impl PeerNode {
             if let Some(c) = &mut slot.core {
                 c.close_all(now, &mut self.ep);
             }
-            if slot.spec.fetch
+            let wants_sync = slot.spec.fetch
                 && matches!(
                     slot.phase,
                     SwarmPhase::Running | SwarmPhase::Checking | SwarmPhase::Failed
-                )
-                && !slot.syncing
-            {
+                );
+            if wants_sync && slot.syncing {
+                // The sync under way may predate fragments verified since: one more.
+                slot.sync_again = true;
+            }
+            if wants_sync && !slot.syncing {
                 match slot.store.sync() {
                     Ok(()) => slot.syncing = true,
                     Err(e) => {
@@ -736,12 +746,13 @@ impl PeerNode {
         }
         // What was verified is kept: the resume state is saved (a full disk has room for it,
         // reserved in advance: spec peer.md §8).
-        if slot.spec.fetch
-            && matches!(was, SwarmPhase::Running | SwarmPhase::Checking)
-            && !slot.syncing
-            && slot.store.sync().is_ok()
-        {
-            slot.syncing = true;
+        slot.next_progress = None;
+        if slot.spec.fetch && matches!(was, SwarmPhase::Running | SwarmPhase::Checking) {
+            if slot.syncing {
+                slot.sync_again = true;
+            } else if slot.store.sync().is_ok() {
+                slot.syncing = true;
+            }
         }
         slot.trackers.stop(now);
         self.events.push_back(NodeEvent::Failed {
@@ -794,15 +805,29 @@ impl PeerNode {
                         if slot.checking.is_empty() && self.stopping.is_none() {
                             self.start(now, k);
                         }
-                    } else if let Some(c) = &mut slot.core {
-                        c.fragment_verified(now, &mut self.ep, i, ok);
+                    } else if slot.core.is_some() {
+                        // The allowance is this swarm's before it runs (it may ask for more).
+                        self.allow(now, k);
+                        if let Some(c) = self.slots.get_mut(k).and_then(|s| s.core.as_mut()) {
+                            c.fragment_verified(now, &mut self.ep, i, ok);
+                        }
                         self.after_swarm(now, k);
                     }
                 }
                 Done::Synced(r) => {
                     slot.syncing = false;
+                    // A sync asked for while this one ran (the stop's, a failure's): it
+                    // records what was verified since this one began.
+                    if std::mem::take(&mut slot.sync_again) && slot.store.sync().is_ok() {
+                        slot.syncing = true;
+                    }
                     if let Err(e) = r {
-                        if self.stopping.is_some() || slot.phase == SwarmPhase::Failed {
+                        if self.stopping.is_some()
+                            || matches!(
+                                slot.phase,
+                                SwarmPhase::Failed | SwarmPhase::Finishing | SwarmPhase::Complete
+                            )
+                        {
                             let id = slot.spec.id;
                             self.events.push_back(NodeEvent::Warning {
                                 id,
@@ -816,6 +841,7 @@ impl PeerNode {
                         }
                     }
                 }
+                Done::Finished(Ok(())) if slot.phase != SwarmPhase::Finishing => {}
                 Done::Finished(Ok(())) => {
                     slot.phase = SwarmPhase::Complete;
                     slot.trackers.set_complete(now);
@@ -1317,7 +1343,9 @@ impl Core for PeerNode {
             .values()
             .min()
             .map(|t| *t + self.cfg.handshake_timeout));
-        at(self.stopping.map(|t| t + self.cfg.stop_grace));
+        if !self.grace_over {
+            at(self.stopping.map(|t| t + self.cfg.stop_grace));
+        }
         d
     }
 
@@ -1355,6 +1383,12 @@ impl Core for PeerNode {
                 s.deadline = None;
             }
             self.swarm_timeout(now, k);
+        }
+        if self
+            .stopping
+            .is_some_and(|t| now >= t + self.cfg.stop_grace)
+        {
+            self.grace_over = true;
         }
         self.drain(now);
         self.check_stopped(now);

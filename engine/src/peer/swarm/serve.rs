@@ -24,13 +24,10 @@ impl SwarmCore {
         // DATA is read from the store straight into the transport's send buffer; a block the
         // transport cannot take now stays in `serving`, unread.
         while let Some(b) = s.serving.pop_front() {
-            if let Some(a) = &mut self.up_allow {
-                if *a < u64::from(b.length) {
-                    s.serving.push_front(b);
-                    self.throttled = true;
-                    return;
-                }
-                *a -= u64::from(b.length);
+            if self.up_allow.is_some_and(|a| a < u64::from(b.length)) {
+                s.serving.push_front(b);
+                self.throttled = true;
+                return;
             }
             let mut head = [0u8; peer::DATA_HEADER_LEN];
             head[0] = peer::msg::DATA;
@@ -45,6 +42,10 @@ impl SwarmCore {
             });
             match sent {
                 Ok(Ok(())) => {
+                    // Only what was sent is charged to the upload allowance.
+                    if let Some(a) = &mut self.up_allow {
+                        *a = a.saturating_sub(u64::from(b.length));
+                    }
                     self.stats.uploaded += u64::from(b.length);
                     if let Some(x) = self.served.get_mut(b.fragment as usize) {
                         *x += u64::from(b.length);
