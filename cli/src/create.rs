@@ -31,6 +31,8 @@ pub struct CreateArgs {
     pub output: Option<PathBuf>,
     /// Overwrite an existing output.
     pub force: bool,
+    /// A private swarm (header flag bit 0).
+    pub private: bool,
 }
 
 /// Smallest default fragment length: 64 KiB.
@@ -157,6 +159,7 @@ pub fn run(ctx: Ctx, args: CreateArgs) -> CliResult<()> {
             fragment_length,
             files,
             hashes: hashes.into_iter().map(|h| h.unwrap_or_default()).collect(),
+            private: args.private,
         },
     };
     let bytes = st

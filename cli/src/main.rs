@@ -94,6 +94,11 @@ swarm."
         /// Overwrite the output if it exists.
         #[arg(long)]
         force: bool,
+        /// Make a private swarm: it is never announced to or looked up in the DHT nor
+        /// announced on the LAN; peers come only from the trackers and peer exchange. The
+        /// flag is part of the swarm id: the same data with and without it are two swarms.
+        #[arg(long)]
+        private: bool,
     },
     /// Print what a .st file holds: swarm id, name, lengths, trackers, files.
     Inspect {
@@ -343,6 +348,7 @@ fn main() -> ExitCode {
             fragment_size,
             output,
             force,
+            private,
         } => create::run(
             ctx,
             create::CreateArgs {
@@ -351,6 +357,7 @@ fn main() -> ExitCode {
                 fragment_size,
                 output,
                 force,
+                private,
             },
         ),
         Command::Inspect { file, json } => inspect::run(&file, json),

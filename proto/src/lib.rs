@@ -6,7 +6,9 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod bencode;
 pub mod discovery;
+pub mod krpc;
 pub mod packet;
 pub mod peer;
 pub mod st_file;

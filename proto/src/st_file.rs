@@ -51,6 +51,9 @@ pub const MAX_HOST_LEN: usize = 253;
 /// Length of a SHA-256 digest.
 pub const HASH_LEN: usize = 32;
 
+/// Header flag bit 0: the swarm is private (spec §3).
+pub const FLAG_PRIVATE: u16 = 1;
+
 const KIND_FILE: u8 = 0;
 const KIND_DIRECTORY: u8 = 1;
 const TRANSPORT_UDP: u8 = 1;
@@ -98,6 +101,9 @@ pub struct Info {
     pub files: Option<Vec<FileEntry>>,
     /// SHA-256 of every fragment, in order.
     pub hashes: Vec<Hash>,
+    /// Header flag bit 0 (spec §3): a private swarm, never announced to or looked up in the
+    /// DHT nor announced on the LAN; its peers come from its trackers and peer exchange.
+    pub private: bool,
 }
 
 /// One file of a shared directory.
@@ -784,9 +790,10 @@ impl StFile {
             return Err(StFileError::UnsupportedVersion(version));
         }
         let flags = header.flags.get();
-        if flags != 0 {
-            return Err(StFileError::ReservedFlags(flags));
+        if flags & !FLAG_PRIVATE != 0 {
+            return Err(StFileError::ReservedFlags(flags & !FLAG_PRIVATE));
         }
+        let private = flags & FLAG_PRIVATE != 0;
 
         // §4.1 info.
         r.section = Section::Info;
@@ -891,6 +898,7 @@ impl StFile {
             fragment_length,
             files,
             hashes,
+            private,
         };
         Ok((StFile { trackers, info }, info_len))
     }
@@ -971,7 +979,7 @@ impl Info {
         let header = Header {
             magic: MAGIC,
             version: VERSION.into(),
-            flags: 0.into(),
+            flags: (if self.private { FLAG_PRIVATE } else { 0 }).into(),
         };
         out.extend_from_slice(header.as_bytes());
         out.push(if self.files.is_some() {

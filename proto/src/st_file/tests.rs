@@ -67,6 +67,7 @@ fn single() -> StFile {
             fragment_length: 16384,
             files: None,
             hashes: vec![sha(&frag0), sha(&frag1)],
+            private: false,
         },
     }
 }
@@ -90,6 +91,7 @@ fn directory() -> StFile {
                 },
             ]),
             hashes: vec![sha(b"helloworld\n")],
+            private: false,
         },
     }
 }
@@ -265,6 +267,23 @@ fn rejects_unknown_version_and_flags() {
     let mut r = Raw::single();
     r.flags = 0x8000;
     assert_eq!(r.decode(), Err(StFileError::ReservedFlags(0x8000)));
+    let mut r = Raw::single();
+    r.flags = 0x0003;
+    assert_eq!(r.decode(), Err(StFileError::ReservedFlags(0x0002)));
+}
+
+#[test]
+fn the_private_flag_is_bit_0_and_changes_the_swarm_id() {
+    let mut r = Raw::single();
+    r.flags = 0x0001;
+    let f = r.decode().unwrap();
+    assert!(f.info.private);
+    let mut public = f.clone();
+    public.info.private = false;
+    assert_ne!(f.swarm_id().unwrap(), public.swarm_id().unwrap());
+    let bytes = f.encode().unwrap();
+    assert_eq!(&bytes[10..12], &[0, 1]);
+    assert_eq!(StFile::decode(&bytes).unwrap(), f);
 }
 
 #[test]
@@ -730,7 +749,7 @@ prop_compose! {
         let hashes = (0..n).map(|i| [seed.wrapping_add(i as u8); 32]).collect();
         StFile {
             trackers: trackers.into_iter().map(|(host, port)| Tracker { host, port }).collect(),
-            info: Info { name, total_length, fragment_length, files, hashes },
+            info: Info { name, total_length, fragment_length, files, hashes, private: seed % 2 == 1 },
         }
     }
 }
