@@ -2,6 +2,7 @@
 //! mio reactor that drives them, and the deterministic network simulator used by tests.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod dht;
 pub mod discovery;
 pub mod driver;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -28,7 +28,7 @@ use crate::peer::swarm::{SwarmConfig, SwarmCore, SwarmStats, close_code};
 use crate::storage::{Done, SwarmStore};
 use crate::time::Time;
 use crate::transport::{self, ConnHandle, Endpoint, Event, RequestId};
-use rate::Bucket;
+pub(crate) use rate::Bucket;
 
 /// Settings of a peer node.
 #[derive(Debug, Clone)]

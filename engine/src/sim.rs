@@ -39,6 +39,7 @@ impl<T: Core + Any> SimCore for T {}
 /// Makes a node's core again after a restart, from a seed.
 type Factory = Box<dyn FnMut(u64) -> Box<dyn SimCore>>;
 
+pub mod dht;
 pub mod swarm;
 
 /// Index of a node in a [`Sim`].
@@ -253,6 +254,12 @@ pub struct Sim {
     default_pipe: PipeConfig,
     partitions: Vec<Partition>,
     queue: BinaryHeap<Reverse<Arrival>>,
+    /// Node timers `(deadline, node)`; an entry is stale unless it equals the node's `timeout`.
+    timers: BinaryHeap<Reverse<(Time, usize)>>,
+    /// Nodes marked dirty since the last flush.
+    dirty: Vec<usize>,
+    /// One pipe for every pair without a route of its own (see [`Sim::share_default_pipe`]).
+    shared_pipe: Option<usize>,
     buf: Vec<u8>,
 }
 
@@ -280,6 +287,9 @@ impl Sim {
             default_pipe,
             partitions: Vec::new(),
             queue: BinaryHeap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            shared_pipe: None,
             buf: vec![0u8; 1 << 16],
         }
     }
@@ -312,20 +322,41 @@ impl Sim {
         n
     }
 
-    /// The address the next node added will have.
+    /// The address the next node added with [`Sim::add_core`] will have.
     pub fn next_addr(&self) -> SocketAddr {
-        let i = self.nodes.len();
+        let i = self.nodes.len() + 1;
         SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(10, 0, (i >> 8) as u8, i as u8 + 1)),
+            IpAddr::V4(Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)),
             4000,
         )
+    }
+
+    /// From now on, every pair of nodes without a route of its own shares one pipe made from
+    /// the default config (so a simulation of thousands of nodes does not keep a pipe per
+    /// pair; the default config must then have no rate and no bursty loss, whose state
+    /// would be shared).
+    pub fn share_default_pipe(&mut self) {
+        if self.shared_pipe.is_none() {
+            let p = self.add_pipe(self.default_pipe.clone());
+            self.shared_pipe = Some(p.0);
+        }
     }
 
     /// Adds a node running `core` (see [`Sim::next_addr`] for its address). It can be
     /// crashed, and restarted with [`Sim::restart_with`].
     pub fn add_core(&mut self, core: impl SimCore) -> NodeId {
-        let i = self.nodes.len();
         let addr = self.next_addr();
+        self.add_core_at(addr, core)
+    }
+
+    /// Adds a node running `core` at `addr` (which no other node has).
+    pub fn add_core_at(&mut self, addr: SocketAddr, core: impl SimCore) -> NodeId {
+        let i = self.nodes.len();
+        assert!(
+            !self.by_addr.contains_key(&addr),
+            "two simulated nodes at {addr}"
+        );
+        self.dirty.push(i);
         self.nodes.push(Node {
             up: Link::default(),
             down: Link::default(),
@@ -353,6 +384,7 @@ impl Sim {
     /// at the next [`Self::flush`] or [`Self::step`].
     pub fn core<T: SimCore>(&mut self, n: NodeId) -> Option<&mut T> {
         self.nodes[n.0].dirty = true;
+        self.dirty.push(n.0);
         let c: &mut dyn Any = self.nodes[n.0].ep.as_deref_mut()?;
         c.downcast_mut::<T>()
     }
@@ -442,6 +474,9 @@ impl Sim {
         if let Some(&p) = self.routes.get(&(from.0, to.0)) {
             return PipeId(p);
         }
+        if let Some(p) = self.shared_pipe {
+            return PipeId(p);
+        }
         let p = self.add_pipe(self.default_pipe.clone());
         self.route(from, to, p);
         p
@@ -477,6 +512,7 @@ impl Sim {
         let seed = self.seed ^ (n.0 as u64) << 32 ^ node.restarts;
         node.ep = node.make.as_mut().map(|m| m(seed));
         node.dirty = true;
+        self.dirty.push(n.0);
     }
 
     /// Restarts node `n` (crashed or not: a running core is replaced, as by a crash) with
@@ -487,6 +523,7 @@ impl Sim {
         node.ep = Some(Box::new(core));
         node.timeout = None;
         node.dirty = true;
+        self.dirty.push(n.0);
     }
 
     fn partitioned(&self, a: usize, b: usize) -> bool {
@@ -591,7 +628,13 @@ impl Sim {
             };
             let Some(t) = ep.poll_transmit(now, &mut buf) else {
                 node.dirty = false;
-                node.timeout = ep.poll_timeout();
+                let t = ep.poll_timeout();
+                if t != node.timeout
+                    && let Some(t) = t
+                {
+                    self.timers.push(Reverse((t, i)));
+                }
+                node.timeout = t;
                 break;
             };
             let log = self.nodes[i].sent.entry(t.remote).or_default();
@@ -632,7 +675,7 @@ impl Sim {
     /// Lets every node send what it has queued (call after commands like `send`). Only nodes
     /// whose endpoint was handed out since they were last drained can have anything new.
     pub fn flush(&mut self) {
-        for i in 0..self.nodes.len() {
+        for i in std::mem::take(&mut self.dirty) {
             if self.nodes[i].dirty {
                 self.drain_transmits(i);
             }
@@ -642,16 +685,13 @@ impl Sim {
     /// The next time something happens, if anything will.
     pub fn next_event(&self) -> Option<Time> {
         let q = self.queue.peek().map(|Reverse(a)| a.at);
+        // The earliest timer (a stale entry only makes a step that finds nothing to do).
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
         let t = self
-            .nodes
+            .dirty
             .iter()
-            .filter_map(|n| {
-                if n.dirty {
-                    n.ep.as_ref()?.poll_timeout()
-                } else {
-                    n.timeout
-                }
-            })
+            .filter_map(|&i| self.nodes[i].ep.as_ref()?.poll_timeout())
+            .chain(t)
             .min();
         match (q, t) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -663,6 +703,13 @@ impl Sim {
     /// nothing is left before `limit` (the clock is then set to `limit`).
     pub fn step(&mut self, limit: Time) -> bool {
         self.flush();
+        // Stale timer entries (the node's deadline moved, or it crashed) go.
+        while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+            if self.nodes[i].timeout == Some(t) {
+                break;
+            }
+            self.timers.pop();
+        }
         let Some(next) = self.next_event().filter(|&t| t <= limit) else {
             self.now = self.now.max(limit);
             return false;
@@ -696,10 +743,25 @@ impl Sim {
         }
         // Timers that expired. A node that neither received nor timed out has nothing new to
         // send (its pacing and retransmissions are timers), so it is not polled.
-        for i in 0..self.nodes.len() {
+        let mut due = Vec::new();
+        while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+            if t > self.now {
+                break;
+            }
+            self.timers.pop();
+            if self.nodes[i].timeout == Some(t) {
+                due.push(i);
+            }
+        }
+        due.extend(std::mem::take(&mut self.dirty));
+        due.sort_unstable();
+        due.dedup();
+        for i in due {
             let now = self.now;
             let node = &mut self.nodes[i];
-            if node.dirty || node.timeout.is_some_and(|t| t <= now) {
+            // Its deadline is taken: the next drain files it again.
+            node.timeout = None;
+            {
                 if let Some(ep) = node.ep.as_mut()
                     && ep.poll_timeout().is_some_and(|t| t <= now)
                 {

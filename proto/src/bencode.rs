@@ -32,8 +32,8 @@ pub enum Value<'a> {
 /// Why an input is not accepted. Offsets are into the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BencodeError {
-    /// The input is longer than [`MAX_INPUT`].
-    #[error("input of {0} bytes exceeds {MAX_INPUT}")]
+    /// The input is longer than allowed ([`MAX_INPUT`] for a datagram).
+    #[error("input of {0} bytes is too long")]
     TooLong(usize),
     /// Lists and dictionaries nest deeper than [`MAX_DEPTH`].
     #[error("nesting deeper than {MAX_DEPTH} at offset {0}")]
@@ -135,9 +135,14 @@ pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Decodes one value that spans all of `input`.
+/// Decodes one value that spans all of `input` (at most [`MAX_INPUT`] bytes).
 pub fn decode(input: &[u8]) -> Result<Value<'_>, BencodeError> {
-    if input.len() > MAX_INPUT {
+    decode_limited(input, MAX_INPUT)
+}
+
+/// [`decode`] with another input bound (a state file); the depth and item bounds stay.
+pub fn decode_limited(input: &[u8], max_input: usize) -> Result<Value<'_>, BencodeError> {
+    if input.len() > max_input {
         return Err(BencodeError::TooLong(input.len()));
     }
     let mut p = Parser {

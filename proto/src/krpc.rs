@@ -210,6 +210,35 @@ pub fn nodes6(b: &[u8]) -> impl Iterator<Item = (Id, SocketAddr)> + '_ {
     })
 }
 
+/// BEP 42: whether node id `id` is one the owner of `ip` may use (the first 21 bits follow
+/// from a CRC32-C of the masked address and the id's last byte). Addresses of local networks
+/// (private, loopback, link-local, unique-local) are exempt: any id is valid for them.
+pub fn bep42_valid(id: &Id, ip: IpAddr) -> bool {
+    let r = id[19] & 7;
+    let crc = match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_private() || v4.is_loopback() || v4.is_link_local() {
+                return true;
+            }
+            let x = (u32::from(v4) & 0x030f_3fff) | (u32::from(r) << 29);
+            crc32c::crc32c(&x.to_be_bytes())
+        }
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            if v6.is_loopback() || (o[0] & 0xfe) == 0xfc || (o[0] == 0xfe && (o[1] & 0xc0) == 0x80)
+            {
+                return true;
+            }
+            let hi = u64::from_be_bytes(o[..8].try_into().unwrap_or([0; 8]));
+            let x = (hi & 0x0103_070f_1f3f_7fff) | (u64::from(r) << 61);
+            crc32c::crc32c(&x.to_be_bytes())
+        }
+    };
+    id[0] == (crc >> 24) as u8
+        && id[1] == (crc >> 16) as u8
+        && (id[2] & 0xf8) == ((crc >> 8) as u8 & 0xf8)
+}
+
 /// Parses one datagram.
 pub fn parse(data: &[u8]) -> Result<Message<'_>, KrpcError> {
     let v = bencode::decode(data)?;
@@ -505,6 +534,70 @@ fn encode_reply(out: &mut Vec<u8>, r: &Reply<'_>) {
     out.push(b'e');
 }
 
+/// Longest DHT state file read.
+pub const MAX_STATE_LEN: usize = 16 * 1024;
+/// Most nodes of each family a state file holds.
+pub const MAX_STATE_NODES: usize = 200;
+
+/// What a DHT node keeps across restarts (`spec/dht.md` §15): its id and good nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// The node id.
+    pub id: Id,
+    /// Nodes of either family.
+    pub nodes: Vec<(Id, SocketAddr)>,
+}
+
+impl State {
+    /// The file's bytes: a bencoded dictionary `{id, nodes, nodes6}` (at most
+    /// [`MAX_STATE_NODES`] of each family are written).
+    pub fn encode(&self) -> Vec<u8> {
+        let (mut n4, mut n6) = (Vec::new(), Vec::new());
+        for (id, a) in &self.nodes {
+            let (buf, max) = if a.is_ipv4() {
+                (&mut n4, NODE4_LEN)
+            } else {
+                (&mut n6, NODE6_LEN)
+            };
+            if buf.len() < MAX_STATE_NODES * max {
+                put_node(buf, id, *a);
+            }
+        }
+        let mut out = Vec::with_capacity(64 + n4.len() + n6.len());
+        out.push(b'd');
+        put_bytes(&mut out, b"id");
+        put_bytes(&mut out, &self.id);
+        put_bytes(&mut out, b"nodes");
+        put_bytes(&mut out, &n4);
+        put_bytes(&mut out, b"nodes6");
+        put_bytes(&mut out, &n6);
+        out.push(b'e');
+        out
+    }
+
+    /// Reads a state file.
+    pub fn decode(data: &[u8]) -> Result<State, KrpcError> {
+        let v = bencode::decode_limited(data, MAX_STATE_LEN)?;
+        let id = id(&v, "id")?;
+        let mut nodes = Vec::new();
+        if let Some(n) = v.get(b"nodes") {
+            let b = n
+                .as_bytes()
+                .filter(|b| b.len() % NODE4_LEN == 0)
+                .ok_or(KrpcError::Field("nodes"))?;
+            nodes.extend(nodes4(b).take(MAX_STATE_NODES));
+        }
+        if let Some(n) = v.get(b"nodes6") {
+            let b = n
+                .as_bytes()
+                .filter(|b| b.len() % NODE6_LEN == 0)
+                .ok_or(KrpcError::Field("nodes6"))?;
+            nodes.extend(nodes6(b).take(MAX_STATE_NODES));
+        }
+        Ok(State { id, nodes })
+    }
+}
+
 /// The fuzz invariant of the `krpc` target: bencode round-trips byte for byte, and a message
 /// that parses re-encodes to one that parses to the same message. `Ok(true)` when the input
 /// is a KRPC message.
@@ -629,6 +722,42 @@ mod tests {
             },
         };
         round(&q);
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_bad_ones_are_refused() {
+        let s = State {
+            id: [5; 20],
+            nodes: vec![
+                ([1; 20], "10.0.0.1:6881".parse().unwrap()),
+                ([2; 20], "[fd00::1]:6881".parse().unwrap()),
+            ],
+        };
+        assert_eq!(State::decode(&s.encode()), Ok(s));
+        assert!(State::decode(b"d2:id3:abce").is_err());
+        assert!(State::decode(b"garbage").is_err());
+        assert!(State::decode(&vec![b'x'; MAX_STATE_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn bep42_test_vectors() {
+        // The examples of BEP 42: IP, rand (id[19]), and the id prefix.
+        for (ip, r, prefix) in [
+            ("124.31.75.21", 1u8, [0x5f, 0xbf, 0xbf]),
+            ("21.75.31.124", 86, [0x5a, 0x3c, 0xe9]),
+            ("65.23.51.170", 22, [0xa5, 0xd4, 0x32]),
+            ("84.124.73.14", 65, [0x1b, 0x03, 0x21]),
+            ("43.213.53.83", 90, [0xe5, 0x6f, 0x6c]),
+        ] {
+            let mut id = [0u8; 20];
+            id[..3].copy_from_slice(&prefix);
+            id[19] = r;
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(bep42_valid(&id, ip), "{ip}");
+            id[0] ^= 1;
+            assert!(!bep42_valid(&id, ip), "{ip}");
+        }
+        assert!(bep42_valid(&[0; 20], "10.1.2.3".parse().unwrap()));
     }
 
     #[test]

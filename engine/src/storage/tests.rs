@@ -40,6 +40,7 @@ fn info_for(name: &str, all: &[u8], files: Option<Vec<FileEntry>>) -> Info {
             .chunks(fragment_length as usize)
             .map(|c| Sha256::digest(c).into())
             .collect(),
+        private: false,
     }
 }
 
