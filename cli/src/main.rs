@@ -289,6 +289,15 @@ struct NetArgs {
     /// Do not announce or look for peers on the local network (multicast).
     #[arg(long)]
     no_lan: bool,
+    /// Do not use the DHT (the mainline BitTorrent DHT, BEP 5, on the same UDP port) to
+    /// announce and find peers. Private swarms never use it.
+    #[arg(long)]
+    no_dht: bool,
+    /// A DHT node to bootstrap from, as HOST:PORT (any st seed is one). Repeatable; used when
+    /// the nodes remembered in the state directory do not answer [default:
+    /// dht.transmissionbt.com:6881 and dht.libtorrent.org:25401].
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    dht_bootstrap: Vec<String>,
     /// Upload limit over all swarms: bytes per second with binary units (10M = 10 MiB/s), or
     /// bits per second with an SI prefix (100Mbit = 12.5 MB/s).
     #[arg(long, value_name = "RATE", value_parser = units::parse_rate)]
@@ -300,10 +309,25 @@ struct NetArgs {
     /// summary), nothing else on stdout.
     #[arg(long)]
     json: bool,
-    /// Where a seed remembers what it verified [default: $XDG_STATE_HOME/swarmtorrent, else
-    /// ~/.local/state/swarmtorrent].
+    /// Where a seed remembers what it verified, and the DHT its id and nodes [default:
+    /// $XDG_STATE_HOME/swarmtorrent, else ~/.local/state/swarmtorrent].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+}
+
+/// `HOST:PORT` with a non-zero port (the host is resolved later, off the network thread).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s}: expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s}: no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(s.to_owned()),
+        _ => Err(format!("{s}: the port must be 1-65535")),
+    }
 }
 
 fn swarm_args(
@@ -321,6 +345,8 @@ fn swarm_args(
         port: net.port,
         bind: net.bind,
         lan: !net.no_lan,
+        dht: !net.no_dht,
+        dht_bootstrap: net.dht_bootstrap,
         mode,
         max_upload: net.max_upload,
         max_download: net.max_download,

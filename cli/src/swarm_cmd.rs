@@ -18,6 +18,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use log::{debug, info, warn};
 use serde_json::json;
+use st_engine::dht::DhtConfig;
 use st_engine::discovery::lan::LanConfig;
 use st_engine::node::{NodeConfig, NodeEvent, PeerNode, SwarmPhase, SwarmSpec};
 use st_engine::reactor::{Reactor, ReactorConfig, Wake};
@@ -58,6 +59,10 @@ pub struct SwarmArgs {
     pub bind: Option<IpAddr>,
     /// Announce and look for peers on the local network.
     pub lan: bool,
+    /// Use the DHT.
+    pub dht: bool,
+    /// DHT bootstrap nodes, `HOST:PORT` (empty: the public routers).
+    pub dht_bootstrap: Vec<String>,
     /// Seed or fetch.
     pub mode: Mode,
     /// Upload limit, bytes per second.
@@ -79,6 +84,79 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 const RESCAN_EVERY: Duration = Duration::from_secs(30);
 /// Gap between two progress log lines when not on a terminal.
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// The DHT's bootstrap routers when none is given (spec/dht.md §14).
+const DEFAULT_ROUTERS: [&str; 2] = ["dht.transmissionbt.com:6881", "dht.libtorrent.org:25401"];
+/// The DHT state file in the state directory (spec/dht.md §15).
+const DHT_STATE: &str = "dht.dat";
+
+/// The DHT's settings: the id and nodes of the last run (from the state directory), and the
+/// address families the socket reaches. The routers are resolved later, off this thread.
+fn dht_config(state_dir: Option<&Path>, local: SocketAddr) -> DhtConfig {
+    let mut cfg = DhtConfig::default();
+    match local.ip() {
+        IpAddr::V4(_) => cfg.ipv6 = false,
+        IpAddr::V6(ip) if !ip.is_unspecified() => cfg.ipv4 = false,
+        IpAddr::V6(_) => {}
+    }
+    if let Some(path) = state_dir.map(|d| d.join(DHT_STATE)) {
+        match std::fs::read(&path) {
+            Ok(bytes) => match st_proto::krpc::State::decode(&bytes) {
+                Ok(state) => {
+                    debug!(
+                        "DHT: {} nodes remembered in {}",
+                        state.nodes.len(),
+                        path.display()
+                    );
+                    cfg.id = Some(state.id);
+                    cfg.restored = state.nodes;
+                }
+                Err(e) => warn!("DHT state {} ignored: {e}", path.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!("DHT state {} ignored: {e}", path.display()),
+        }
+    }
+    cfg
+}
+
+/// Writes the DHT state atomically (a temporary file renamed over the old one).
+fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(format!("{DHT_STATE}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, state_dir.join(DHT_STATE))
+}
+
+/// Resolves the bootstrap routers on a thread of their own (a DNS lookup may take seconds
+/// where there is no network); the result comes back through `tx`, and `waker` wakes the
+/// reactor for it.
+fn resolve_routers(
+    names: Vec<String>,
+    tx: std::sync::mpsc::Sender<(Vec<SocketAddr>, Vec<String>)>,
+    waker: Arc<dyn Wake>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("st-resolve".into())
+        .spawn(move || {
+            let mut addrs = Vec::new();
+            let mut failed = Vec::new();
+            for n in names {
+                match n.to_socket_addrs() {
+                    Ok(a) => addrs.extend(a),
+                    Err(e) => failed.push(format!("{n}: {e}")),
+                }
+            }
+            let _ = tx.send((addrs, failed));
+            waker.wake();
+        });
+    if let Err(e) = spawned {
+        warn!("DHT: cannot start the resolver thread ({e}); no bootstrap routers");
+    }
+}
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -160,6 +238,7 @@ fn spec(st: &StFile, id: [u8; 32], fetch: bool, unrecorded_data: bool) -> SwarmS
         trackers: resolve_trackers(st),
         fetch,
         unrecorded_data,
+        private: st.info.private,
     }
 }
 
@@ -386,6 +465,12 @@ impl View {
                         "down_rate": p.down_rate,
                         "up_rate": p.up_rate,
                         "peers": p.peers,
+                        "found": {
+                            "trackers": p.found.trackers,
+                            "lan": p.found.lan,
+                            "dht": p.found.dht,
+                            "pex": p.found.pex,
+                        },
                     }));
                 }
                 self.latest.insert(p.id, p.clone());
@@ -461,13 +546,26 @@ impl View {
             NodeEvent::NoPeers { id, sources } => {
                 warn!("{}: no peer found yet: {sources}", self.name(id));
             }
-            NodeEvent::Stopped => {}
+            NodeEvent::Notice { message } => {
+                if self.json {
+                    Self::json_line(&json!({"event": "warning", "message": message}));
+                }
+                warn!("{message}");
+            }
+            NodeEvent::DhtState(_) | NodeEvent::Stopped => {}
         }
     }
 }
 
 /// Adds a prepared swarm to the node, saying so; false if the node refused it.
-fn add_swarm(node: &mut PeerNode, now: Time, p: Prepared, view: &mut View, lan_on: bool) -> bool {
+fn add_swarm(
+    node: &mut PeerNode,
+    now: Time,
+    p: Prepared,
+    view: &mut View,
+    lan_on: bool,
+    dht_on: bool,
+) -> bool {
     let id = p.spec.id;
     view.names.insert(id, p.spec.name.clone());
     let label = if p.spec.fetch { "fetching" } else { "seeding" };
@@ -478,9 +576,16 @@ fn add_swarm(node: &mut PeerNode, now: Time, p: Prepared, view: &mut View, lan_o
         &hex(&id)[..16],
         p.st_path.display()
     );
-    if p.spec.trackers.is_empty() && !lan_on {
+    if p.spec.private {
+        info!(
+            "{}: private swarm: not in the DHT, not announced on the LAN",
+            p.spec.name
+        );
+    }
+    let dht_used = dht_on && !p.spec.private;
+    if p.spec.trackers.is_empty() && !dht_used && (!lan_on || p.spec.private) {
         warn!(
-            "{}: no usable tracker and no LAN discovery: waiting for peers to connect",
+            "{}: no usable tracker, no LAN discovery and no DHT: waiting for peers to connect",
             p.st_path.display()
         );
     }
@@ -507,6 +612,7 @@ struct Checked {
 struct Library {
     dir: PathBuf,
     lan_on: bool,
+    dht_on: bool,
     served: HashMap<PathBuf, [u8; 32]>,
     /// Refused `.st` files, with their mtime and whether only their data was missing (retried
     /// at every rescan: the data may be copied in after the `.st` file); SIGHUP retries all.
@@ -522,7 +628,13 @@ struct Library {
 type CheckFn = Arc<dyn Fn(&Path, Option<std::time::SystemTime>) -> Checked + Send + Sync>;
 
 impl Library {
-    fn new(ctx: Ctx, args: &SwarmArgs, lan_on: bool, waker: Arc<dyn Wake>) -> Library {
+    fn new(
+        ctx: Ctx,
+        args: &SwarmArgs,
+        lan_on: bool,
+        dht_on: bool,
+        waker: Arc<dyn Wake>,
+    ) -> Library {
         let dir = args.path.clone();
         let (state_dir, recheck) = (args.state_dir.clone(), args.recheck);
         let d = dir.clone();
@@ -566,6 +678,7 @@ impl Library {
         Library {
             dir,
             lan_on,
+            dht_on,
             served: HashMap::new(),
             refused: HashMap::new(),
             checking: std::collections::HashSet::new(),
@@ -636,7 +749,7 @@ impl Library {
             Ok(ready) => {
                 self.refused.remove(&c.path);
                 let id = ready.spec.id;
-                if add_swarm(node, now, ready.into(), view, self.lan_on) {
+                if add_swarm(node, now, ready.into(), view, self.lan_on, self.dht_on) {
                     self.served.insert(c.path, id);
                 } else {
                     self.refused.insert(c.path, (c.mtime, false));
@@ -689,6 +802,19 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         None
     };
     let lan_on = lan.is_some();
+    let dht = args
+        .dht
+        .then(|| dht_config(args.state_dir.as_deref(), reactor.local_addr()));
+    let dht_restored = dht.as_ref().is_some_and(|d| !d.restored.is_empty());
+    let (boot_tx, boot_rx) = std::sync::mpsc::channel();
+    if args.dht {
+        let names = if args.dht_bootstrap.is_empty() {
+            DEFAULT_ROUTERS.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            args.dht_bootstrap.clone()
+        };
+        resolve_routers(names, boot_tx, Arc::clone(&waker));
+    }
     let keep_serving = match args.mode {
         Mode::Seed => true,
         Mode::Fetch { seed_after } => seed_after,
@@ -709,6 +835,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                 ..transport::Config::default()
             },
             lan,
+            dht,
             max_upload: args.max_upload,
             max_download: args.max_download,
             stop_when_complete: fetching && !keep_serving,
@@ -727,8 +854,9 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         next_log: reactor.now() + LOG_EVERY,
         next_bar_message: reactor.now(),
     };
+    let dht_on = args.dht;
     let add = |node: &mut PeerNode, now: Time, p: Prepared, view: &mut View| {
-        add_swarm(node, now, p, view, lan_on)
+        add_swarm(node, now, p, view, lan_on, dht_on)
     };
     match args.mode {
         Mode::Fetch { .. } => {
@@ -755,7 +883,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     }
     let mut library = args
         .dir
-        .then(|| Library::new(ctx, &args, lan_on, Arc::clone(&waker)));
+        .then(|| Library::new(ctx, &args, lan_on, dht_on, Arc::clone(&waker)));
     if let Some(library) = &mut library {
         // The first scan checks the data before the seed says it listens.
         library.rescan(&mut node, reactor.now(), &mut view, false, true);
@@ -800,8 +928,31 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let mut next_rescan = started + RESCAN_EVERY;
     let mut failures: Vec<String> = Vec::new();
     let mut signalled: Option<u8> = None;
+    let state_dir = args.state_dir.clone();
+    let mut state_warned = false;
     let result = reactor.run(&mut node, MAX_WAIT, |node, now| {
+        if let Ok((addrs, failed)) = boot_rx.try_recv() {
+            for f in &failed {
+                debug!("DHT bootstrap {f}");
+            }
+            if addrs.is_empty() && !dht_restored {
+                warn!(
+                    "DHT: no bootstrap node could be resolved ({}); the DHT waits for nodes to contact it",
+                    failed.join("; ")
+                );
+            }
+            node.add_dht_bootstrap(now, &addrs);
+        }
         while let Some(ev) = node.poll_event() {
+            if let NodeEvent::DhtState(bytes) = &ev {
+                if let Some(dir) = &state_dir
+                    && let Err(e) = save_dht_state(dir, bytes)
+                    && !std::mem::replace(&mut state_warned, true)
+                {
+                    warn!("DHT state not saved in {}: {e}", dir.display());
+                }
+                continue;
+            }
             view.event(now, &ev, &mut failures);
         }
         if node.is_stopped() {

@@ -91,12 +91,20 @@ fn a_lan_only_swarm_needs_no_tracker() {
         "the .st file has no tracker"
     );
     let h0 = lan.host(0);
-    let _seed = Proc::start_in(Some(&h0), &["-q", "seed", "lan.st", "blob.bin"], &s.0);
+    let _seed = Proc::start_in(
+        Some(&h0),
+        &["-q", "seed", "--no-dht", "lan.st", "blob.bin"],
+        &s.0,
+    );
     let fetchers: Vec<(usize, Proc)> = (1..4)
         .map(|k| {
             let out = format!("f{k}");
             let host = lan.host(k);
-            let p = Proc::start_in(Some(&host), &["-q", "fetch", "lan.st", "-o", &out], &s.0);
+            let p = Proc::start_in(
+                Some(&host),
+                &["-q", "fetch", "--no-dht", "lan.st", "-o", &out],
+                &s.0,
+            );
             (k, p)
         })
         .collect();

@@ -56,7 +56,15 @@ fn seeded(s: &Scratch, name: &str, len: usize, seed: u64, extra: &[&str]) -> (Pr
     create(&lib, name, tracker.port());
     let st_path = format!("lib/{name}.st");
     let data_path = format!("lib/{name}");
-    let mut args = vec!["-q", "seed", &st_path, &data_path, "--bind", "127.0.0.1"];
+    let mut args = vec![
+        "-q",
+        "seed",
+        "--no-dht",
+        &st_path,
+        &data_path,
+        "--bind",
+        "127.0.0.1",
+    ];
     args.extend_from_slice(extra);
     let seed = Proc::start(&args, &s.0);
     (tracker, seed, bytes)
@@ -65,7 +73,16 @@ fn seeded(s: &Scratch, name: &str, len: usize, seed: u64, extra: &[&str]) -> (Pr
 /// `st -q fetch ST -o out` on loopback, to its end: exit code and stdout.
 fn fetch_one(s: &Scratch, st_path: &str) -> (i32, String) {
     Proc::start(
-        &["-q", "fetch", st_path, "-o", "out", "--bind", "127.0.0.1"],
+        &[
+            "-q",
+            "fetch",
+            "--no-dht",
+            st_path,
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ],
         &s.0,
     )
     .finish()
@@ -115,6 +132,7 @@ fn one_seed_serves_a_library_and_one_fetch_takes_two_swarms() {
         &[
             "-q",
             "seed",
+            "--no-dht",
             "--dir",
             "lib",
             "--bind",
@@ -130,7 +148,16 @@ fn one_seed_serves_a_library_and_one_fetch_takes_two_swarms() {
         let st_path = format!("lib/{name}.st");
         let out = format!("out{i}");
         fetchers.push(Proc::start(
-            &["-q", "fetch", &st_path, "-o", &out, "--bind", "127.0.0.1"],
+            &[
+                "-q",
+                "fetch",
+                "--no-dht",
+                &st_path,
+                "-o",
+                &out,
+                "--bind",
+                "127.0.0.1",
+            ],
             &s.0,
         ));
     }
@@ -138,6 +165,7 @@ fn one_seed_serves_a_library_and_one_fetch_takes_two_swarms() {
         &[
             "-q",
             "fetch",
+            "--no-dht",
             "lib/a.bin.st",
             "lib/b.bin.st",
             "-o",
@@ -183,6 +211,7 @@ fn a_restarted_seed_trusts_what_it_remembers_and_rehashes_a_changed_file() {
         let mut args = vec![
             "-v",
             "seed",
+            "--no-dht",
             "--dir",
             "lib",
             "--bind",
@@ -240,6 +269,7 @@ fn json_mode_prints_only_json_events() {
     let o = Command::new(env!("CARGO_BIN_EXE_st"))
         .args([
             "fetch",
+            "--no-dht",
             "--json",
             "lib/j.bin.st",
             "-o",
@@ -315,6 +345,7 @@ fn sigint_stops_an_incomplete_fetch_with_130_and_keeps_its_resume_state() {
         &s.0,
         &[
             "fetch",
+            "--no-dht",
             "--json",
             "lib/big.bin.st",
             "-o",
@@ -402,6 +433,7 @@ fn a_library_picks_up_a_new_st_file_on_sighup() {
         &[
             "-v",
             "seed",
+            "--no-dht",
             "--dir",
             "lib",
             "--bind",

@@ -55,7 +55,15 @@ fn tracker_and_st(s: &Scratch, dir: &str) -> Proc {
 /// Starts `st seed data.st PATH` on 127.0.0.1.
 fn seed(s: &Scratch, path: &str) -> Proc {
     Proc::start(
-        &["-q", "seed", "data.st", path, "--bind", "127.0.0.1"],
+        &[
+            "-q",
+            "seed",
+            "--no-dht",
+            "data.st",
+            path,
+            "--bind",
+            "127.0.0.1",
+        ],
         &s.0,
     )
 }
@@ -72,7 +80,16 @@ fn tracker_seed_and_three_fetchers_end_identical() {
         .map(|i| {
             let out = format!("f{i}");
             Proc::start(
-                &["-q", "fetch", "data.st", "-o", &out, "--bind", "127.0.0.1"],
+                &[
+                    "-q",
+                    "fetch",
+                    "--no-dht",
+                    "data.st",
+                    "-o",
+                    &out,
+                    "--bind",
+                    "127.0.0.1",
+                ],
                 &s.0,
             )
         })
@@ -104,7 +121,16 @@ fn a_killed_fetch_resumes_without_fetching_synced_data_again() {
 
     let half_seed = seed(&s, "half/blob.bin");
     let mut fetch = Proc::start(
-        &["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"],
+        &[
+            "-q",
+            "fetch",
+            "--no-dht",
+            "data.st",
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ],
         &s.0,
     );
     // Wait (bounded) until the resume file records data, then kill -9.
@@ -127,7 +153,16 @@ fn a_killed_fetch_resumes_without_fetching_synced_data_again() {
 
     let _full_seed = seed(&s, "full/blob.bin");
     let again = Proc::start(
-        &["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"],
+        &[
+            "-q",
+            "fetch",
+            "--no-dht",
+            "data.st",
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ],
         &s.0,
     );
     let (code, out) = again.finish();
@@ -205,7 +240,16 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
     };
     let _tracker = tracker_and_st(&s, "seed");
     let _seed = seed(&s, "seed/blob.bin");
-    let fetch_args = ["-q", "fetch", "data.st", "-o", "out", "--bind", "127.0.0.1"];
+    let fetch_args = [
+        "-q",
+        "fetch",
+        "--no-dht",
+        "data.st",
+        "-o",
+        "out",
+        "--bind",
+        "127.0.0.1",
+    ];
 
     let err_path = s.0.join("fetch1.err");
     let err_file = std::fs::File::create(&err_path).unwrap();

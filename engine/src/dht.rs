@@ -143,7 +143,7 @@ impl Default for DhtConfig {
             max_values: 50,
             peer_ttl: Duration::from_secs(30 * 60),
             announce_every: Duration::from_secs(15 * 60),
-            search_retry: Duration::from_secs(30),
+            search_retry: Duration::from_secs(5),
             token_every: Duration::from_secs(5 * 60),
             refresh_every: Duration::from_secs(15 * 60),
             bootstrap_retry: Duration::from_secs(5),
@@ -279,6 +279,8 @@ struct Reg {
     next: Time,
     backoff: Duration,
     running: bool,
+    /// The table grew while the search ran: if it finds nothing, it runs again at once.
+    rerun: bool,
 }
 
 struct Boot {
@@ -494,6 +496,7 @@ impl DhtNode {
                 next: now,
                 backoff: self.cfg.search_retry,
                 running: false,
+                rerun: false,
             },
         );
         self.reg_q.insert((now, key));
@@ -746,20 +749,7 @@ impl DhtNode {
                     for t in &mut self.tables {
                         t.refresh_all();
                     }
-                    // Searches that found nobody to ask go now.
-                    let idle: Vec<(Time, Id)> = self
-                        .regs
-                        .iter()
-                        .filter(|(_, r)| !r.running && r.next > now)
-                        .map(|(k, r)| (r.next, *k))
-                        .collect();
-                    for (t, key) in idle {
-                        self.reg_q.remove(&(t, key));
-                        if let Some(r) = self.regs.get_mut(&key) {
-                            r.next = now;
-                        }
-                        self.reg_q.insert((now, key));
-                    }
+                    self.searches_now(now);
                     self.events.push_back(DhtEvent::Bootstrapped {
                         nodes: self.nodes(),
                     });
@@ -790,7 +780,10 @@ impl DhtNode {
                 let targets = l.announce_targets();
                 if let Some(reg) = self.regs.get_mut(&key) {
                     reg.running = false;
-                    let gap = if nobody {
+                    let rerun = std::mem::take(&mut reg.rerun);
+                    let gap = if rerun && !found && reg.wants_peers {
+                        Duration::ZERO
+                    } else if nobody {
                         boot_wait
                     } else if found || !reg.wants_peers {
                         reg.backoff = search_retry;
@@ -811,6 +804,26 @@ impl DhtNode {
                     self.events.push_back(DhtEvent::SearchDone { key, stats });
                 }
             }
+        }
+    }
+
+    /// Every idle search goes now (the table just got its first nodes).
+    fn searches_now(&mut self, now: Time) {
+        for r in self.regs.values_mut() {
+            r.rerun |= r.running;
+        }
+        let idle: Vec<(Time, Id)> = self
+            .regs
+            .iter()
+            .filter(|(_, r)| !r.running && r.next > now)
+            .map(|(k, r)| (r.next, *k))
+            .collect();
+        for (t, key) in idle {
+            self.reg_q.remove(&(t, key));
+            if let Some(r) = self.regs.get_mut(&key) {
+                r.next = now;
+            }
+            self.reg_q.insert((now, key));
         }
     }
 
@@ -861,7 +874,7 @@ impl DhtNode {
                         break;
                     }
                     let Some(target) =
-                        self.tables[t].to_refresh(now, self.cfg.refresh_every, &mut self.rng)
+                        self.tables[t].next_refresh(now, self.cfg.refresh_every, &mut self.rng)
                     else {
                         break;
                     };
@@ -869,7 +882,7 @@ impl DhtNode {
                 }
             }
             for t in 0..2 {
-                for (id, a) in self.tables[t].to_ping(now, self.cfg.refresh_every, 8) {
+                for (id, a) in self.tables[t].take_stale(now, self.cfg.refresh_every, 8) {
                     self.queue(a, Some(id), Out::Ping);
                 }
             }
@@ -959,7 +972,13 @@ impl DhtNode {
             self.vote(ip.ip().to_canonical());
         }
         if !m.read_only && self.reachable(&from) {
+            let was_empty = self.nodes() == 0;
             let h = self.tables[family(&from)].heard(now, r.id, from);
+            if was_empty && self.nodes() > 0 {
+                // A node alone until now (the first of a closed network) has someone to
+                // announce to and ask.
+                self.searches_now(now);
+            }
             if h == Heard::IdChanged {
                 log::debug!("dht: {from} changed its id; dropped");
             }
@@ -979,7 +998,7 @@ impl DhtNode {
         let verified = bep42_valid(&r.id, from.ip());
         let new = run
             .lookup
-            .answered(now, from, r.id, verified, r.token, nodes, &values);
+            .answered(now, from, (r.id, verified), r.token, nodes, &values);
         if let Purpose::Search(key) = run.purpose
             && !new.is_empty()
         {
@@ -1071,6 +1090,13 @@ impl DhtNode {
                     error = Some((code::SERVER, &b"store full"[..]));
                 } else {
                     self.stats.announces_stored += 1;
+                    // A peer of a key we want announced itself to us: it is found now.
+                    if self.regs.get(info_hash).is_some_and(|r| r.wants_peers) {
+                        self.events.push_back(DhtEvent::Peers {
+                            key: *info_hash,
+                            peers: vec![SocketAddr::new(from.ip(), port)],
+                        });
+                    }
                 }
             }
             Query::Unknown { .. } => error = Some((code::METHOD_UNKNOWN, &b"Method Unknown"[..])),

@@ -21,6 +21,7 @@ use slab::Slab;
 use st_proto::peer::{self as wire, Message};
 use st_proto::st_file::Geometry;
 
+use crate::dht::{DhtConfig, DhtEvent, DhtNode};
 use crate::discovery::lan::{LanConfig, LanDiscovery};
 use crate::discovery::tracker_client::{Progress as Announced, TrackerClient};
 use crate::driver::{Core, Transmit};
@@ -43,6 +44,8 @@ pub struct NodeConfig {
     pub swarm: SwarmConfig,
     /// LAN discovery, or `None` when off (or when the driver could join no group).
     pub lan: Option<LanConfig>,
+    /// The DHT (on the same port), or `None` when off.
+    pub dht: Option<DhtConfig>,
     /// Gap between resume syncs while a swarm downloads.
     pub sync_every: Duration,
     /// Longest wait, on the way out, for the trackers to hear `stopped`.
@@ -74,6 +77,7 @@ impl Default for NodeConfig {
             transport: transport::Config::default(),
             swarm: SwarmConfig::default(),
             lan: None,
+            dht: None,
             sync_every: Duration::from_secs(5),
             stop_grace: Duration::from_millis(700),
             progress_every: Duration::from_secs(1),
@@ -109,6 +113,9 @@ pub struct SwarmSpec {
     /// store does not hold verified before the swarm starts, and trusts only those whose
     /// hash matches (`spec/peer.md` §8.3).
     pub unrecorded_data: bool,
+    /// A private swarm (`.st` flag): never put in the DHT nor announced on the LAN
+    /// (`spec/dht.md` §16).
+    pub private: bool,
 }
 
 /// Where a swarm is in its life.
@@ -143,6 +150,21 @@ pub struct Progress {
     pub peers: usize,
     /// Block bytes sent since the swarm was added.
     pub uploaded: u64,
+    /// Peers learnt so far from each source: trackers, the LAN, the DHT, peer exchange.
+    pub found: Found,
+}
+
+/// Peers learnt from each source (a peer learnt twice counts twice).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Found {
+    /// From trackers.
+    pub trackers: u64,
+    /// From LAN discovery.
+    pub lan: u64,
+    /// From the DHT.
+    pub dht: u64,
+    /// From peer exchange.
+    pub pex: u64,
 }
 
 /// What the node reports.
@@ -201,8 +223,22 @@ pub enum NodeEvent {
         /// One line per source, joined with "; ".
         sources: String,
     },
+    /// Something about the node as a whole worth a warning (the DHT found no bootstrap node).
+    Notice {
+        /// One line.
+        message: String,
+    },
+    /// The DHT's state, to be saved (`spec/dht.md` §15): now and then, and once stopping.
+    DhtState(Vec<u8>),
     /// The stop sequence ended: the driver may exit.
     Stopped,
+}
+
+/// The DHT key of a swarm: the first 20 bytes of its id (`spec/dht.md` §2).
+pub fn dht_key(id: &[u8; 32]) -> [u8; 20] {
+    let mut k = [0u8; 20];
+    k.copy_from_slice(&id[..20]);
+    k
 }
 
 /// A silent tracker is reported again at most this often.
@@ -240,6 +276,9 @@ struct Slot {
     /// Peers learnt from trackers and from the LAN.
     from_trackers: u64,
     from_lan: u64,
+    from_dht: u64,
+    /// DHT searches of this swarm that ended, and how many found peers.
+    dht_searches: (u32, u32),
     /// The deadline in `timers` (kept so it can be removed).
     deadline: Option<Time>,
     /// Stats of a core that was dropped (failed) or of this slot before the core existed.
@@ -329,6 +368,9 @@ pub struct PeerNode {
     cfg: NodeConfig,
     ep: Endpoint,
     lan: Option<LanDiscovery>,
+    dht: Option<DhtNode>,
+    /// Swarms by DHT key (the first 20 bytes of the id).
+    by_key: HashMap<[u8; 20], usize>,
     slots: Slab<Slot>,
     by_id: HashMap<[u8; 32], usize>,
     /// Which swarm each connection belongs to.
@@ -381,7 +423,13 @@ impl PeerNode {
         // A burst of an eighth of a second, at least one block: fine-grained enough to be
         // accurate over seconds, coarse enough not to wake for every block.
         let bucket = |r: u64| Bucket::new(r, (r / 8).max(RATE_QUANTUM), now);
+        let dht = cfg
+            .dht
+            .clone()
+            .map(|d| DhtNode::new(d, now, cfg.seed ^ 0xd4d4_d4d4_d4d4_d4d4));
         PeerNode {
+            dht,
+            by_key: HashMap::new(),
             up: cfg.max_upload.map(bucket),
             down: cfg.max_download.map(bucket),
             cfg,
@@ -412,6 +460,19 @@ impl PeerNode {
     /// LAN discovery, if on.
     pub fn lan(&self) -> Option<&LanDiscovery> {
         self.lan.as_ref()
+    }
+
+    /// The DHT node, if on.
+    pub fn dht(&self) -> Option<&DhtNode> {
+        self.dht.as_ref()
+    }
+
+    /// More DHT bootstrap routers (resolved off the reactor thread by the driver).
+    pub fn add_dht_bootstrap(&mut self, now: Time, routers: &[SocketAddr]) {
+        if let Some(d) = &mut self.dht {
+            d.add_bootstrap(now, routers);
+            self.drain_dht(now);
+        }
     }
 
     /// Number of swarms.
@@ -537,6 +598,8 @@ impl PeerNode {
             said_silent: HashMap::new(),
             from_trackers: 0,
             from_lan: 0,
+            from_dht: 0,
+            dht_searches: (0, 0),
             deadline: None,
             final_stats: None,
             early_peers: Vec::new(),
@@ -574,6 +637,7 @@ impl PeerNode {
         }
         self.throttled.remove(&k);
         let mut slot = self.slots.remove(k);
+        self.dht_forget(&slot.spec.id);
         if let Some(c) = &mut slot.core {
             c.close_all(now, &mut self.ep);
         }
@@ -651,6 +715,14 @@ impl PeerNode {
         if let Some(lan) = &mut self.lan {
             lan.set_swarms(now, &[]);
         }
+        let ids: Vec<[u8; 32]> = self.by_id.keys().copied().collect();
+        for id in ids {
+            self.dht_forget(&id);
+        }
+        if let Some(d) = &mut self.dht {
+            d.stop();
+        }
+        self.drain_dht(now);
         for (h, _) in std::mem::take(&mut self.unrouted) {
             self.ep.close(now, h, close_code::LEAVING, b"");
         }
@@ -692,6 +764,7 @@ impl PeerNode {
         if slot.spec.fetch {
             slot.next_sync = Some(now + self.cfg.sync_every);
         }
+        let (id, private, fetch) = (slot.spec.id, slot.spec.private, slot.spec.fetch);
         if complete {
             if slot.spec.fetch {
                 self.finish(now, k);
@@ -699,8 +772,89 @@ impl PeerNode {
                 self.slots[k].phase = SwarmPhase::Complete;
             }
         }
+        // The DHT (spec/dht.md §12): every public swarm is announced; a fetch also wants
+        // peers from it.
+        if !private
+            && self
+                .slots
+                .get(k)
+                .is_some_and(|s| s.phase != SwarmPhase::Failed)
+            && let Some(d) = &mut self.dht
+        {
+            let key = dht_key(&id);
+            self.by_key.insert(key, k);
+            d.register(now, key, Some(self.cfg.port), fetch && !complete);
+            self.drain_dht(now);
+        }
         self.lan_swarms(now);
         self.poll_trackers(now, k);
+    }
+
+    /// Stops announcing and searching swarm `id` in the DHT.
+    fn dht_forget(&mut self, id: &[u8; 32]) {
+        let key = dht_key(id);
+        if self.by_key.remove(&key).is_some()
+            && let Some(d) = &mut self.dht
+        {
+            d.unregister(&key);
+        }
+    }
+
+    /// Takes what the DHT found and said.
+    fn drain_dht(&mut self, now: Time) {
+        loop {
+            let Some(ev) = self.dht.as_mut().and_then(DhtNode::poll_event) else {
+                return;
+            };
+            match ev {
+                DhtEvent::Peers { key, peers } => {
+                    if let Some(&k) = self.by_key.get(&key)
+                        && self.stopping.is_none()
+                        && let Some(slot) = self.slots.get_mut(k)
+                    {
+                        slot.from_dht += peers.len() as u64;
+                        log::debug!("{}: the DHT gave {} peers", slot.spec.name, peers.len());
+                        match &mut slot.core {
+                            Some(c) => {
+                                c.add_peers(&peers);
+                            }
+                            None => slot.early_peers.extend(peers),
+                        }
+                        self.run_swarm(now, k);
+                    }
+                }
+                DhtEvent::SearchDone { key, stats } => {
+                    if let Some(&k) = self.by_key.get(&key)
+                        && let Some(slot) = self.slots.get_mut(k)
+                    {
+                        slot.dht_searches.0 += 1;
+                        slot.dht_searches.1 += u32::from(stats.peers > 0);
+                        log::debug!(
+                            "{}: DHT search: {} queries, {} replies, {} peers in {:?}",
+                            slot.spec.name,
+                            stats.queries,
+                            stats.replies,
+                            stats.peers,
+                            stats.elapsed
+                        );
+                    }
+                }
+                DhtEvent::Bootstrapped { nodes } => {
+                    log::info!("DHT: bootstrapped, {nodes} nodes in the routing table");
+                }
+                DhtEvent::NoBootstrap { tried, retry_in } => {
+                    let list: Vec<String> = tried.iter().map(ToString::to_string).collect();
+                    self.events.push_back(NodeEvent::Notice {
+                        message: format!(
+                            "DHT: no bootstrap node answered ({}); retrying in {}s, backing off to every 10 minutes",
+                            list.join(", "),
+                            retry_in.as_secs()
+                        ),
+                    });
+                }
+                DhtEvent::State(bytes) => self.events.push_back(NodeEvent::DhtState(bytes)),
+            }
+        }
     }
 
     /// Tells LAN discovery which swarms to announce (those running or complete).
@@ -709,7 +863,9 @@ impl PeerNode {
             let mut ids: Vec<(usize, [u8; 32])> = self
                 .slots
                 .iter()
-                .filter(|(_, s)| s.core.is_some() && s.phase != SwarmPhase::Failed)
+                .filter(|(_, s)| {
+                    s.core.is_some() && s.phase != SwarmPhase::Failed && !s.spec.private
+                })
                 .map(|(k, s)| (k, s.spec.id))
                 .collect();
             ids.sort_unstable();
@@ -755,11 +911,10 @@ impl PeerNode {
             }
         }
         slot.trackers.stop(now);
-        self.events.push_back(NodeEvent::Failed {
-            id: slot.spec.id,
-            message,
-        });
+        let id = slot.spec.id;
+        self.events.push_back(NodeEvent::Failed { id, message });
         self.conns.retain(|_, v| *v != k);
+        self.dht_forget(&id);
         self.poll_trackers(now, k);
         self.lan_swarms(now);
         if self.cfg.stop_on_failure {
@@ -845,6 +1000,9 @@ impl PeerNode {
                 Done::Finished(Ok(())) => {
                     slot.phase = SwarmPhase::Complete;
                     slot.trackers.set_complete(now);
+                    if let Some(d) = &mut self.dht {
+                        d.set_wants_peers(&dht_key(&slot.spec.id), false);
+                    }
                     let stats = slot.stats();
                     self.events.push_back(NodeEvent::Complete {
                         id: slot.spec.id,
@@ -1229,6 +1387,12 @@ impl PeerNode {
                 up_rate: (u as f64 / secs) as u64,
                 peers: slot.core.as_ref().map_or(0, SwarmCore::peer_count),
                 uploaded: stats.uploaded,
+                found: Found {
+                    trackers: slot.from_trackers,
+                    lan: slot.from_lan,
+                    dht: slot.from_dht,
+                    pex: stats.pex_learned,
+                },
             }));
             // A complete swarm that moved nothing reports again only once it is busy.
             slot.next_progress = busy.then_some(now + self.cfg.progress_every);
@@ -1250,7 +1414,8 @@ impl PeerNode {
             let found_none = slot.core.as_ref().is_some_and(|c| {
                 c.peer_count() == 0 && c.stats().pex_learned == 0 && !c.complete()
             }) && slot.from_trackers == 0
-                && slot.from_lan == 0;
+                && slot.from_lan == 0
+                && slot.from_dht == 0;
             if found_none && slot.phase == SwarmPhase::Running {
                 let trackers = match slot.spec.trackers.len() {
                     0 => "no tracker in the .st file".to_owned(),
@@ -1267,9 +1432,18 @@ impl PeerNode {
                         l.stats().received
                     ),
                 };
+                let dht = match (&self.dht, slot.spec.private) {
+                    (_, true) => "DHT: not used (private swarm)".to_owned(),
+                    (None, _) => "DHT off".to_owned(),
+                    (Some(d), _) => format!(
+                        "DHT: {} nodes in the routing table, {} searches answered, 0 peers",
+                        d.nodes(),
+                        slot.dht_searches.0
+                    ),
+                };
                 self.events.push_back(NodeEvent::NoPeers {
                     id,
-                    sources: format!("{trackers}; {lan}; peer exchange: no peer to ask"),
+                    sources: format!("{trackers}; {lan}; {dht}; peer exchange: no peer to ask"),
                 });
             }
         }
@@ -1314,6 +1488,14 @@ impl PeerNode {
 
 impl Core for PeerNode {
     fn handle(&mut self, now: Time, remote: SocketAddr, data: &[u8]) {
+        // spec/dht.md §3: a bencoded dictionary is the DHT's; ours start with "ST".
+        if data.first() == Some(&b'd') {
+            if let Some(d) = &mut self.dht {
+                d.handle(now, remote, data);
+                self.drain_dht(now);
+            }
+            return;
+        }
         self.ep.handle(now, remote, data);
         // The node takes what arrived at once, while it is in cache and before the next
         // datagram: messages do not pile up in the connections' buffers.
@@ -1322,6 +1504,11 @@ impl Core for PeerNode {
     }
 
     fn poll_transmit(&mut self, now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some(d) = &mut self.dht
+            && let Some(t) = d.poll_transmit(now, buf)
+        {
+            return Some(t);
+        }
         self.ep.poll_transmit(now, buf)
     }
 
@@ -1337,6 +1524,9 @@ impl Core for PeerNode {
         };
         at(self.timers.first().map(|(t, _)| *t));
         at(self.lan.as_ref().and_then(LanDiscovery::poll_timeout));
+        if self.stopping.is_none() {
+            at(self.dht.as_ref().and_then(DhtNode::poll_timeout));
+        }
         at(self.refill_at);
         at(self
             .unrouted
@@ -1360,6 +1550,13 @@ impl Core for PeerNode {
         }
         if !self.unrouted.is_empty() {
             self.expire_unrouted(now);
+        }
+        if self.stopping.is_none()
+            && let Some(d) = &mut self.dht
+            && d.poll_timeout().is_some_and(|t| t <= now)
+        {
+            d.handle_timeout(now);
+            self.drain_dht(now);
         }
         if self.refill_at.is_some_and(|t| t <= now) {
             self.refill_at = None;

@@ -77,3 +77,108 @@ fn a_thousand_nodes_with_loss_and_churn_find_every_announced_swarm() {
         results.len()
     );
 }
+
+/// Two peer processes on two subnets, no tracker, no shared multicast: the seed and the
+/// fetcher know only a DHT node (a bare `DhtNode` on a third subnet); the fetch completes
+/// through the DHT alone, with 1 % loss.
+#[test]
+fn peer_nodes_in_two_subnets_fetch_through_the_dht_alone() {
+    use st_engine::driver::Core;
+    use st_engine::node::{NodeConfig, NodeEvent, PeerNode, SwarmPhase, SwarmSpec};
+    use st_engine::sim::{PipeConfig, Sim};
+    use st_engine::storage::mem::{MemStore, Shared};
+
+    const FRAG: u32 = 16 * 1024;
+    st_engine::sim::for_seeds(&[1, 2], |seed| {
+        let mut sim = Sim::new(
+            seed,
+            PipeConfig {
+                latency: Duration::from_millis(20),
+                loss: 0.01,
+                ..PipeConfig::default()
+            },
+        );
+        let mut rng = st_engine::rng::Rng::new(seed);
+        let router: SocketAddr = "10.9.0.1:6881".parse().unwrap();
+        let now = sim.now();
+        sim.add_core_at(
+            router,
+            st_engine::dht::DhtNode::new(DhtConfig::default(), now, seed),
+        );
+        let mut data = vec![0u8; 300_000];
+        rng.fill(&mut data);
+        let mut id = [0u8; 32];
+        rng.fill(&mut id);
+        let full = MemStore::full(&data, FRAG);
+        let spec = |fetch: bool| SwarmSpec {
+            id,
+            name: "dht-only".into(),
+            total_length: data.len() as u64,
+            fragment_length: FRAG,
+            trackers: Vec::new(),
+            fetch,
+            unrecorded_data: false,
+            private: false,
+        };
+        let node = |addr: SocketAddr, rng: &mut st_engine::rng::Rng| {
+            let mut peer_id = [0u8; 16];
+            rng.fill(&mut peer_id);
+            let mut cfg = NodeConfig {
+                peer_id,
+                port: addr.port(),
+                dht: Some(DhtConfig {
+                    bootstrap: vec![router],
+                    ipv6: false,
+                    ..DhtConfig::default()
+                }),
+                seed: rng.next_u64(),
+                ..NodeConfig::default()
+            };
+            cfg.stop_when_complete = false;
+            PeerNode::new(cfg, sim.now())
+        };
+        let seed_addr: SocketAddr = "10.1.0.2:6881".parse().unwrap();
+        let fetch_addr: SocketAddr = "10.2.0.2:6881".parse().unwrap();
+        let mut s = node(seed_addr, &mut rng);
+        s.add_swarm(sim.now(), spec(false), Box::new(full.clone()))
+            .unwrap();
+        let mut f = node(fetch_addr, &mut rng);
+        let store = Shared::new(MemStore::empty_like(&full));
+        f.add_swarm(sim.now(), spec(true), Box::new(store.clone()))
+            .unwrap();
+        sim.add_core_at(seed_addr, s);
+        let fid = sim.add_core_at(fetch_addr, f);
+        let limit = sim.now() + Duration::from_secs(300);
+        let mut from_dht = 0;
+        let mut complete = false;
+        while !complete && sim.now() < limit {
+            let to = sim.now() + Duration::from_millis(100);
+            while sim.step(to) {}
+            let node = sim.core::<PeerNode>(fid).unwrap();
+            while let Some(ev) = node.poll_event() {
+                if let NodeEvent::Progress(p) = &ev {
+                    from_dht = from_dht.max(p.found.dht);
+                    assert_eq!(p.found.trackers + p.found.lan, 0);
+                }
+            }
+            complete = node.phase(&id) == Some(SwarmPhase::Complete);
+            let _ = node.poll_timeout();
+        }
+        eprintln!(
+            "seed {seed}: complete {complete} at {:?}, peers from the DHT {from_dht}",
+            sim.now()
+        );
+        assert!(complete, "seed {seed}: the fetch did not complete");
+        assert!(
+            store.0.borrow().data == data,
+            "seed {seed}: different bytes"
+        );
+        let n = sim.core::<PeerNode>(fid).unwrap();
+        let st = n.dht().unwrap().stats();
+        eprintln!("fetcher DHT: {st:?}");
+        assert!(
+            st.peers_found > 0,
+            "the fetcher found its peer through a DHT search"
+        );
+    });
+}

@@ -117,6 +117,7 @@ impl World {
             trackers: self.tracker.into_iter().collect(),
             fetch,
             unrecorded_data,
+            private: false,
         }
     }
 

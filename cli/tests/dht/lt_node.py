@@ -103,17 +103,24 @@ def parse_args(argv):
 
 
 # Which DHT log lines are worth surfacing. libtorrent 2.0.8 texts (src/kademlia):
-#   dos_blocker:   "BANNING PEER [ ip: X time: N ms count: N ]"  (>= 10*dht_block_ratelimit
-#                  messages within 10 s from one IP; then ignored for dht_block_timeout s)
-#   routing_table: "ignoring node (duplicate IP): ...", "ignoring node: ... existing node: ..."
-#                  (same /24 in one bucket when dht_restrict_routing_ips),
-#                  "evicting node (changed ID): ..."
-#   traversal:     "traversal ... IP filtered" style messages for dht_restrict_search_ips
-#   node:          "INCOMING ERROR: (203) ...", "token of incorrect length", ...
+#   dht_tracker/dos_blocker: "BANNING PEER [ ip: X time: N ms count: N ]" -- 50 packets
+#       (10 * dht_block_ratelimit) from one IP inside a 10 s window; everything from that
+#       IP (any port, queries *and* replies) is then dropped for dht_block_timeout (300 s)
+#   routing_table: "ignoring node (duplicate IP): ID IP"  (same IP, other port/ID)
+#                  "ignoring node: ID IP existing node: ID IP" (same /24 in one bucket,
+#                  dht_restrict_routing_ips), "evicting node (changed ID): ..."
+#   traversal:     "[n] traversal DUPLICATE node. id: .. addr: .." (same /24 twice in one
+#                  lookup, dht_restrict_search_ips), "WARNING node returned a list which
+#                  included a node with id 0", "invalid id in response", "missing response dict"
+#   rpc_manager:   "reply with unknown transaction id size: N from EP" (t not echoed),
+#                  "[n] reply with error from EP: (203) text"
+#   node:          "NODE FAILED id: .. ip: .. fails: N" (a node did not answer us),
+#                  "INCOMING ERROR: (203) ...", "token of incorrect length: N"
 BAN_RE = re.compile(r"\bBANN|\bblock(ed|ing)\b", re.I)
 WARN_RE = re.compile(
-    r"ignoring|duplicate ip|evict|drop|rate.?limit|invalid|INCOMING ERROR|malformed"
-    r"|incorrect|too many|quota|refus|filtered|unreachable|failed to|not verified|spoof", re.I)
+    r"ignoring|duplicate|evict|drop|rate.?limit|invalid|INCOMING ERROR|reply with error"
+    r"|malformed|incorrect|unknown transaction|NODE FAILED|WARNING|missing|too many|quota"
+    r"|refus|filtered|unreachable|failed to|spoof", re.I)
 
 
 def build_settings(a):

@@ -190,8 +190,7 @@ impl Lookup {
         &mut self,
         now: Time,
         addr: SocketAddr,
-        id: Id,
-        verified: bool,
+        (id, verified): (Id, bool),
         token: Option<&[u8]>,
         nodes: impl Iterator<Item = (Id, SocketAddr)>,
         values: &[SocketAddr],
@@ -206,7 +205,7 @@ impl Lookup {
                 // A router: now that its id is known, it takes its place by distance.
                 c.id = Some(id);
                 c.dist = distance(&id, &target);
-                self.cands.sort_by(|a, b| a.dist.cmp(&b.dist));
+                self.cands.sort_by_key(|c| c.dist);
             }
         }
         for (nid, naddr) in nodes {
@@ -291,12 +290,11 @@ mod tests {
         assert!(!l.done());
         // Everyone answers with nothing new: exactly the 8 closest get asked.
         let mut total = 3;
-        for (_, addr) in asked {
+        for (id, addr) in asked {
             l.answered(
                 t0,
                 addr,
-                [addr.ip().to_string().len() as u8; 20],
-                false,
+                (id.unwrap(), false),
                 None,
                 std::iter::empty(),
                 &[],
@@ -309,7 +307,14 @@ mod tests {
             }
             total += batch.len();
             for (id, addr) in batch {
-                l.answered(t0, addr, id.unwrap(), false, None, std::iter::empty(), &[]);
+                l.answered(
+                    t0,
+                    addr,
+                    (id.unwrap(), false),
+                    None,
+                    std::iter::empty(),
+                    &[],
+                );
             }
         }
         assert_eq!(total, 8);
@@ -333,8 +338,7 @@ mod tests {
         let new = l.answered(
             t0,
             a(2),
-            [2; 20],
-            true,
+            ([2; 20], true),
             Some(b"tok"),
             [(
                 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],

@@ -334,12 +334,12 @@ impl Table {
             all.select_nth_unstable_by(n, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             all.truncate(n);
         }
-        all.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        all.sort_unstable_by_key(|a| (a.0, a.1));
         all.into_iter().map(|(_, _, e)| (e.id, e.addr)).collect()
     }
 
     /// Nodes not heard from for `stale` and not being pinged (marked as pinged), at most `n`.
-    pub(crate) fn to_ping(
+    pub(crate) fn take_stale(
         &mut self,
         now: Time,
         stale: Duration,
@@ -361,7 +361,7 @@ impl Table {
     }
 
     /// A random id in the first bucket not changed for `stale` (which counts as changed now).
-    pub(crate) fn to_refresh(&mut self, now: Time, stale: Duration, rng: &mut Rng) -> Option<Id> {
+    pub(crate) fn next_refresh(&mut self, now: Time, stale: Duration, rng: &mut Rng) -> Option<Id> {
         let last = self.buckets.len() - 1;
         let i = self
             .buckets
@@ -402,7 +402,7 @@ impl Table {
             .flat_map(|b| &b.entries)
             .filter(|e| e.fails == 0)
             .collect();
-        v.sort_unstable_by(|a, b| b.seen.cmp(&a.seen));
+        v.sort_unstable_by_key(|e| std::cmp::Reverse(e.seen));
         v.into_iter().take(n).map(|e| (e.id, e.addr)).collect()
     }
 }
@@ -546,12 +546,12 @@ mod tests {
         let n = t.bucket_count();
         for i in 0..n {
             let id = t
-                .to_refresh(later, Duration::from_secs(900), &mut rng)
+                .next_refresh(later, Duration::from_secs(900), &mut rng)
                 .unwrap();
             assert_eq!(t.index(&id), i);
         }
         assert!(
-            t.to_refresh(later, Duration::from_secs(900), &mut rng)
+            t.next_refresh(later, Duration::from_secs(900), &mut rng)
                 .is_none()
         );
     }

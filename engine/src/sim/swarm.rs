@@ -139,6 +139,7 @@ impl<S: SimStore + 'static> SimSwarm<S> {
             fetch,
             // A restarted process finds what its predecessor wrote but did not record.
             unrecorded_data: self.cores_made > self.nodes.len() as u64,
+            private: false,
         };
         node.add_swarm(now, spec, Box::new(store.clone()))
             .expect("a fresh node takes a swarm");
