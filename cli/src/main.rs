@@ -6,6 +6,7 @@
 
 mod common;
 mod create;
+mod dht_cmd;
 mod error;
 mod hashing;
 mod inspect;
@@ -133,7 +134,8 @@ With --dir DIR instead of FILE.st PATH, one process serves every .st file in DIR
 files added or removed later (every 30 s, and at once on SIGHUP).\n\n\
 The peer announces itself to every tracker of each .st file, announces its swarms on the local \
 network (UDP multicast to 239.192.83.84 and ff12::5354:4c44, port 6776; --no-lan turns it off) \
-and serves any peer that connects. Peers also tell each other of the peers they reached (peer \
+and in the mainline BitTorrent DHT (on the same UDP port, under the first 20 bytes of the swarm \
+id; --no-dht turns it off; private swarms never), and serves any peer that connects. Peers also tell each other of the peers they reached (peer \
 exchange), so a swarm that learnt of one peer finds the rest.\n\n\
 It prints 'listening on ADDR' on stdout once bound (or, with --json, one JSON object per line: \
 listening, progress, complete, error, summary), and a summary at exit."
@@ -163,8 +165,9 @@ a directory) and moved into place, fsynced, only when every fragment is verified
 (DIR/.NAME.st-resume) records verified fragments that are durably on disk, so an interrupted or \
 killed fetch continues where it stopped.\n\n\
 Peers are found through the trackers of the .st files, on the local network (UDP multicast, \
-on by default; --no-lan turns it off) and by peer exchange. A .st file without trackers works \
-on a LAN with no further setup.\n\n\
+on by default; --no-lan turns it off), through the mainline BitTorrent DHT (on by default for \
+swarms that are not private; --no-dht turns it off) and by peer exchange. A .st file without \
+trackers works on a LAN with no further setup, and across networks through the DHT.\n\n\
 Exits 0 once every swarm is complete; 130 after SIGINT and 143 after SIGTERM before that \
 (resume state saved); 1 on a runtime failure such as a full disk; 2 on invalid input. With \
 --seed it keeps serving after completion until interrupted."
@@ -182,6 +185,9 @@ Exits 0 once every swarm is complete; 130 after SIGINT and 143 after SIGTERM bef
         #[command(flatten)]
         net: NetArgs,
     },
+    /// Use the mainline DHT directly: look up an info hash, or run a DHT node.
+    #[command(subcommand)]
+    Dht(DhtCommand),
     /// Run a UDP tracker (SwarmTorrent's protocol and BEP 15 on one port) until interrupted.
     #[command(
         name = "udp-tracker",
@@ -213,6 +219,74 @@ minute (requests per second by kind, swarms, peers, dropped datagrams)."
         #[arg(long, value_name = "FILE")]
         stats_file: Option<PathBuf>,
     },
+}
+
+/// `st dht …`.
+#[derive(Subcommand, Debug)]
+enum DhtCommand {
+    /// Look up the peers of an info hash (or of a .st file's swarm) in the DHT and print them.
+    #[command(
+        long_about = "Look up the peers of KEY in the mainline DHT (BEP 5) and print one \
+'peer ADDR' line for each. KEY is a BitTorrent info hash (40 hex digits) or a .st file (its \
+swarm's DHT key, the first 20 bytes of the swarm id). The node runs read-only (BEP 43): it \
+asks, and answers nobody. Exits 0 as soon as a search found peers, 1 if none were found \
+within --timeout."
+    )]
+    Lookup {
+        /// An info hash (40 hex digits) or a .st file.
+        key: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+        timeout: u64,
+        #[command(flatten)]
+        net: DhtNetArgs,
+    },
+    /// Run a DHT node that serves no swarm (a bootstrap node for others) until interrupted.
+    #[command(
+        long_about = "Run a mainline DHT node (BEP 5) that serves no swarm until SIGINT or \
+SIGTERM: a bootstrap node for a closed network (give its address to the others with \
+--dht-bootstrap), which stores announces and answers lookups within the limits of \
+spec/dht.md. It logs its figures every minute and keeps its id and nodes in the state \
+directory."
+    )]
+    Node {
+        #[command(flatten)]
+        net: DhtNetArgs,
+    },
+}
+
+/// Network options of `st dht`.
+#[derive(clap::Args, Debug)]
+struct DhtNetArgs {
+    /// UDP port (0: any free port, printed at start).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Address to bind [default: all IPv4 and IPv6 addresses].
+    #[arg(long, value_name = "ADDR")]
+    bind: Option<std::net::IpAddr>,
+    /// A DHT node to bootstrap from, as HOST:PORT; repeatable; `none` for no router [default:
+    /// dht.transmissionbt.com:6881 and dht.libtorrent.org:25401].
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    dht_bootstrap: Vec<String>,
+    /// Where the DHT keeps its id and nodes [default: $XDG_STATE_HOME/swarmtorrent, else
+    /// ~/.local/state/swarmtorrent].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// One JSON object per line on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DhtNetArgs {
+    fn into_args(self) -> dht_cmd::DhtArgs {
+        dht_cmd::DhtArgs {
+            port: self.port,
+            bind: self.bind,
+            bootstrap: self.dht_bootstrap,
+            state_dir: self.state_dir.or_else(swarm_cmd::default_state_dir),
+            json: self.json,
+        }
+    }
 }
 
 fn parse_tracker(s: &str) -> Result<Tracker, String> {
@@ -293,8 +367,9 @@ struct NetArgs {
     /// announce and find peers. Private swarms never use it.
     #[arg(long)]
     no_dht: bool,
-    /// A DHT node to bootstrap from, as HOST:PORT (any st seed is one). Repeatable; used when
-    /// the nodes remembered in the state directory do not answer [default:
+    /// A DHT node to bootstrap from, as HOST:PORT (any st seed or `st dht node` is one).
+    /// Repeatable; `none` for no router (the first node of a closed network). Used when the
+    /// nodes remembered in the state directory do not answer [default:
     /// dht.transmissionbt.com:6881 and dht.libtorrent.org:25401].
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_host_port)]
     dht_bootstrap: Vec<String>,
@@ -317,6 +392,9 @@ struct NetArgs {
 
 /// `HOST:PORT` with a non-zero port (the host is resolved later, off the network thread).
 fn parse_host_port(s: &str) -> Result<String, String> {
+    if s == "none" {
+        return Ok(s.to_owned());
+    }
     let (host, port) = s
         .rsplit_once(':')
         .ok_or_else(|| format!("{s}: expected HOST:PORT"))?;
@@ -424,6 +502,11 @@ fn main() -> ExitCode {
                 false,
             ),
         ),
+        Command::Dht(DhtCommand::Lookup { key, timeout, net }) => dht_cmd::parse_key(&key)
+            .and_then(|k| {
+                dht_cmd::lookup(net.into_args(), k, std::time::Duration::from_secs(timeout))
+            }),
+        Command::Dht(DhtCommand::Node { net }) => dht_cmd::node(net.into_args()),
         Command::UdpTracker {
             port,
             bind,

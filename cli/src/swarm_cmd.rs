@@ -91,7 +91,7 @@ const DHT_STATE: &str = "dht.dat";
 
 /// The DHT's settings: the id and nodes of the last run (from the state directory), and the
 /// address families the socket reaches. The routers are resolved later, off this thread.
-fn dht_config(state_dir: Option<&Path>, local: SocketAddr) -> DhtConfig {
+pub fn dht_config(state_dir: Option<&Path>, local: SocketAddr) -> DhtConfig {
     let mut cfg = DhtConfig::default();
     match local.ip() {
         IpAddr::V4(_) => cfg.ipv6 = false,
@@ -119,8 +119,17 @@ fn dht_config(state_dir: Option<&Path>, local: SocketAddr) -> DhtConfig {
     cfg
 }
 
+/// The routers to resolve: the public ones when none is given, none for `none`.
+pub fn router_names(given: &[String]) -> Vec<String> {
+    if given.is_empty() {
+        DEFAULT_ROUTERS.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        given.iter().filter(|s| *s != "none").cloned().collect()
+    }
+}
+
 /// Writes the DHT state atomically (a temporary file renamed over the old one).
-fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let tmp = state_dir.join(format!("{DHT_STATE}.tmp"));
     {
@@ -134,7 +143,7 @@ fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Resolves the bootstrap routers on a thread of their own (a DNS lookup may take seconds
 /// where there is no network); the result comes back through `tx`, and `waker` wakes the
 /// reactor for it.
-fn resolve_routers(
+pub fn resolve_routers(
     names: Vec<String>,
     tx: std::sync::mpsc::Sender<(Vec<SocketAddr>, Vec<String>)>,
     waker: Arc<dyn Wake>,
@@ -808,12 +817,11 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let dht_restored = dht.as_ref().is_some_and(|d| !d.restored.is_empty());
     let (boot_tx, boot_rx) = std::sync::mpsc::channel();
     if args.dht {
-        let names = if args.dht_bootstrap.is_empty() {
-            DEFAULT_ROUTERS.iter().map(|s| (*s).to_owned()).collect()
-        } else {
-            args.dht_bootstrap.clone()
-        };
-        resolve_routers(names, boot_tx, Arc::clone(&waker));
+        resolve_routers(
+            router_names(&args.dht_bootstrap),
+            boot_tx,
+            Arc::clone(&waker),
+        );
     }
     let keep_serving = match args.mode {
         Mode::Seed => true,
@@ -935,7 +943,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             for f in &failed {
                 debug!("DHT bootstrap {f}");
             }
-            if addrs.is_empty() && !dht_restored {
+            if addrs.is_empty() && !failed.is_empty() && !dht_restored {
                 warn!(
                     "DHT: no bootstrap node could be resolved ({}); the DHT waits for nodes to contact it",
                     failed.join("; ")
