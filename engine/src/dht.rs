@@ -479,6 +479,20 @@ impl DhtNode {
         }
     }
 
+    /// Pings `addr` (a node learnt elsewhere): it enters the routing table if it answers.
+    pub fn ping(&mut self, now: Time, addr: SocketAddr) {
+        let addr = canonical(addr);
+        if self.reachable(&addr) {
+            self.queue(addr, None, Out::Ping);
+            self.pump(now);
+        }
+    }
+
+    /// Pending queries (bounded by `max_pending`).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Serves `key`: it is searched for at once and then every `announce_every` (sooner
     /// while `wants_peers` and nothing was found); with a `port`, we are announced as a peer
     /// on that port (`implied_port`: the port the announce comes from).

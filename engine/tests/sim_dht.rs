@@ -182,3 +182,105 @@ fn peer_nodes_in_two_subnets_fetch_through_the_dht_alone() {
         );
     });
 }
+
+/// A tenth of the network is hostile (garbage replies, ids crafted next to every target at
+/// addresses where nobody is, 200 made-up peers without a token, no tokens at all), and one
+/// address floods a node with 10 000 queries: lookups still find every announced swarm, the
+/// flood gets at most 50 answers, and every bound holds on every honest node.
+#[test]
+fn hostile_nodes_and_a_flood_neither_break_lookups_nor_grow_memory() {
+    use st_engine::sim::dht::{Attack, Hostile};
+    let cfg = DhtNetConfig {
+        nodes: 300,
+        latency: Duration::from_millis(30),
+        loss: 0.02,
+        join_over: Duration::from_secs(30),
+        seed: 11,
+    };
+    let dcfg = DhtConfig::default();
+    let mut net = DhtNet::build(&cfg, |_| DhtConfig::default());
+    let attacks = [
+        Attack::Garbage,
+        Attack::FakeClosest,
+        Attack::HugeValues,
+        Attack::NoToken,
+    ];
+    let mut rng = st_engine::rng::Rng::new(99);
+    for h in 0..30u8 {
+        let addr: SocketAddr = format!("10.240.{h}.1:6881").parse().unwrap();
+        let now = net.sim.now();
+        net.sim.add_core_at(
+            addr,
+            Hostile::new(attacks[usize::from(h) % 4], u64::from(h), now),
+        );
+        // Each is introduced to 20 honest nodes (as a node found in replies would be).
+        for _ in 0..20 {
+            let i = rng.below(net.nodes.len() as u64) as usize;
+            if let Some(d) = net.node(i) {
+                d.ping(now, addr);
+            }
+        }
+    }
+    net.run_for(Duration::from_secs(60));
+    let mut announcers = Vec::new();
+    for s in 0..20 {
+        let i = net.random_alive(&announcers);
+        net.announce(i, key(100 + s));
+        announcers.push(i);
+    }
+    net.run_for(Duration::from_secs(60));
+    let mut found = 0;
+    let n = 100;
+    for q in 0..n {
+        let s = q % 20;
+        let who = net.random_alive(&[announcers[s as usize]]);
+        let want = net.addr(announcers[s as usize]);
+        if net
+            .search(who, key(100 + s), want, Duration::from_secs(40))
+            .found
+        {
+            found += 1;
+        }
+    }
+    assert!(
+        found * 100 >= n * 99,
+        "{found} of {n} searches found the peer"
+    );
+
+    // The flood: 10 000 get_peers from one address at node 5.
+    let victim = net.addr(5);
+    let now = net.sim.now();
+    let flooder = net.sim.add_core_at(
+        "10.241.0.1:6881".parse().unwrap(),
+        Hostile::new(
+            Attack::Flood {
+                victim,
+                count: 10_000,
+            },
+            7,
+            now,
+        ),
+    );
+    let before = net.node(5).unwrap().stats().clone();
+    net.run_for(Duration::from_secs(20));
+    let after = net.node(5).unwrap().stats().clone();
+    let answered = net.sim.core::<Hostile>(flooder).unwrap().replies;
+    assert!(answered <= 50, "the flood got {answered} replies");
+    // (2 % of the flood is lost on the way.)
+    assert!(
+        after.limited - before.limited >= 9_500,
+        "{} dropped",
+        after.limited - before.limited
+    );
+    assert!(after.reply_bytes_sent - before.reply_bytes_sent < 64 * 1024);
+    // Every bound holds everywhere.
+    for i in 0..net.nodes.len() {
+        let now = net.sim.now();
+        let Some(d) = net.node(i) else { continue };
+        assert!(d.pending() <= dcfg.max_pending);
+        assert!(d.lookups() <= dcfg.max_lookups);
+        assert!(d.stored().0 <= dcfg.max_keys);
+        assert!(d.limited_sources(now).0 <= dcfg.ip_table);
+        assert!(d.nodes() <= 2 * 160 * dcfg.k);
+    }
+}

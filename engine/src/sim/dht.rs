@@ -174,3 +174,177 @@ impl DhtNet {
         }
     }
 }
+
+/// How a [`Hostile`] node misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attack {
+    /// Answers every query with random bytes (half of them starting like a dictionary).
+    Garbage,
+    /// Answers with 8 nodes whose ids are crafted next to the target, at addresses where
+    /// nobody is (a lookup that follows them finds nothing).
+    FakeClosest,
+    /// Answers `get_peers` with 200 made-up peers and 8 fake closest nodes, and no token.
+    HugeValues,
+    /// Answers correctly but never gives a token.
+    NoToken,
+    /// Sends `count` `get_peers` queries to `victim` as fast as it can, from one address.
+    Flood {
+        /// The node flooded.
+        victim: SocketAddr,
+        /// Queries to send.
+        count: u32,
+    },
+}
+
+/// A hostile DHT node of the simulator.
+pub struct Hostile {
+    attack: Attack,
+    id: Id,
+    rng: Rng,
+    tx: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    sent: u32,
+    next: crate::time::Time,
+    /// Replies it received (to a flood).
+    pub replies: u64,
+}
+
+impl Hostile {
+    /// A hostile node starting at `now`.
+    pub fn new(attack: Attack, seed: u64, now: crate::time::Time) -> Hostile {
+        let mut rng = Rng::new(seed);
+        let mut id = [0u8; 20];
+        rng.fill(&mut id);
+        Hostile {
+            attack,
+            id,
+            rng,
+            tx: std::collections::VecDeque::new(),
+            sent: 0,
+            next: now,
+            replies: 0,
+        }
+    }
+
+    fn fake_nodes(&mut self, target: &Id, out: &mut Vec<u8>) {
+        for i in 0..8u8 {
+            let mut id = *target;
+            id[19] ^= i + 1;
+            let ip = Ipv4Addr::new(10, 250, self.rng.below(256) as u8, 1 + i);
+            st_proto::krpc::put_node(out, &id, SocketAddr::new(IpAddr::V4(ip), 6881));
+        }
+    }
+}
+
+impl crate::driver::Core for Hostile {
+    fn handle(&mut self, _now: crate::time::Time, remote: SocketAddr, data: &[u8]) {
+        use st_proto::krpc::{self, Body, Message, Query, Reply};
+        let Ok(m) = krpc::parse(data) else {
+            return;
+        };
+        let Body::Query { query, .. } = &m.body else {
+            self.replies += 1;
+            return;
+        };
+        let target = match query {
+            Query::FindNode { target } => *target,
+            Query::GetPeers { info_hash } => *info_hash,
+            _ => self.id,
+        };
+        let mut out = Vec::new();
+        match self.attack {
+            Attack::Garbage => {
+                let n = 20 + self.rng.below(300) as usize;
+                out.resize(n, 0);
+                self.rng.fill(&mut out);
+                if self.rng.chance(0.5) {
+                    out[0] = b'd';
+                }
+            }
+            Attack::Flood { .. } => return,
+            attack => {
+                let mut nodes = Vec::new();
+                self.fake_nodes(&target, &mut nodes);
+                let mut values = Vec::new();
+                if attack == Attack::HugeValues && matches!(query, Query::GetPeers { .. }) {
+                    for _ in 0..200 {
+                        let ip = Ipv4Addr::new(10, 251, self.rng.below(256) as u8, 9);
+                        values.push(SocketAddr::new(IpAddr::V4(ip), 1));
+                    }
+                }
+                let token = (attack == Attack::FakeClosest
+                    && matches!(query, Query::GetPeers { .. }))
+                .then_some(&b"tok"[..]);
+                let mut id = target;
+                id[18] ^= 0x55;
+                Message {
+                    tid: m.tid,
+                    version: None,
+                    ip: None,
+                    read_only: false,
+                    body: Body::Reply(Reply {
+                        id,
+                        nodes: &nodes,
+                        nodes6: &[],
+                        values,
+                        token,
+                    }),
+                }
+                .encode(&mut out);
+            }
+        }
+        self.tx.push_back((remote, out));
+    }
+
+    fn poll_transmit(
+        &mut self,
+        _now: crate::time::Time,
+        buf: &mut [u8],
+    ) -> Option<crate::driver::Transmit> {
+        let (to, d) = self.tx.pop_front()?;
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Some(crate::driver::Transmit {
+            remote: to,
+            len: n,
+            segment_size: None,
+        })
+    }
+
+    fn poll_timeout(&self) -> Option<crate::time::Time> {
+        match self.attack {
+            Attack::Flood { count, .. } if self.sent < count => Some(self.next),
+            _ => None,
+        }
+    }
+
+    fn handle_timeout(&mut self, now: crate::time::Time) {
+        use st_proto::krpc::{Body, Message, Query, Want};
+        if let Attack::Flood { victim, count } = self.attack {
+            // A burst of 100 every millisecond.
+            for _ in 0..100 {
+                if self.sent >= count {
+                    break;
+                }
+                self.sent += 1;
+                let tid = (self.sent as u16).to_be_bytes();
+                let mut key = [0u8; 20];
+                self.rng.fill(&mut key);
+                let mut out = Vec::new();
+                Message {
+                    tid: &tid,
+                    version: None,
+                    ip: None,
+                    read_only: false,
+                    body: Body::Query {
+                        id: self.id,
+                        want: Want::default(),
+                        query: Query::GetPeers { info_hash: key },
+                    },
+                }
+                .encode(&mut out);
+                self.tx.push_back((victim, out));
+            }
+            self.next = now + Duration::from_millis(1);
+        }
+    }
+}
