@@ -234,3 +234,42 @@ fn check_bounds(
 pub fn packet_check(data: &[u8]) -> Result<(), String> {
     st_proto::packet::roundtrip_check(data).map(|_| ())
 }
+
+/// The `krpc` target's engine half: the datagram goes, from three source addresses, into a
+/// DHT node that has a table, a registered key and a running search; nothing may panic and
+/// every bound must hold afterwards. (The parser half is `st_proto::krpc::fuzz_check`.)
+pub fn dht_check(data: &[u8]) -> Result<(), String> {
+    use crate::dht::{DhtConfig, DhtNode};
+    use crate::driver::Core;
+    let t0 = Time::from_micros(1_000_000);
+    let cfg = DhtConfig {
+        ipv6: true,
+        bootstrap: vec![SocketAddr::from(([10, 0, 0, 1], 6881))],
+        ..DhtConfig::default()
+    };
+    let mut d = DhtNode::new(cfg.clone(), t0, 1);
+    d.register(t0, [7; 20], Some(6881), true);
+    let mut buf = vec![0u8; 2048];
+    while d.poll_transmit(t0, &mut buf).is_some() {}
+    let sources = [
+        SocketAddr::from(([10, 0, 0, 1], 6881)),
+        SocketAddr::from(([10, 0, 0, 2], 6881)),
+        "[fd00::1]:6881"
+            .parse()
+            .unwrap_or(SocketAddr::from(([0; 4], 1))),
+    ];
+    let mut now = t0;
+    for (i, s) in sources.iter().enumerate() {
+        d.handle(now, *s, data);
+        while d.poll_transmit(now, &mut buf).is_some() {}
+        now = now + Duration::from_millis(400 * (i as u64 + 1));
+        if d.poll_timeout().is_some_and(|t| t <= now) {
+            d.handle_timeout(now);
+        }
+        while d.poll_event().is_some() {}
+    }
+    if d.pending() > cfg.max_pending || d.lookups() > cfg.max_lookups {
+        return Err(format!("bounds: {d:?}"));
+    }
+    Ok(())
+}

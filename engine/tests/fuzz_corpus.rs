@@ -73,3 +73,24 @@ fn transport_check_survives_a_huge_packet_number() {
     script.extend_from_slice(&[7, 0, 100, 1, 1, 1, 2, 2, 2, 0, 5, 1, 1, 2, 2]);
     st_engine::fuzzing::transport_check(&script).unwrap();
 }
+
+#[test]
+fn krpc_corpus_round_trips_and_the_dht_node_holds() {
+    let files = corpus("krpc");
+    assert!(files.len() >= 16, "krpc corpus present");
+    let mut parsed = 0;
+    for (p, d) in &files {
+        match st_proto::krpc::fuzz_check(d) {
+            Ok(true) => parsed += 1,
+            Ok(false) => {}
+            Err(e) => panic!("{}: {e}", p.display()),
+        }
+        if let Err(e) = st_engine::fuzzing::dht_check(d) {
+            panic!("{}: {e}", p.display());
+        }
+    }
+    assert!(
+        parsed >= 14,
+        "the corpus holds valid messages of every kind ({parsed})"
+    );
+}
