@@ -783,23 +783,20 @@ impl DhtNode {
                 if found {
                     self.stats.searches_found += 1;
                 }
-                // Nobody answered and the table is empty: again once a bootstrap worked.
-                let nobody = l.replies == 0 && self.nodes() == 0;
                 let every = self.cfg.announce_every;
                 // Re-announces are spread over ±10 %.
                 let jitter = self.rng.below(every.as_millis() as u64 / 5 + 1);
                 let regular = every - every / 10 + Duration::from_millis(jitter);
-                let boot_wait = self.boot.backoff.max(self.cfg.search_retry);
                 let search_retry = self.cfg.search_retry;
                 let targets = l.announce_targets();
                 if let Some(reg) = self.regs.get_mut(&key) {
                     reg.running = false;
                     let rerun = std::mem::take(&mut reg.rerun);
+                    // A search that found nothing (or nobody to ask: the table is empty; it
+                    // goes again as soon as the table gets a node) backs off, doubling.
                     let gap = if rerun && !found && reg.wants_peers {
                         Duration::ZERO
-                    } else if nobody {
-                        boot_wait
-                    } else if found || !reg.wants_peers {
+                    } else if found || !reg.wants_peers && l.replies > 0 {
                         reg.backoff = search_retry;
                         regular
                     } else {
