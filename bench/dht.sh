@@ -2,6 +2,7 @@
 # bench/dht.sh — the DHT (issue #15), in two parts.
 #
 # Usage: bench/dht.sh [NODES=10000] [SWARMS=1000]      (root, iproute2, python3-libtorrent)
+#        env SKIP_SIM=1 runs part 2 only.
 #
 # 1. Lookups in the simulator (engine/examples/dht_sim.rs): NODES production DhtNodes at
 #    100 ms round trip, 50 announced swarms, 500 lookups from random nodes: median and p99
@@ -27,8 +28,10 @@ bench_init dht
 /usr/bin/python3 -c 'import libtorrent' 2>/dev/null \
   || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-libtorrent; }
 
-echo "== 1. lookups in the simulator: $NODES nodes, 100 ms RTT"
-(cd "$ROOT_DIR" && cargo run --release -q -p st-engine --example dht_sim -- --nodes "$NODES")
+if [ -z "${SKIP_SIM:-}" ]; then
+  echo "== 1. lookups in the simulator: $NODES nodes, 100 ms RTT"
+  (cd "$ROOT_DIR" && cargo run --release -q -p st-engine --example dht_sim -- --nodes "$NODES")
+fi
 
 echo "== 2. one node serving $SWARMS swarms: idle and flooded, st vs libtorrent"
 bash "$NETNS" up "$P" 2 > /dev/null

@@ -54,4 +54,4 @@ end = time.time() + 2
 while time.time() < end:
     drain(0.1)
 print(json.dumps({"sent": sent, "query_bytes": qbytes, "replies": replies,
-                  "reply_bytes": rbytes, "send_seconds": round(t1 - t0, 3)}))
+                  "reply_bytes": rbytes, "send_seconds": round(t1 - t0, 3)}, separators=(",", ":")))

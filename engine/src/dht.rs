@@ -315,6 +315,10 @@ pub struct DhtNode {
     outq: VecDeque<(SocketAddr, Option<Id>, Out)>,
     /// Addresses in `outq` as pings (no duplicate pings).
     pinging: BTreeSet<SocketAddr>,
+    /// Sources of queries we pinged lately, oldest first (at most one ping per source per
+    /// `refresh_every`, so a flood of queries is not answered with a flood of pings).
+    pinged: VecDeque<(Time, SocketAddr)>,
+    pinged_set: std::collections::HashSet<SocketAddr>,
     /// Datagrams ready to send.
     tx: VecDeque<(SocketAddr, Vec<u8>)>,
     /// Some query waits for rate tokens.
@@ -340,6 +344,8 @@ impl std::fmt::Debug for DhtNode {
     }
 }
 
+/// Most query sources remembered as pinged.
+const MAX_PINGED: usize = 4096;
 /// Most datagrams waiting to be sent.
 const MAX_TX: usize = 1024;
 /// How often the node's housekeeping runs.
@@ -387,6 +393,8 @@ impl DhtNode {
             reply_bucket: Bucket::new(cfg.reply_bytes_per_sec, cfg.reply_burst, now),
             outq: VecDeque::new(),
             pinging: BTreeSet::new(),
+            pinged: VecDeque::new(),
+            pinged_set: std::collections::HashSet::new(),
             tx: VecDeque::new(),
             starved: false,
             events: VecDeque::new(),
@@ -935,6 +943,7 @@ impl DhtNode {
                     && self.reachable(&from)
                     && !self.tables[family(&from)].contains(id, from)
                     && self.tables[family(&from)].wants(id, from)
+                    && self.may_ping(now, from)
                 {
                     self.queue(from, Some(*id), Out::Ping);
                 }
@@ -1018,6 +1027,24 @@ impl DhtNode {
                 self.events.push_back(DhtEvent::Peers { key, peers: new });
             }
         }
+    }
+
+    /// Whether a node that queried us may be pinged now (once per `refresh_every` per
+    /// source; at most [`MAX_PINGED`] sources remembered).
+    fn may_ping(&mut self, now: Time, from: SocketAddr) -> bool {
+        let key = table::addr_key(from);
+        while let Some(&(t, a)) = self.pinged.front() {
+            if now.saturating_since(t) < self.cfg.refresh_every && self.pinged.len() < MAX_PINGED {
+                break;
+            }
+            self.pinged.pop_front();
+            self.pinged_set.remove(&a);
+        }
+        if !self.pinged_set.insert(key) {
+            return false;
+        }
+        self.pinged.push_back((now, key));
+        true
     }
 
     fn vote(&mut self, ip: IpAddr) {
