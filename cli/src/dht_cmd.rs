@@ -16,7 +16,7 @@ use st_engine::reactor::{Reactor, ReactorConfig};
 
 use crate::common::{hex, load_st};
 use crate::error::{CliResult, invalid, runtime};
-use crate::swarm_cmd::{dht_config, resolve_routers, router_names, save_dht_state};
+use crate::swarm_cmd::{DhtState, dht_config, resolve_routers, router_names, save_dht_state};
 
 /// Options of both commands.
 pub struct DhtArgs {
@@ -57,6 +57,7 @@ pub fn parse_key(s: &str) -> CliResult<[u8; 20]> {
 }
 
 struct Session {
+    state: DhtState,
     reactor: Reactor,
     dht: DhtNode,
     boot_rx: std::sync::mpsc::Receiver<(Vec<SocketAddr>, Vec<String>)>,
@@ -78,7 +79,8 @@ fn start(args: &DhtArgs, read_only: bool) -> CliResult<Session> {
     let waker = reactor
         .waker()
         .map_err(|e| runtime(format!("cannot set up the resolver: {e}")))?;
-    let mut cfg = dht_config(args.state_dir.as_deref(), reactor.local_addr());
+    let state = DhtState::take(args.state_dir.as_deref());
+    let mut cfg = dht_config(state.dir(), reactor.local_addr());
     cfg.read_only = read_only;
     let restored = !cfg.restored.is_empty();
     let (tx, boot_rx) = std::sync::mpsc::channel();
@@ -103,6 +105,7 @@ fn start(args: &DhtArgs, read_only: bool) -> CliResult<Session> {
     }
     let _ = std::io::stdout().flush();
     Ok(Session {
+        state,
         reactor,
         dht,
         boot_rx,
@@ -202,7 +205,7 @@ pub fn lookup(args: DhtArgs, key: [u8; 20], timeout: Duration) -> CliResult<()> 
             ControlFlow::Continue(())
         });
     result.map_err(|e| runtime(format!("network error: {e}")))?;
-    if let Some(dir) = &args.state_dir
+    if let Some(dir) = s.state.dir()
         && s.dht.nodes() > 0
         && let Err(e) = save_dht_state(dir, &s.dht.state())
     {
@@ -224,7 +227,7 @@ pub fn node(args: DhtArgs) -> CliResult<()> {
     let mut s = start(&args, false)?;
     info!("DHT node {} ", hex(&s.dht.id()));
     let (boot_rx, restored, stop) = (&s.boot_rx, s.restored, Arc::clone(&s.stop));
-    let state_dir = args.state_dir.clone();
+    let state_dir = s.state.dir().map(Path::to_path_buf);
     let mut next_log = s.reactor.now() + Duration::from_secs(60);
     let result = s.reactor.run(&mut s.dht, Duration::from_secs(5), |dht, now| {
         take_routers(boot_rx, restored, dht, now);
@@ -263,7 +266,7 @@ pub fn node(args: DhtArgs) -> CliResult<()> {
         ControlFlow::Continue(())
     });
     result.map_err(|e| runtime(format!("network error: {e}")))?;
-    if let Some(dir) = &args.state_dir
+    if let Some(dir) = s.state.dir()
         && s.dht.nodes() > 0
         && let Err(e) = save_dht_state(dir, &s.dht.state())
     {

@@ -89,6 +89,61 @@ const DEFAULT_ROUTERS: [&str; 2] = ["dht.transmissionbt.com:6881", "dht.libtorre
 /// The DHT state file in the state directory (spec/dht.md §15).
 const DHT_STATE: &str = "dht.dat";
 
+/// The DHT state of a state directory, held by one process at a time: a second process on
+/// the same directory runs with a fresh id and saves nothing (two nodes with one id would
+/// confuse the DHT). The lock (`flock` on `dht.lock`) goes with the process.
+pub struct DhtState {
+    dir: Option<PathBuf>,
+    _lock: Option<std::fs::File>,
+}
+
+impl DhtState {
+    /// Takes the state directory's DHT state if no other process holds it.
+    pub fn take(state_dir: Option<&Path>) -> DhtState {
+        let Some(dir) = state_dir else {
+            return DhtState {
+                dir: None,
+                _lock: None,
+            };
+        };
+        let lock = std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join("dht.lock"))
+            })
+            .ok()
+            .filter(|f| {
+                use std::os::fd::AsRawFd;
+                // SAFETY: flock on a descriptor this function owns; no memory is involved.
+                unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+            });
+        match lock {
+            Some(f) => DhtState {
+                dir: Some(dir.to_path_buf()),
+                _lock: Some(f),
+            },
+            None => {
+                info!(
+                    "DHT: another st process holds the DHT state in {}; this one runs with a fresh id and saves none",
+                    dir.display()
+                );
+                DhtState {
+                    dir: None,
+                    _lock: None,
+                }
+            }
+        }
+    }
+
+    /// The directory whose state this process reads and writes, if any.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+}
+
 /// The DHT's settings: the id and nodes of the last run (from the state directory), and the
 /// address families the socket reaches. The routers are resolved later, off this thread.
 pub fn dht_config(state_dir: Option<&Path>, local: SocketAddr) -> DhtConfig {
@@ -811,9 +866,10 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         None
     };
     let lan_on = lan.is_some();
+    let dht_state = DhtState::take(args.state_dir.as_deref().filter(|_| args.dht));
     let dht = args
         .dht
-        .then(|| dht_config(args.state_dir.as_deref(), reactor.local_addr()));
+        .then(|| dht_config(dht_state.dir(), reactor.local_addr()));
     let dht_restored = dht.as_ref().is_some_and(|d| !d.restored.is_empty());
     let (boot_tx, boot_rx) = std::sync::mpsc::channel();
     if args.dht {
@@ -936,7 +992,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let mut next_rescan = started + RESCAN_EVERY;
     let mut failures: Vec<String> = Vec::new();
     let mut signalled: Option<u8> = None;
-    let state_dir = args.state_dir.clone();
+    let state_dir = dht_state.dir().map(Path::to_path_buf);
     let mut state_warned = false;
     let result = reactor.run(&mut node, MAX_WAIT, |node, now| {
         if let Ok((addrs, failed)) = boot_rx.try_recv() {
