@@ -91,16 +91,19 @@ fn libtorrent() -> bool {
 struct Bg {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Where its stderr goes.
+    err: PathBuf,
 }
 
 impl Bg {
     fn start(ns: &str, program: &str, args: &[&str], cwd: &Path) -> Bg {
+        let err = cwd.join(format!("{ns}.stderr"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns, program])
             .args(args)
             .current_dir(cwd)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
             .spawn()
             .expect("start a process in a namespace");
         let out = child.stdout.take().unwrap();
@@ -111,7 +114,7 @@ impl Bg {
                 l.lock().unwrap().push(line);
             }
         });
-        Bg { child, lines }
+        Bg { child, lines, err }
     }
 
     fn lt(ns: &str, args: &[&str], cwd: &Path) -> Bg {
@@ -125,8 +128,16 @@ impl Bg {
         self.lines.lock().unwrap().iter().any(|l| f(l))
     }
 
+    /// Its stdout and the end of its stderr, for a failure message.
     fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
+        let err = std::fs::read_to_string(&self.err).unwrap_or_default();
+        let tail: Vec<&str> = err.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!(
+            "{}\n--- stderr (end) ---\n{}",
+            self.lines.lock().unwrap().join("\n"),
+            tail.join("\n")
+        )
     }
 }
 
@@ -261,6 +272,13 @@ fn interop_with_libtorrent_a_real_mainline_dht() {
     // h1: a libtorrent node every other node bootstraps from; h2: a libtorrent node that
     // announces a BitTorrent info hash.
     let lt_router = Bg::lt(&net.ns(1), &["--bind", &bind(1)], &s.0);
+    // libtorrent tries its bootstrap nodes once at start: they must be up first.
+    assert!(
+        wait_for(Duration::from_secs(30), || lt_router
+            .any(|l| l.contains("\"event\":\"ready\""))),
+        "the libtorrent router started: {}",
+        lt_router.text()
+    );
     let lt_announcer = Bg::lt(
         &net.ns(2),
         &[
@@ -315,7 +333,7 @@ fn interop_with_libtorrent_a_real_mainline_dht() {
         &net.ns(6),
         env!("CARGO_BIN_EXE_st"),
         &[
-            "-q",
+            "-v",
             "dht",
             "lookup",
             bt_hash,
@@ -331,7 +349,7 @@ fn interop_with_libtorrent_a_real_mainline_dht() {
         &s.0,
     );
     // (4) h7: an st DHT node alone; h8 announces and h9 searches through it only.
-    let _st_node = Bg::start(
+    let st_node = Bg::start(
         &net.ns(7),
         env!("CARGO_BIN_EXE_st"),
         &[
@@ -348,6 +366,12 @@ fn interop_with_libtorrent_a_real_mainline_dht() {
             "state7",
         ],
         &s.0,
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || st_node
+            .any(|l| l.starts_with("listening on"))),
+        "st dht node started: {}",
+        st_node.text()
     );
     let via_st = bind(7);
     let lt_announcer2 = Bg::lt(
@@ -387,8 +411,10 @@ fn interop_with_libtorrent_a_real_mainline_dht() {
     assert!(
         wait_for(Duration::from_secs(60), || st_lookup
             .any(|l| l == format!("peer {announcer}"))),
-        "(1) st found the peer libtorrent announced: {}",
-        st_lookup.text()
+        "(1) st found the peer libtorrent announced: {}\n--- announcer ---\n{}\n--- router ---\n{}",
+        st_lookup.text(),
+        lt_announcer.text(),
+        lt_router.text()
     );
     let st_peer = format!("\"addr\":\"{}\"", bind(3));
     assert!(
