@@ -251,3 +251,60 @@ fn the_saved_state_brings_back_the_id_and_bootstraps_from_its_nodes() {
     let out = sent(&mut b, t0());
     assert!(out.iter().any(|(t, _)| *t == to));
 }
+
+#[test]
+fn ipv6_nodes_live_in_their_own_table_and_go_to_whoever_wants_n6() {
+    let mut d = DhtNode::new(DhtConfig::default(), t0(), 8);
+    let v6 = addr("[fd00::7]:6881");
+    d.ping(t0(), v6);
+    let (to, q) = sent(&mut d, t0()).remove(0);
+    assert_eq!(to, v6);
+    let m = parse(&q).unwrap();
+    let mut reply = Vec::new();
+    Message {
+        tid: m.tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Reply(st_proto::krpc::Reply {
+            id: [0x66; 20],
+            ..Default::default()
+        }),
+    }
+    .encode(&mut reply);
+    d.handle(t0(), v6, &reply);
+    assert_eq!(d.nodes(), 1);
+    let ask = |want: Want| {
+        let mut out = Vec::new();
+        Message {
+            tid: b"q1",
+            version: None,
+            ip: None,
+            read_only: false,
+            body: Body::Query {
+                id: [1; 20],
+                want,
+                query: Query::FindNode { target: [0x66; 20] },
+            },
+        }
+        .encode(&mut out);
+        out
+    };
+    let v4 = addr("10.1.0.1:1");
+    d.handle(t0(), v4, &ask(Want::default()));
+    d.handle(t0(), v4, &ask(Want { v4: true, v6: true }));
+    let replies: Vec<_> = sent(&mut d, t0())
+        .into_iter()
+        .filter_map(|(_, m)| match parse(&m).unwrap().body {
+            Body::Reply(r) => Some((r.nodes.to_vec(), r.nodes6.to_vec())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 2);
+    assert!(
+        replies[0].1.is_empty(),
+        "an IPv4 querier without want gets IPv4 nodes only"
+    );
+    let n6: Vec<_> = st_proto::krpc::nodes6(&replies[1].1).collect();
+    assert_eq!(n6, vec![([0x66; 20], v6)], "want n6 gets the IPv6 node");
+}
