@@ -58,6 +58,12 @@ struct Found {
 
 /// Runs `st create`.
 pub fn run(ctx: Ctx, args: CreateArgs) -> CliResult<()> {
+    if args.private && args.trackers.is_empty() {
+        return Err(invalid(
+            "--private needs a tracker (-t): a private swarm finds peers only through its trackers"
+                .to_owned(),
+        ));
+    }
     let shown = args.path.display().to_string();
     let meta = fs::metadata(&args.path)
         .with_context(|| format!("cannot read {shown}"))
@@ -179,7 +185,7 @@ pub fn run(ctx: Ctx, args: CreateArgs) -> CliResult<()> {
         Some(f) => format!("{} files", f.len()),
     };
     println!(
-        "created {}: swarm id {}, {what}, {} in {count} fragment{} of {}, {} tracker{}",
+        "created {}: swarm id {}, {what}, {} in {count} fragment{} of {}, {} tracker{}{}",
         output.display(),
         hex(&swarm_id),
         format_size(total),
@@ -187,6 +193,7 @@ pub fn run(ctx: Ctx, args: CreateArgs) -> CliResult<()> {
         format_size(u64::from(fragment_length)),
         st.trackers.len(),
         if st.trackers.len() == 1 { "" } else { "s" },
+        if args.private { ", private" } else { "" },
     );
     Ok(())
 }

@@ -34,8 +34,16 @@ pub fn run(path: &Path, as_json: bool) -> CliResult<()> {
         format_size(u64::from(info.fragment_length)),
         info.fragment_length
     );
+    println!(
+        "dht key:    {}",
+        if info.private {
+            "none: private swarm (trackers and peer exchange only)".to_owned()
+        } else {
+            hex(&swarm_id[..20])
+        }
+    );
     if st.trackers.is_empty() {
-        println!("trackers:   none (LAN discovery only)");
+        println!("trackers:   none (LAN discovery and the DHT)");
     }
     for (i, t) in st.trackers.iter().enumerate() {
         println!(
@@ -78,6 +86,7 @@ fn to_json(st: &StFile, swarm_id: &str) -> serde_json::Value {
         "fragment_length": info.fragment_length,
         "fragment_count": info.fragment_count(),
         "trackers": st.trackers.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        "private": info.private,
         "files": files,
     })
 }

@@ -357,3 +357,43 @@ fn log_file_and_quiet() {
         "debug lines go to the log file: {log}"
     );
 }
+
+#[test]
+fn a_private_swarm_needs_a_tracker_and_is_another_swarm() {
+    let s = Scratch::new("private");
+    fs::write(s.path("d.bin"), data(100_000, 3)).unwrap();
+    let o = st(&["create", "d.bin", "--private", "-o", "p.st"], &s.0);
+    assert_fails(&o, 2, "--private needs a tracker");
+    assert!(!s.path("p.st").exists());
+    let o = st(
+        &[
+            "create",
+            "d.bin",
+            "--private",
+            "-t",
+            "udp://10.0.0.1:6969",
+            "-o",
+            "p.st",
+        ],
+        &s.0,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(", private"));
+    assert_eq!(code(&st(&["create", "d.bin", "-o", "pub.st"], &s.0)), 0);
+    let private = json(&st(&["inspect", "--json", "p.st"], &s.0));
+    let public = json(&st(&["inspect", "--json", "pub.st"], &s.0));
+    assert_eq!(private["private"], true);
+    assert_eq!(public["private"], false);
+    assert_ne!(private["swarm_id"], public["swarm_id"]);
+    // The header's flags say so: bit 0.
+    let bytes = fs::read(s.path("p.st")).unwrap();
+    assert_eq!(&bytes[10..12], &[0, 1]);
+    let text = String::from_utf8_lossy(&st(&["inspect", "p.st"], &s.0).stdout).into_owned();
+    assert!(text.contains("dht key:    none: private swarm"), "{text}");
+    // A private swarm is never looked up in the DHT.
+    assert_fails(
+        &st(&["dht", "lookup", "p.st", "--dht-bootstrap", "none"], &s.0),
+        2,
+        "private swarm",
+    );
+}

@@ -284,3 +284,98 @@ fn hostile_nodes_and_a_flood_neither_break_lookups_nor_grow_memory() {
         assert!(d.nodes() <= 2 * 160 * dcfg.k);
     }
 }
+
+/// A private swarm is neither announced to nor looked up in the DHT, nor announced on the
+/// LAN, while a public one on the same node is (spec/dht.md §16).
+#[test]
+fn a_private_swarm_stays_out_of_the_dht_and_off_the_lan() {
+    use st_engine::discovery::lan::LanConfig;
+    use st_engine::node::{NodeConfig, PeerNode, SwarmSpec};
+    use st_engine::sim::{PipeConfig, Sim};
+    use st_engine::storage::mem::MemStore;
+
+    let mut sim = Sim::new(5, PipeConfig::default());
+    let router: SocketAddr = "10.9.0.1:6881".parse().unwrap();
+    let now = sim.now();
+    let r = sim.add_core_at(
+        router,
+        st_engine::dht::DhtNode::new(DhtConfig::default(), now, 5),
+    );
+    let data = vec![7u8; 100_000];
+    let full = MemStore::full(&data, 16 * 1024);
+    let spec = |id: u8, private: bool| SwarmSpec {
+        id: [id; 32],
+        name: format!("s{id}"),
+        total_length: data.len() as u64,
+        fragment_length: 16 * 1024,
+        trackers: Vec::new(),
+        fetch: false,
+        unrecorded_data: false,
+        private,
+    };
+    let group = LanConfig::default().groups[0];
+    let mut n = PeerNode::new(
+        NodeConfig {
+            port: 6881,
+            dht: Some(DhtConfig {
+                bootstrap: vec![router],
+                ipv6: false,
+                ..DhtConfig::default()
+            }),
+            lan: Some(LanConfig {
+                groups: vec![group],
+                ..LanConfig::default()
+            }),
+            ..NodeConfig::default()
+        },
+        now,
+    );
+    n.add_swarm(now, spec(1, true), Box::new(full.clone()))
+        .unwrap();
+    n.add_swarm(now, spec(2, false), Box::new(full.clone()))
+        .unwrap();
+    let id = sim.add_core_at("10.1.0.2:6881".parse().unwrap(), n);
+    // A fetcher of both on the LAN, without DHT: it can learn of the seed only by LAN.
+    let mut f = PeerNode::new(
+        NodeConfig {
+            port: 6881,
+            lan: Some(LanConfig {
+                groups: vec![group],
+                ..LanConfig::default()
+            }),
+            seed: 9,
+            peer_id: [9; 16],
+            ..NodeConfig::default()
+        },
+        now,
+    );
+    for (i, private) in [(1u8, true), (2, false)] {
+        let mut sp = spec(i, private);
+        sp.fetch = true;
+        f.add_swarm(now, sp, Box::new(MemStore::empty_like(&full)))
+            .unwrap();
+    }
+    let listener = sim.add_core_at("10.1.0.3:6881".parse().unwrap(), f);
+    sim.join_group(id, group);
+    sim.join_group(listener, group);
+    let until = sim.now() + Duration::from_secs(20);
+    while sim.step(until) {}
+    let node = sim.core::<PeerNode>(id).unwrap();
+    let st = node.dht().unwrap().stats().clone();
+    assert_eq!(st.searches, 1, "only the public swarm was searched for");
+    assert!(st.announces_sent >= 1);
+    let router_store = sim.core::<st_engine::dht::DhtNode>(r).unwrap().stored();
+    assert_eq!(router_store, (1, 1), "one key announced: the public one");
+    use st_engine::node::SwarmPhase;
+    let f = sim.core::<PeerNode>(listener).unwrap();
+    assert_eq!(
+        f.phase(&[2; 32]),
+        Some(SwarmPhase::Complete),
+        "the public swarm is found on the LAN"
+    );
+    assert_eq!(
+        f.phase(&[1; 32]),
+        Some(SwarmPhase::Running),
+        "the private one is not announced there"
+    );
+}
