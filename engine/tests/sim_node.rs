@@ -693,3 +693,47 @@ fn randomized_whole_processes_with_crash_restart() {
         );
     });
 }
+
+/// The peer layer's close codes are application codes, above the transport's own (spec
+/// peer.md §6, transport.md §7.1): a connection naming a swarm the node does not serve is
+/// closed with 0x102, not 2 (FLOW_CONTROL_ERROR).
+#[test]
+fn a_wrong_swarm_is_closed_with_an_application_code() {
+    use st_engine::transport::{CloseReason, Config, Event};
+    use st_proto::peer::{Handshake, Message, PEER_VERSION, emit};
+    let mut w = World::new(3, quiet_pipe(), false, false);
+    let s = w.swarm(100_000);
+    let seed = w.node(&[s], &[], |_| {});
+    let seed_addr = w.sim.addr(w.peers[seed].id);
+    let client = w.sim.add_node(Config::default());
+    let now = w.sim.now();
+    let h = w.sim.endpoint(client).unwrap().connect(now, seed_addr);
+    let hs = Handshake {
+        version: PEER_VERSION,
+        capabilities: 0.into(),
+        swarm_id: [0xee; 32],
+        peer_id: [1; 16],
+        listen_port: 0.into(),
+    };
+    let mut msg = Vec::new();
+    emit(&Message::Handshake(&hs), &mut msg);
+    let mut sent = false;
+    let mut code = None;
+    let until = w.sim.now() + Duration::from_secs(5);
+    while code.is_none() && w.sim.now() < until {
+        let to = w.sim.now() + Duration::from_millis(10);
+        while w.sim.step(to) {}
+        let ep = w.sim.endpoint(client).unwrap();
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                Event::Connected(c) if c == h && !sent => {
+                    ep.send(h, &msg).unwrap();
+                    sent = true;
+                }
+                Event::Closed(c, CloseReason::Peer { code: x, .. }) if c == h => code = Some(x),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(code, Some(0x102));
+}

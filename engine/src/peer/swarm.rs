@@ -287,22 +287,27 @@ const RATE_WINDOW: Duration = Duration::from_millis(250);
 
 /// Application error codes in CLOSE (spec `peer.md` §6).
 pub mod close_code {
+    //! On the wire each is `0x100 + n`: the transport reserves codes below `0x100` for itself
+    //! (`spec/transport.md` §7.1, `spec/peer.md` §6).
+
+    /// Where the peer layer's codes start.
+    pub const BASE: u32 = 0x100;
     /// Protocol violation.
-    pub const VIOLATION: u32 = 1;
+    pub const VIOLATION: u32 = BASE + 1;
     /// Another swarm.
-    pub const WRONG_SWARM: u32 = 2;
+    pub const WRONG_SWARM: u32 = BASE + 2;
     /// A connection to ourselves.
-    pub const SELF: u32 = 3;
+    pub const SELF: u32 = BASE + 3;
     /// A second connection between the same pair of peers.
-    pub const DUPLICATE: u32 = 4;
+    pub const DUPLICATE: u32 = BASE + 4;
     /// Banned for bad data.
-    pub const BANNED: u32 = 5;
+    pub const BANNED: u32 = BASE + 5;
     /// Too many peers.
-    pub const FULL: u32 = 6;
+    pub const FULL: u32 = BASE + 6;
     /// Requests kept timing out with nothing received: reconnecting.
-    pub const STALLED: u32 = 7;
+    pub const STALLED: u32 = BASE + 7;
     /// The peer is leaving (stopped, or done and not seeding).
-    pub const LEAVING: u32 = 8;
+    pub const LEAVING: u32 = BASE + 8;
 }
 
 impl SwarmCore {
