@@ -286,9 +286,10 @@ const MAX_STALLS: u8 = 2;
 const RATE_WINDOW: Duration = Duration::from_millis(250);
 
 /// Application error codes in CLOSE (spec `peer.md` §6).
+///
+/// On the wire each is `0x100 + n`: the transport reserves codes below `0x100` for itself
+/// (`spec/transport.md` §7.1, `spec/peer.md` §6).
 pub mod close_code {
-    //! On the wire each is `0x100 + n`: the transport reserves codes below `0x100` for itself
-    //! (`spec/transport.md` §7.1, `spec/peer.md` §6).
 
     /// Where the peer layer's codes start.
     pub const BASE: u32 = 0x100;
