@@ -368,8 +368,8 @@ struct NetArgs {
     #[arg(long)]
     no_dht: bool,
     /// A DHT node to bootstrap from, as HOST:PORT (any st seed or `st dht node` is one).
-    /// Repeatable; `none` for no router (the first node of a closed network). Used when the
-    /// nodes remembered in the state directory do not answer [default:
+    /// Repeatable; `none` for no router (the first node of a closed network). Asked together
+    /// with the nodes remembered in the state directory [default:
     /// dht.transmissionbt.com:6881 and dht.libtorrent.org:25401].
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT", value_parser = parse_host_port)]
     dht_bootstrap: Vec<String>,

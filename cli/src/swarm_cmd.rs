@@ -192,7 +192,8 @@ pub fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, state_dir.join(DHT_STATE))
+    std::fs::rename(&tmp, state_dir.join(DHT_STATE))?;
+    std::fs::File::open(state_dir)?.sync_all()
 }
 
 /// Resolves the bootstrap routers on a thread of their own (a DNS lookup may take seconds

@@ -27,7 +27,7 @@ use crate::rng::Rng;
 use crate::time::Time;
 use limits::IpLimiter;
 use lookup::{Kind, Lookup, LookupConfig};
-use store::{PeerStore, Tokens};
+use store::{Family, PeerStore, Tokens};
 use table::{Heard, Table, TableConfig};
 
 /// The client version we send in `v`: "ST" and a 16-bit version.
@@ -865,7 +865,7 @@ impl DhtNode {
             // What was announced to us directly is found at once.
             let local = self
                 .store
-                .get(now, &key, self.cfg.max_values, &mut self.rng);
+                .get(now, &key, Family::Any, self.cfg.max_values, &mut self.rng);
             if wants && !local.is_empty() {
                 self.events.push_back(DhtEvent::Peers { key, peers: local });
             }
@@ -1089,9 +1089,16 @@ impl DhtNode {
             Query::GetPeers { info_hash } => {
                 closest(info_hash, self);
                 token = Some(self.tokens.make(from.ip()));
+                // Peers of the querier's family only (BEP 32), which also keeps the reply
+                // within one datagram (`spec/dht.md` §9).
+                let family = if from.is_ipv4() {
+                    Family::V4
+                } else {
+                    Family::V6
+                };
                 values = self
                     .store
-                    .get(now, info_hash, self.cfg.max_values, &mut self.rng);
+                    .get(now, info_hash, family, self.cfg.max_values, &mut self.rng);
                 // We serve this key ourselves: we are a peer of it too.
                 if let Some(port) = self.regs.get(info_hash).and_then(|r| r.port)
                     && let Some(ext) = self.external

@@ -11,6 +11,27 @@ use st_proto::krpc::Id;
 use crate::rng::Rng;
 use crate::time::Time;
 
+/// Which peers a read of the store returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// IPv4 peers only (a querier over IPv4).
+    V4,
+    /// IPv6 peers only.
+    V6,
+    /// Both (our own searches).
+    Any,
+}
+
+impl Family {
+    fn has(self, a: &SocketAddr) -> bool {
+        match self {
+            Family::V4 => a.is_ipv4(),
+            Family::V6 => a.is_ipv6(),
+            Family::Any => true,
+        }
+    }
+}
+
 /// Announced peers by key.
 pub(crate) struct PeerStore {
     map: HashMap<Id, Vec<(SocketAddr, Time)>>,
@@ -76,13 +97,20 @@ impl PeerStore {
     }
 
     /// At most `n` live peers of `key`, a random choice when there are more.
-    pub(crate) fn get(&self, now: Time, key: &Id, n: usize, rng: &mut Rng) -> Vec<SocketAddr> {
+    pub(crate) fn get(
+        &self,
+        now: Time,
+        key: &Id,
+        family: Family,
+        n: usize,
+        rng: &mut Rng,
+    ) -> Vec<SocketAddr> {
         let Some(v) = self.map.get(key) else {
             return Vec::new();
         };
         let mut live: Vec<SocketAddr> = v
             .iter()
-            .filter(|e| now.saturating_since(e.1) < self.ttl)
+            .filter(|e| now.saturating_since(e.1) < self.ttl && family.has(&e.0))
             .map(|e| e.0)
             .collect();
         if live.len() > n {
@@ -216,16 +244,36 @@ mod tests {
         }
         assert_eq!(s.peers(), 3, "a key holds at most 3; the oldest went");
         let mut rng = Rng::new(1);
-        let mut got = s.get(t0 + Duration::from_secs(10), &[1; 20], 10, &mut rng);
+        let mut got = s.get(
+            t0 + Duration::from_secs(10),
+            &[1; 20],
+            Family::Any,
+            10,
+            &mut rng,
+        );
         got.sort();
         assert_eq!(got, vec![p(2), p(3), p(4)]);
-        assert_eq!(s.get(t0, &[1; 20], 2, &mut rng).len(), 2);
+        assert_eq!(s.get(t0, &[1; 20], Family::Any, 2, &mut rng).len(), 2);
         s.add(t0, [2; 20], p(9)).unwrap();
         assert_eq!(s.add(t0, [3; 20], p(9)), Err(StoreError::Full));
         // Once expired, the announces are not given and make room.
         let late = t0 + ttl + Duration::from_secs(10);
-        assert!(s.get(late, &[1; 20], 10, &mut rng).is_empty());
+        assert!(s.get(late, &[1; 20], Family::Any, 10, &mut rng).is_empty());
         s.add(late, [3; 20], p(9)).unwrap();
         assert_eq!(s.keys(), 1);
+    }
+
+    #[test]
+    fn a_read_gives_the_asked_family_only() {
+        let t0 = Time::from_micros(1_000_000);
+        let mut s = PeerStore::new(4, 10, Duration::from_secs(1800), t0);
+        let v4 = SocketAddr::from(([10, 0, 0, 1], 1000));
+        let v6: SocketAddr = "[fd00::1]:1000".parse().unwrap();
+        s.add(t0, [1; 20], v4).unwrap();
+        s.add(t0, [1; 20], v6).unwrap();
+        let mut rng = Rng::new(1);
+        assert_eq!(s.get(t0, &[1; 20], Family::V4, 10, &mut rng), vec![v4]);
+        assert_eq!(s.get(t0, &[1; 20], Family::V6, 10, &mut rng), vec![v6]);
+        assert_eq!(s.get(t0, &[1; 20], Family::Any, 10, &mut rng).len(), 2);
     }
 }
