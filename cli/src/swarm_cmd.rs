@@ -183,7 +183,8 @@ pub fn router_names(given: &[String]) -> Vec<String> {
     }
 }
 
-/// Writes the DHT state atomically (a temporary file renamed over the old one).
+/// Writes the DHT state atomically (a temporary file renamed over the old one, then the
+/// directory synced so the rename itself survives a crash).
 pub fn save_dht_state(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(state_dir)?;
     let tmp = state_dir.join(format!("{DHT_STATE}.tmp"));
@@ -399,7 +400,7 @@ fn prepare_fetch(
         .map_err(|e| runtime(format!("cannot create {}: {e}", out.display())))?;
     let part_existed = st_engine::storage::final_paths(info, out)
         .iter()
-        .any(|p| part_of(p).exists());
+        .any(|p| st_engine::storage::part_name(p).exists());
     let (storage, resume) =
         Storage::open_for_fetch(info, swarm_id, out).map_err(|e| runtime(format!("{e}")))?;
     if let Some(why) = &resume.ignored {
@@ -829,12 +830,6 @@ impl Library {
             }
         }
     }
-}
-
-fn part_of(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
 }
 
 /// Runs `st seed` or `st fetch`.

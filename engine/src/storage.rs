@@ -569,15 +569,38 @@ pub fn final_paths(info: &Info, out_dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-fn part_name(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".part");
-    PathBuf::from(s)
+/// Longest file name (one path component) Linux file systems take, in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// `prefix NAME suffix`, made to fit in [`NAME_MAX`] bytes (`spec/peer.md` §8.1): when it
+/// would not, NAME is cut (at a character boundary) and followed by `~` and 16 hex digits of
+/// its SHA-256, so two long names still differ and a re-run finds the same temporary files.
+pub fn fit_name(prefix: &str, name: &str, suffix: &str) -> String {
+    if prefix.len() + name.len() + suffix.len() <= NAME_MAX {
+        return format!("{prefix}{name}{suffix}");
+    }
+    let keep = NAME_MAX.saturating_sub(prefix.len() + suffix.len() + 17);
+    let mut cut = keep.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let h = Sha256::digest(name.as_bytes());
+    let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{}~{hex}{suffix}", &name[..cut])
 }
 
-/// The resume file of swarm NAME: `out_dir/.NAME.st-resume`.
+/// The temporary name of a data file (or of the resume file's spare): `NAME.part`, fitted.
+pub fn part_name(p: &Path) -> PathBuf {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    p.with_file_name(fit_name("", &name, ".part"))
+}
+
+/// The resume file of swarm NAME: `out_dir/.NAME.st-resume`, fitted.
 pub fn resume_name(out_dir: &Path, name: &str) -> PathBuf {
-    out_dir.join(format!(".{name}.st-resume"))
+    out_dir.join(fit_name(".", name, ".st-resume"))
 }
 
 /// Creates the directories between `out_dir` and `path`, refusing to go through anything that

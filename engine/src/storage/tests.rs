@@ -471,3 +471,36 @@ fn a_storage_error_keeps_its_kind_and_names_the_file() {
         "fragment 3 is not verified; refusing to finish"
     );
 }
+
+/// Spec peer.md §8.1: a name of up to 255 bytes is valid in a `.st` file, so the temporary
+/// names (`NAME.part`, `.NAME.st-resume` and its spare) must fit too.
+#[test]
+fn names_of_255_bytes_fetch_with_fitted_temporary_names() {
+    let d = Scratch::new("longname");
+    let all = data(40_000, 2);
+    // 253 ASCII bytes and a 2-byte character: 255 bytes.
+    let name = format!("{}é", "n".repeat(253));
+    assert_eq!(name.len(), 255);
+    let info = info_for(&name, &all, None);
+    let (mut s, _) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    let part = part_name(&d.0.join(&name));
+    assert!(part.exists());
+    let len = |p: &std::path::Path| p.file_name().unwrap().len();
+    assert!(len(&part) <= 255 && len(&resume_name(&d.0, &name)) <= 255);
+    for i in 0..3 {
+        assert!(s.store_fragment(i, fragment(&all, i)).unwrap());
+    }
+    s.sync_resume().unwrap();
+    assert!(resume_name(&d.0, &name).exists());
+    drop(s);
+    // A re-run finds the same temporary files (it resumes).
+    let (mut s, state) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    assert_eq!(state.trusted, 3);
+    assert!(s.finish().is_ok());
+    assert_eq!(fs::read(d.0.join(&name)).unwrap(), all);
+    assert!(!part.exists() && !resume_name(&d.0, &name).exists());
+    // Two long names that share their first bytes get different temporary names.
+    let other = format!("{}x", "n".repeat(254));
+    assert_ne!(fit_name("", &name, ".part"), fit_name("", &other, ".part"));
+    assert_eq!(fit_name(".", "short", ".st-resume"), ".short.st-resume");
+}
