@@ -170,7 +170,11 @@ impl Picker {
             }
             self.take_missing(i, max, &mut out);
         }
-        let more = self.pick_excluding(peer_has, asked, max - out.len());
+        // The blocks just taken are asked of this peer too, though the caller does not know it
+        // yet: if the rest goes to the endgame (a suggestion took the last missing blocks),
+        // they must not come back as copies for the same peer (spec §5: never twice of one
+        // peer), or every one of them is sent twice.
+        let more = self.pick_excluding(peer_has, |b| asked(b) || out.contains(&b), max - out.len());
         out.extend(more);
         out
     }
@@ -564,6 +568,30 @@ mod tests {
         assert_eq!(frags, vec![(2, K), (0, K)]);
         assert_eq!(p.availability(0), 1);
         assert_eq!(p.availability(9), 0, "out of range: none");
+    }
+
+    /// A suggestion that takes every missing block leaves nothing new, so the rest of the
+    /// same pick is the endgame: it must not offer copies of the blocks it just took (they go
+    /// to the same peer, and each would arrive twice).
+    #[test]
+    fn a_suggestion_is_not_copied_by_the_endgame_of_the_same_pick() {
+        // 1 to 4 fragments of 2 blocks, all suggested.
+        for n in 1..=4u32 {
+            let mut p = picker(u64::from(n * 2 * K), 2 * K, K, 1);
+            let prefer: Vec<u32> = (0..n).collect();
+            let got = p.pick_preferring(&prefer, |_| true, |_| false, 64);
+            let mut unique = got.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                got.len(),
+                unique.len(),
+                "{n} fragments: a block twice: {got:?}"
+            );
+            assert_eq!(got.len(), (2 * n) as usize);
+            // A second peer may still get the endgame copies.
+            assert_eq!(p.pick(|_| true, 64).len(), (2 * n) as usize);
+        }
     }
 
     #[test]

@@ -86,9 +86,24 @@ fn run_swarm_cfg(
     limit: Duration,
 ) -> (Vec<Node>, Vec<u8>, Sim) {
     let size = 2 * 1024 * 1024 + 12_345;
+    run_swarm_sized(cfg, seed, size, FRAG, fetchers, liar, pipe, limit)
+}
+
+/// [`run_swarm_cfg`] with `size` bytes of data in fragments of `frag`.
+#[allow(clippy::too_many_arguments)]
+fn run_swarm_sized(
+    cfg: SwarmConfig,
+    seed: u64,
+    size: usize,
+    frag: u32,
+    fetchers: usize,
+    liar: bool,
+    pipe: PipeConfig,
+    limit: Duration,
+) -> (Vec<Node>, Vec<u8>, Sim) {
     let data = payload(size, seed);
     let hashes: Vec<[u8; 32]> = data
-        .chunks(FRAG as usize)
+        .chunks(frag as usize)
         .map(|c| Sha256::digest(c).into())
         .collect();
     let mut sim = Sim::new(seed, pipe);
@@ -110,7 +125,7 @@ fn run_swarm_cfg(
             swarm_id,
             peer_id,
             sim.addr(id).port(),
-            st_proto::st_file::Geometry::new(size as u64, FRAG).unwrap(),
+            st_proto::st_file::Geometry::new(size as u64, frag).unwrap(),
             |_| full,
             seed ^ k as u64,
             sim.now(),
@@ -118,7 +133,7 @@ fn run_swarm_cfg(
         let store = MemStore {
             data: if full { data.clone() } else { vec![0; size] },
             hashes: hashes.clone(),
-            fragment_length: FRAG,
+            fragment_length: frag,
             liar: is_liar,
         };
         nodes.push(Node { id, core, store });
@@ -290,4 +305,62 @@ fn a_single_peer_is_never_asked_twice_for_a_block_in_the_endgame() {
         // same peer again for blocks it had already asked it for: pure waste.)
         assert_eq!(f.core.stats().wasted, 0, "seed {seed}: duplicate blocks");
     });
+}
+
+/// A 1 → 1 fetch of a swarm of 1 to 4 fragments (all of which the seed suggests at once, and
+/// fewer blocks than the first request pipeline holds): every block is asked and sent once.
+/// (The endgame of the pick that took the suggestions used to ask the same peer again for the
+/// blocks it had just asked for: the seed sent the whole file twice.)
+#[test]
+fn a_small_swarm_is_sent_once() {
+    let pipe = PipeConfig {
+        latency: Duration::from_millis(10),
+        ..PipeConfig::default()
+    };
+    // (fragment length, size): 1..=4 fragments of 64 KiB (one block each), with and without
+    // a short last fragment, and 1..=3 fragments of 256 KiB (two 128 KiB blocks each).
+    let mut cases: Vec<(u32, usize)> = Vec::new();
+    for n in 1..=4usize {
+        cases.push((FRAG, n * FRAG as usize));
+        cases.push((FRAG, n * FRAG as usize - 1000));
+    }
+    for n in 1..=3usize {
+        cases.push((256 * 1024, n * 256 * 1024));
+    }
+    for (frag, size) in cases {
+        crate::sim::for_seeds(&[7], |seed| {
+            let (mut nodes, data, mut sim) = run_swarm_sized(
+                SwarmConfig::default(),
+                seed,
+                size,
+                frag,
+                1,
+                false,
+                pipe.clone(),
+                Duration::from_secs(30),
+            );
+            // A second more: copies still on their way arrive and are counted.
+            for _ in 0..50 {
+                turn(
+                    &mut sim,
+                    nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+                );
+            }
+            let (s, f) = (&nodes[0], &nodes[1]);
+            assert!(
+                f.core.complete() && f.store.data == data,
+                "{size} B: incomplete"
+            );
+            assert_eq!(
+                f.core.stats().wasted,
+                0,
+                "{size} B in {frag} B fragments: waste"
+            );
+            assert_eq!(
+                s.core.stats().uploaded,
+                size as u64,
+                "{size} B in {frag} B fragments: the seed sent more than the file"
+            );
+        });
+    }
 }
