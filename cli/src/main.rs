@@ -170,7 +170,11 @@ swarms that are not private; --no-dht turns it off) and by peer exchange. A .st 
 trackers works on a LAN with no further setup, and across networks through the DHT.\n\n\
 Exits 0 once every swarm is complete; 130 after SIGINT and 143 after SIGTERM before that \
 (resume state saved); 1 on a runtime failure such as a full disk; 2 on invalid input. With \
---seed it keeps serving after completion until interrupted."
+--seed it keeps serving after completion until interrupted.\n\n\
+Data already under DIR/NAME is checked first. If every fragment matches, it is taken as is \
+(nothing is downloaded; with --seed it is served). If it holds anything else, the fetch \
+refuses to overwrite it (exit 1) unless --force is given; then the fragments that match are \
+kept and only the rest is fetched."
     )]
     Fetch {
         /// The .st files.
@@ -182,6 +186,10 @@ Exits 0 once every swarm is complete; 130 after SIGINT and 143 after SIGTERM bef
         /// Keep serving after the download completes, until interrupted.
         #[arg(long)]
         seed: bool,
+        /// Fetch over files already under DIR/NAME that hold other data: they are replaced,
+        /// keeping every fragment of them that matches (without it, such a fetch exits 1).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         net: NetArgs,
     },
@@ -490,6 +498,7 @@ fn main() -> ExitCode {
             files,
             output,
             seed,
+            force,
             net,
         } => swarm_cmd::run(
             ctx,
@@ -498,7 +507,10 @@ fn main() -> ExitCode {
                 output,
                 false,
                 net,
-                swarm_cmd::Mode::Fetch { seed_after: seed },
+                swarm_cmd::Mode::Fetch {
+                    seed_after: seed,
+                    force,
+                },
                 false,
             ),
         ),

@@ -6,7 +6,7 @@
 //! says it stopped. Every rule of a peer process (routing, completion, resume syncs, the stop
 //! sequence, crash recovery, rate limits) is the node's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{IsTerminal, Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
@@ -42,6 +42,8 @@ pub enum Mode {
     Fetch {
         /// Keep serving after completion.
         seed_after: bool,
+        /// Fetch over other data under the final names, keeping what matches.
+        force: bool,
     },
 }
 
@@ -387,22 +389,94 @@ fn prepare_seed(
     })
 }
 
-/// Opens a fetch's files in `out` (resume state, preallocation) behind a disk thread.
+/// A fetch, ready to start, or its data already there in full.
+enum FetchReady {
+    /// Fragments to download.
+    Fetch(Prepared),
+    /// Every fragment is already under the final names (spec peer.md §8.1, *Existing data*).
+    Adopted(Box<SeedReady>),
+}
+
+/// Opens a fetch's files in `out` (resume state, preallocation) behind a disk thread. Data
+/// already under the final names is checked first (spec peer.md §8.1, *Existing data*): all
+/// of it matching, it is adopted; otherwise it is replaced only with `force`.
 fn prepare_fetch(
+    ctx: Ctx,
     st_path: &Path,
     st: &StFile,
     swarm_id: [u8; 32],
     out: &Path,
+    force: bool,
     waker: &Arc<dyn Wake>,
-) -> CliResult<Prepared> {
+) -> CliResult<FetchReady> {
     let info = &st.info;
     std::fs::create_dir_all(out)
         .map_err(|e| runtime(format!("cannot create {}: {e}", out.display())))?;
-    let part_existed = st_engine::storage::final_paths(info, out)
-        .iter()
-        .any(|p| st_engine::storage::part_name(p).exists());
-    let (storage, resume) =
+    let existing = st_engine::storage::existing(info, out).map_err(|e| runtime(format!("{e}")))?;
+    let mut checked: Option<Vec<bool>> = None;
+    if let Some(ex) = existing {
+        let count = info.fragment_count();
+        let mut good = vec![false; count as usize];
+        hashing::hash_all(
+            ctx,
+            &ex.read,
+            &info.file_lengths(),
+            info.fragment_length,
+            "checking existing data",
+            |i, _, outcome| {
+                good[i as usize] = outcome == Outcome::Hash(info.hashes[i as usize]);
+            },
+        )
+        .map_err(|e| runtime(e.message()))?;
+        let matching = good.iter().filter(|g| **g).count();
+        let shown = match ex.finals.as_slice() {
+            [one] => one.display().to_string(),
+            many => format!(
+                "{} ({} of its files)",
+                out.join(&info.name).display(),
+                many.len()
+            ),
+        };
+        if matching == count as usize && ex.lengths_match {
+            st_engine::storage::adopt(info, out).map_err(|e| runtime(format!("{e}")))?;
+            let root = out.join(&info.name);
+            let mut storage = Storage::open_for_seed(info, swarm_id, &root)
+                .map_err(|e| runtime(format!("{e}")))?;
+            for i in 0..count {
+                storage.mark_verified(i);
+            }
+            return Ok(FetchReady::Adopted(Box::new(SeedReady {
+                spec: spec(st, swarm_id, false, false),
+                storage,
+                st_path: st_path.to_path_buf(),
+            })));
+        }
+        let why = if matching == count as usize {
+            "every fragment matches, but there are bytes past the end".to_owned()
+        } else {
+            format!("{matching} of {count} fragments match")
+        };
+        if !force {
+            return Err(runtime(format!(
+                "{shown} already exists and is not the data of {} ({why}); not overwriting it: \
+                 move it away, or fetch with --force to replace it, keeping what matches",
+                st_path.display()
+            )));
+        }
+        st_engine::storage::take_over(info, out).map_err(|e| runtime(format!("{e}")))?;
+        warn!("{shown}: replacing it ({why}; those are kept)");
+        checked = Some(good);
+    }
+    let part_existed = checked.is_none()
+        && st_engine::storage::final_paths(info, out)
+            .iter()
+            .any(|p| st_engine::storage::part_name(p).exists());
+    let (mut storage, resume) =
         Storage::open_for_fetch(info, swarm_id, out).map_err(|e| runtime(format!("{e}")))?;
+    // Taken over with --force: what was just checked is trusted (the same files, renamed).
+    for (i, _) in checked.iter().flatten().enumerate().filter(|(_, g)| **g) {
+        storage.mark_verified(i as u32);
+    }
     if let Some(why) = &resume.ignored {
         warn!(
             "{}: resume state ignored: {why}; checking what is on disk",
@@ -424,11 +498,11 @@ fn prepare_fetch(
     // node checks it rather than trust it: spec peer.md §8.3).
     let disk = DiskThread::spawn(storage, Arc::clone(waker))
         .map_err(|e| runtime(format!("cannot start the disk thread: {e}")))?;
-    Ok(Prepared {
+    Ok(FetchReady::Fetch(Prepared {
         spec: spec(st, swarm_id, true, part_existed),
         store: Box::new(disk),
         st_path: st_path.to_path_buf(),
-    })
+    }))
 }
 
 /// The LAN discovery groups this process could join (only the IPv4 one when bound to an IPv4
@@ -487,6 +561,8 @@ struct View {
     json: bool,
     bar: Option<ProgressBar>,
     names: HashMap<[u8; 32], String>,
+    /// Swarms of a fetch whose data was already there in full.
+    adopted: HashSet<[u8; 32]>,
     latest: BTreeMap<[u8; 32], st_engine::node::Progress>,
     next_log: Time,
     next_bar_message: Time,
@@ -877,7 +953,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     }
     let keep_serving = match args.mode {
         Mode::Seed => true,
-        Mode::Fetch { seed_after } => seed_after,
+        Mode::Fetch { seed_after, .. } => seed_after,
     };
     let fetching = matches!(args.mode, Mode::Fetch { .. });
     let mut node = PeerNode::new(
@@ -910,6 +986,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         json: args.json,
         bar: None,
         names: HashMap::new(),
+        adopted: HashSet::new(),
         latest: BTreeMap::new(),
         next_log: reactor.now() + LOG_EVERY,
         next_bar_message: reactor.now(),
@@ -919,10 +996,54 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
         add_swarm(node, now, p, view, lan_on, dht_on)
     };
     match args.mode {
-        Mode::Fetch { .. } => {
+        Mode::Fetch { force, .. } => {
+            let mut adopted = Vec::new();
             for (p, st, id) in &loaded {
-                let prep = prepare_fetch(p, st, *id, &args.path, &waker)?;
-                add(&mut node, reactor.now(), prep, &mut view);
+                match prepare_fetch(ctx, p, st, *id, &args.path, force, &waker)? {
+                    FetchReady::Fetch(prep) => {
+                        add(&mut node, reactor.now(), prep, &mut view);
+                    }
+                    FetchReady::Adopted(ready) => {
+                        let path = args.path.join(&st.info.name);
+                        if args.json {
+                            View::json_line(&json!({
+                                "event": "complete",
+                                "swarm": hex(id),
+                                "path": path.display().to_string(),
+                                "bytes": 0,
+                                "seconds": 0.0,
+                                "existing": true,
+                            }));
+                        } else {
+                            println!(
+                                "already complete {}: every fragment verified on disk, nothing to fetch",
+                                path.display()
+                            );
+                        }
+                        view.adopted.insert(*id);
+                        adopted.push(ready);
+                    }
+                }
+            }
+            if !keep_serving && node.swarm_count() == 0 {
+                if args.json {
+                    let list: Vec<serde_json::Value> = loaded
+                        .iter()
+                        .map(|(_, st, id)| {
+                            json!({
+                                "id": hex(id), "name": st.info.name, "complete": true,
+                                "down": 0, "up": 0, "wasted": 0, "hash_failures": 0,
+                                "from": {}, "existing": true,
+                            })
+                        })
+                        .collect();
+                    View::json_line(&json!({"event": "summary", "seconds": 0.0, "swarms": list}));
+                }
+                return Ok(());
+            }
+            // Served while the others are fetched (and after, with --seed).
+            for ready in adopted {
+                add(&mut node, reactor.now(), (*ready).into(), &mut view);
             }
         }
         Mode::Seed if !args.dir => {
@@ -1134,6 +1255,11 @@ fn summary(node: &PeerNode, view: &View, elapsed: Duration, mode: Mode) {
     let secs = elapsed.as_secs_f64().max(1e-3);
     for s in &swarms {
         let st = &s.stats;
+        if view.adopted.contains(&s.id) {
+            // Said at start ("already complete"); only what it served since.
+            println!("served {}: {} up", s.name, format_size(st.uploaded));
+            continue;
+        }
         let what = match (mode, s.phase) {
             (Mode::Fetch { .. }, SwarmPhase::Complete) => match s.paths.as_slice() {
                 [one] => format!("fetched {}", one.display()),

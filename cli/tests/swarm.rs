@@ -1,7 +1,8 @@
 //! `st seed` and `st fetch` as real processes on 127.0.0.1 with `st udp-tracker`: several
 //! fetchers end with identical files, and a fetch killed with SIGKILL resumes without
 //! downloading again what it had verified and synced, and a fetch that fills its disk stops
-//! with one error line, keeps what it verified and continues once there is room.
+//! with one error line, keeps what it verified and continues once there is room; data already
+//! under the final name is adopted when it matches and never overwritten without `--force`.
 
 mod common;
 
@@ -318,4 +319,95 @@ fn a_full_disk_stops_the_fetch_with_one_error_and_a_rerun_continues() {
         (n - kept.len()) * frag
     );
     assert!(fetched > 0);
+}
+
+/// `st fetch` into a directory that already holds `blob.bin` (spec peer.md §8.1, *Existing
+/// data*): the right file is adopted with nothing downloaded and no seed needed; other data
+/// is refused with exit 1 and left untouched; `--force` replaces it, downloading only the
+/// fragments that differ.
+#[test]
+fn existing_data_is_adopted_refused_or_replaced_with_force() {
+    let s = Scratch::new("existing");
+    let bytes = data(3 << 20, 21);
+    std::fs::create_dir_all(s.0.join("seed")).unwrap();
+    std::fs::create_dir_all(s.0.join("out")).unwrap();
+    std::fs::write(s.0.join("seed/blob.bin"), &bytes).unwrap();
+    let _tracker = tracker_and_st(&s, "seed");
+    let fetch = |extra: &[&str]| {
+        let mut args = vec![
+            "fetch",
+            "--no-dht",
+            "--no-lan",
+            "data.st",
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_st"))
+            .args(&args)
+            .current_dir(&s.0)
+            .output()
+            .unwrap()
+    };
+
+    // The right bytes, no seed running: adopted at once, exit 0, nothing fetched.
+    std::fs::write(s.0.join("out/blob.bin"), &bytes).unwrap();
+    let o = fetch(&[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.starts_with("already complete out/blob.bin"), "{out}");
+    assert!(!s.0.join("out/blob.bin.part").exists());
+
+    // Other bytes in fragments 16..32 (of 48): refused, one error line, file untouched.
+    let mut other = bytes.clone();
+    for b in &mut other[(1 << 20)..(2 << 20)] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(s.0.join("out/blob.bin"), &other).unwrap();
+    let o = fetch(&[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("st: error: out/blob.bin already exists")
+            && last.contains("32 of 48 fragments match")
+            && last.contains("--force"),
+        "{err}"
+    );
+    assert!(std::fs::read(s.0.join("out/blob.bin")).unwrap() == other);
+    assert!(!s.0.join("out/blob.bin.part").exists());
+
+    // --force with a seed: only the 16 fragments that differ are downloaded.
+    let _seed = seed(&s, "seed/blob.bin");
+    let o = fetch(&["--force"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("fetched"))
+        .expect("summary");
+    assert_eq!(downloaded(line), 1 << 20, "{line}");
+    assert!(std::fs::read(s.0.join("out/blob.bin")).unwrap() == bytes);
+    assert!(!s.0.join("out/blob.bin.part").exists());
+    assert!(!s.0.join("out/.blob.bin.st-resume").exists());
+
+    // A directory in the way is never replaced, even with --force.
+    std::fs::remove_file(s.0.join("out/blob.bin")).unwrap();
+    std::fs::create_dir(s.0.join("out/blob.bin")).unwrap();
+    let o = fetch(&["--force"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("is not a regular file"), "{err}");
 }

@@ -184,6 +184,11 @@ impl Storage {
         for (p, &len) in parts.iter().zip(&lengths) {
             ensure_parent_inside(out_dir, p)?;
             let f = open_rw_nofollow(p)?;
+            // A `.part` longer than its file (left by another swarm of the same name) would
+            // keep its tail past the end: it is cut to the length.
+            if f.metadata()?.len() > len {
+                f.set_len(len).map_err(file_err("size", p))?;
+            }
             match preallocate(&f, len) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -567,6 +572,119 @@ pub fn final_paths(info: &Info, out_dir: &Path) -> Vec<PathBuf> {
             .map(|f| f.path.iter().fold(top.clone(), |p, c| p.join(c)))
             .collect(),
     }
+}
+
+/// What a fetch finds under its final names before it starts (spec `peer.md` §8.1,
+/// *Existing data*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    /// Per file: where its data is read for the check (the final name if a file is there,
+    /// else the `.part`, which may not exist either).
+    pub read: Vec<PathBuf>,
+    /// The final names where a file exists.
+    pub finals: Vec<PathBuf>,
+    /// Every file is there (under its final name or as a `.part`) with exactly its length.
+    pub lengths_match: bool,
+}
+
+/// Looks for data already under the final names of `info` in `out_dir`: `None` when there
+/// is none (the usual fetch). A final name taken by something that is not a regular file (a
+/// directory, a symlink) is an error: a fetch never replaces it.
+pub fn existing(info: &Info, out_dir: &Path) -> Result<Option<Existing>, StorageError> {
+    let finals = final_paths(info, out_dir);
+    let lengths = info.file_lengths();
+    let mut read = Vec::with_capacity(finals.len());
+    let mut found = Vec::new();
+    let mut lengths_match = true;
+    for (f, &len) in finals.iter().zip(&lengths) {
+        match fs::symlink_metadata(f) {
+            Ok(m) if m.is_file() => {
+                lengths_match &= m.len() == len;
+                read.push(f.clone());
+                found.push(f.clone());
+            }
+            Ok(_) => {
+                return Err(StorageError::Unsafe(format!(
+                    "{} exists and is not a regular file; not replacing it",
+                    f.display()
+                )));
+            }
+            Err(_) => {
+                let p = part_name(f);
+                lengths_match &=
+                    fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == len);
+                read.push(p);
+            }
+        }
+    }
+    Ok((!found.is_empty()).then_some(Existing {
+        read,
+        finals: found,
+        lengths_match,
+    }))
+}
+
+/// Takes the data of `info` in `out_dir` as complete, once the caller has checked every
+/// fragment of [`Existing::read`]: a file still under its `.part` name (a fetch that
+/// stopped while moving its files into place) is moved to its final name, the directories
+/// are synced and the resume file removed (spec `peer.md` §8.1).
+pub fn adopt(info: &Info, out_dir: &Path) -> Result<(), StorageError> {
+    for f in final_paths(info, out_dir) {
+        if fs::symlink_metadata(&f).is_err() {
+            let part = part_name(&f);
+            fs::rename(&part, &f).map_err(|source| StorageError::Rename {
+                path: f.clone(),
+                source,
+            })?;
+            if let Some(dir) = f.parent() {
+                File::open(dir).and_then(|d| d.sync_all())?;
+            }
+        }
+    }
+    remove_resume(out_dir, &info.name)
+}
+
+/// `st fetch --force` over other data (spec `peer.md` §8.1): each existing final file is
+/// moved over its `.part` name and cut to its length, so the fetch writes into it and keeps
+/// what matches; the resume file, which described the old `.part` files, is removed.
+/// Returns how many files were taken over.
+pub fn take_over(info: &Info, out_dir: &Path) -> Result<usize, StorageError> {
+    let mut n = 0;
+    for (f, len) in final_paths(info, out_dir).iter().zip(info.file_lengths()) {
+        if !fs::symlink_metadata(f).is_ok_and(|m| m.is_file()) {
+            continue;
+        }
+        let part = part_name(f);
+        fs::rename(f, &part).map_err(|source| StorageError::Rename {
+            path: part.clone(),
+            source,
+        })?;
+        let file = open_rw_nofollow(&part)?;
+        if file.metadata()?.len() > len {
+            file.set_len(len).map_err(file_err("size", &part))?;
+        }
+        if let Some(dir) = f.parent() {
+            File::open(dir).and_then(|d| d.sync_all())?;
+        }
+        n += 1;
+    }
+    if n > 0 {
+        remove_resume(out_dir, &info.name)?;
+    }
+    Ok(n)
+}
+
+/// Removes the resume file of swarm `name` and its spare, if there.
+fn remove_resume(out_dir: &Path, name: &str) -> Result<(), StorageError> {
+    let r = resume_name(out_dir, name);
+    for p in [part_name(&r), r] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(file_err("remove", &p)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Longest file name (one path component) Linux file systems take, in bytes.

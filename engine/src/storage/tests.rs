@@ -504,3 +504,128 @@ fn names_of_255_bytes_fetch_with_fitted_temporary_names() {
     assert_ne!(fit_name("", &name, ".part"), fit_name("", &other, ".part"));
     assert_eq!(fit_name(".", "short", ".st-resume"), ".short.st-resume");
 }
+
+/// A directory swarm of two files, `a` (20 000 bytes) and `sub/b` (the rest).
+fn two_files(name: &str, all: &[u8]) -> Info {
+    info_for(
+        name,
+        all,
+        Some(vec![
+            FileEntry {
+                path: vec!["a".into()],
+                length: 20_000,
+            },
+            FileEntry {
+                path: vec!["sub".into(), "b".into()],
+                length: all.len() as u64 - 20_000,
+            },
+        ]),
+    )
+}
+
+/// Nothing under the final names: no existing data; a final name that is a directory or a
+/// symlink is refused, never replaced.
+#[test]
+fn existing_data_is_found_under_final_names_only() {
+    let d = Scratch::new("existing");
+    let all = data(50_000, 4);
+    let info = info_for("blob.bin", &all, None);
+    fs::write(d.0.join("blob.bin.part"), &all).unwrap();
+    assert_eq!(
+        existing(&info, &d.0).unwrap(),
+        None,
+        "a .part alone is a resume"
+    );
+    fs::write(d.0.join("blob.bin"), &all[..1000]).unwrap();
+    let e = existing(&info, &d.0).unwrap().unwrap();
+    assert_eq!(e.read, vec![d.0.join("blob.bin")]);
+    assert!(!e.lengths_match, "1000 bytes of 50 000");
+    fs::remove_file(d.0.join("blob.bin")).unwrap();
+    fs::create_dir(d.0.join("blob.bin")).unwrap();
+    let err = existing(&info, &d.0).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+    fs::remove_dir(d.0.join("blob.bin")).unwrap();
+    std::os::unix::fs::symlink(d.0.join("blob.bin.part"), d.0.join("blob.bin")).unwrap();
+    assert!(existing(&info, &d.0).is_err(), "a symlink is not followed");
+}
+
+/// A fetch stopped while moving its files into place: one final, one `.part`, the resume
+/// file. Both are read for the check, and adopting moves the `.part` into place and removes
+/// the resume state.
+#[test]
+fn adopting_finishes_a_fetch_stopped_between_renames() {
+    let d = Scratch::new("adopt");
+    let all = data(50_000, 5);
+    let info = two_files("set", &all);
+    let (mut s, _) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    for i in 0..4 {
+        assert!(s.store_fragment(i, fragment(&all, i)).unwrap());
+    }
+    s.sync_resume().unwrap();
+    drop(s);
+    // The first rename of finish() happened, then the crash.
+    fs::rename(d.0.join("set/a.part"), d.0.join("set/a")).unwrap();
+    let e = existing(&info, &d.0).unwrap().unwrap();
+    assert_eq!(e.read, vec![d.0.join("set/a"), d.0.join("set/sub/b.part")]);
+    assert_eq!(e.finals, vec![d.0.join("set/a")]);
+    assert!(e.lengths_match);
+    adopt(&info, &d.0).unwrap();
+    assert_eq!(fs::read(d.0.join("set/a")).unwrap(), &all[..20_000]);
+    assert_eq!(fs::read(d.0.join("set/sub/b")).unwrap(), &all[20_000..]);
+    assert!(!d.0.join("set/sub/b.part").exists());
+    assert!(!resume_name(&d.0, "set").exists());
+    assert!(!part_name(&resume_name(&d.0, "set")).exists());
+}
+
+/// `--force`: the existing final file becomes the `.part`, cut to length, and the old resume
+/// state goes; a fetch opened afterwards trusts nothing it did not check.
+#[test]
+fn taking_over_moves_finals_to_part_names_and_drops_the_resume_state() {
+    let d = Scratch::new("takeover");
+    let all = data(50_000, 6);
+    let info = info_for("blob.bin", &all, None);
+    // An old resume state that trusts every fragment of an old .part.
+    let (mut s, _) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    for i in 0..4 {
+        assert!(s.store_fragment(i, fragment(&all, i)).unwrap());
+    }
+    s.sync_resume().unwrap();
+    drop(s);
+    // Someone else's longer file under the final name.
+    let mut other = data(60_000, 99);
+    other[..16384].copy_from_slice(fragment(&all, 0));
+    fs::write(d.0.join("blob.bin"), &other).unwrap();
+    assert_eq!(take_over(&info, &d.0).unwrap(), 1);
+    assert!(!d.0.join("blob.bin").exists());
+    assert_eq!(
+        fs::read(d.0.join("blob.bin.part")).unwrap(),
+        &other[..50_000],
+        "moved and cut to the swarm's length"
+    );
+    let (s, state) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    assert_eq!(
+        state.trusted, 0,
+        "the old resume state described other bytes"
+    );
+    assert_eq!(s.verified_count(), 0);
+    assert_eq!(
+        take_over(&info, &d.0).unwrap(),
+        0,
+        "nothing left to take over"
+    );
+}
+
+/// A `.part` longer than its file (another swarm of the same name) is cut to length.
+#[test]
+fn a_long_part_file_is_cut_to_length() {
+    let d = Scratch::new("longpart");
+    let all = data(50_000, 7);
+    let info = info_for("blob.bin", &all, None);
+    fs::write(d.0.join("blob.bin.part"), data(70_000, 1)).unwrap();
+    let (mut s, _) = Storage::open_for_fetch(&info, [7; 32], &d.0).unwrap();
+    for i in 0..4 {
+        assert!(s.store_fragment(i, fragment(&all, i)).unwrap());
+    }
+    s.finish().unwrap();
+    assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
+}
