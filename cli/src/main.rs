@@ -20,7 +20,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use log::LevelFilter;
 use simplelog::{
     ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger,
@@ -442,6 +442,65 @@ fn swarm_args(
     }
 }
 
+/// Reports a command-line error in one line (`st: error: …`, with where to find help) and
+/// returns exit status 2; `--help` and `--version` print as clap renders them.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    eprintln!(
+        "st: error: {}",
+        one_line_usage_error(&e.render().to_string())
+    );
+    ExitCode::from(2)
+}
+
+/// clap's multi-line error text as one line: the message (its continuation lines joined,
+/// tips dropped), then the command whose `--help` to read, taken from the usage line.
+fn one_line_usage_error(text: &str) -> String {
+    let (message, rest) = text.split_once("\n\nUsage: ").unwrap_or((text, ""));
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let mut words: Vec<&str> = Vec::new();
+    for line in message.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("tip:") || line.starts_with("For more information") {
+            continue;
+        }
+        words.push(line.trim_end_matches(':'));
+    }
+    let mut out = words.join(": ");
+    let command: Vec<&str> = rest
+        .split_whitespace()
+        .take_while(|w| !w.starts_with('[') && !w.starts_with('<'))
+        .collect();
+    let command = if command.is_empty() {
+        // No usage line (a bad value): the subcommand given on the command line, if any.
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        let given = std::env::args()
+            .skip(1)
+            .find(|a| names.iter().any(|n| n == a));
+        given.map_or_else(|| "st".to_owned(), |c| format!("st {c}"))
+    } else {
+        command.join(" ")
+    };
+    out.push_str(&format!(" (see '{command} --help')"));
+    out
+}
+
 fn main() -> ExitCode {
     // Like any Unix filter: when the reader of stdout goes away (`st inspect x.st | head -1`),
     // end quietly instead of panicking on the failed write (Rust ignores SIGPIPE by default).
@@ -449,7 +508,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let ctx = Ctx {
         quiet: cli.global.quiet,
     };

@@ -241,10 +241,33 @@ fn usage_errors_exit_2() {
         (&["create", "f", "--fragment-size", "8K"], "power of two"),
         (&["create", "f", "--fragment-size", "lots"], "not a size"),
         (&["frobnicate"], "unrecognized subcommand"),
+        (
+            &["fetch"],
+            "required arguments were not provided: <FILE.st>... (see 'st fetch --help')",
+        ),
+        (
+            &["fetch", "--bogus", "x.st"],
+            "unexpected argument '--bogus' found",
+        ),
+        (
+            &["fetch", "--max-upload", "10Q", "x.st"],
+            "(see 'st fetch --help')",
+        ),
+        (
+            &["udp-tracker", "--port", "x"],
+            "invalid value 'x' for '--port <PORT>'",
+        ),
     ] {
         let o = st(args, &s.0);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        // One line, as the README promises (clap's own errors take five).
+        assert_eq!(stderr(&o).lines().count(), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("st: error: "),
+            "{args:?}: {}",
+            stderr(&o)
+        );
     }
     assert_fails(&st(&["create", "nope"], &s.0), 2, "cannot read nope");
     assert_fails(&st(&["create", "empty"], &s.0), 2, "nothing to share");

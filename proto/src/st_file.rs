@@ -226,13 +226,15 @@ pub enum NameError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StFileError {
     /// The input ends before a field that must be there.
-    #[error("truncated at byte {offset} in the {section}: {needed} more byte(s) needed")]
+    #[error("truncated at byte {offset} in the {section} ({field}): {needed} more byte(s) needed")]
     Truncated {
-        /// Offset at which the missing field starts.
+        /// Offset at which the cut field starts.
         offset: usize,
         /// The section being read.
         section: Section,
-        /// How many bytes were missing.
+        /// The field that is cut (spec names: `version`, `total_length`, …).
+        field: &'static str,
+        /// How many bytes of that field are missing.
         needed: u64,
     },
     /// The first eight bytes are not the `.st` magic.
@@ -698,12 +700,13 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StFileError> {
+    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], StFileError> {
         let rest = &self.buf[self.pos..];
         if rest.len() < n {
             return Err(StFileError::Truncated {
                 offset: self.pos,
                 section: self.section,
+                field,
                 needed: (n - rest.len()) as u64,
             });
         }
@@ -712,43 +715,61 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, StFileError> {
-        Ok(self.take(1)?[0])
+    fn u8(&mut self, field: &'static str) -> Result<u8, StFileError> {
+        Ok(self.take(1, field)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, StFileError> {
-        let b = self.take(2)?;
+    fn u16(&mut self, field: &'static str) -> Result<u16, StFileError> {
+        let b = self.take(2, field)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self) -> Result<u32, StFileError> {
-        let b = self.take(4)?;
+    fn u32(&mut self, field: &'static str) -> Result<u32, StFileError> {
+        let b = self.take(4, field)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, StFileError> {
-        let b = self.take(8)?;
+    fn u64(&mut self, field: &'static str) -> Result<u64, StFileError> {
+        let b = self.take(8, field)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
     }
 
+    /// A fixed structure whose `fields` (name and width, in order) add up to its size. If the
+    /// input is cut inside it, the error names the field that is cut and where it starts.
     fn read<T: FromBytes + KnownLayout + Immutable + Unaligned>(
         &mut self,
+        fields: &[(&'static str, usize)],
     ) -> Result<&'a T, StFileError> {
-        let bytes = self.take(size_of::<T>())?;
-        // The length was checked by `take`; an unaligned type cannot fail otherwise.
+        debug_assert_eq!(fields.iter().map(|f| f.1).sum::<usize>(), size_of::<T>());
+        let have = self.remaining();
+        let mut start = 0;
+        for &(field, width) in fields {
+            if have < start + width {
+                return Err(StFileError::Truncated {
+                    offset: self.pos + start,
+                    section: self.section,
+                    field,
+                    needed: (start + width - have) as u64,
+                });
+            }
+            start += width;
+        }
+        let bytes = self.take(size_of::<T>(), "")?;
+        // The length was checked above; an unaligned type cannot fail otherwise.
         T::ref_from_bytes(bytes).map_err(|_| StFileError::Truncated {
             offset: self.pos,
             section: self.section,
+            field: "",
             needed: 0,
         })
     }
 
     /// A length-prefixed (u8) component, checked against spec §4.4.
     fn component(&mut self, site: NameSite) -> Result<String, StFileError> {
-        let len = self.u8()? as usize;
-        let bytes = self.take(len)?;
+        let len = self.u8("name length")? as usize;
+        let bytes = self.take(len, "name")?;
         check_component(bytes)
             .map(str::to_owned)
             .map_err(|reason| StFileError::UnsafeName { site, reason })
@@ -784,7 +805,7 @@ impl StFile {
         if head != &MAGIC[..head.len()] {
             return Err(StFileError::BadMagic);
         }
-        let header: &Header = r.read()?;
+        let header: &Header = r.read(&[("magic", 8), ("version", 2), ("flags", 2)])?;
         let version = header.version.get();
         if version != VERSION {
             return Err(StFileError::UnsupportedVersion(version));
@@ -797,12 +818,16 @@ impl StFile {
 
         // §4.1 info.
         r.section = Section::Info;
-        let kind = r.u8()?;
+        let kind = r.u8("kind")?;
         if kind != KIND_FILE && kind != KIND_DIRECTORY {
             return Err(StFileError::UnknownKind(kind));
         }
         let name = r.component(NameSite::Name)?;
-        let fixed: &InfoFixed = r.read()?;
+        let fixed: &InfoFixed = r.read(&[
+            ("total_length", 8),
+            ("fragment_length", 4),
+            ("fragment_count", 4),
+        ])?;
         let total_length = fixed.total_length.get();
         let fragment_length = fixed.fragment_length.get();
         let declared = fixed.fragment_count.get();
@@ -813,7 +838,7 @@ impl StFile {
         // §4.3 file list.
         let files = if kind == KIND_DIRECTORY {
             r.section = Section::Files;
-            let count = r.u32()?;
+            let count = r.u32("file_count")?;
             if count == 0 || count > MAX_FILES {
                 return Err(StFileError::FileCount(count));
             }
@@ -821,8 +846,8 @@ impl StFile {
             // vector grows only as far as the input justifies.
             let mut files = Vec::new();
             for file in 0..count as usize {
-                let length = r.u64()?;
-                let depth = r.u8()? as usize;
+                let length = r.u64("file length")?;
+                let depth = r.u8("path depth")? as usize;
                 if depth == 0 || depth > MAX_PATH_DEPTH {
                     return Err(StFileError::PathDepth {
                         file: file + 1,
@@ -844,7 +869,7 @@ impl StFile {
         // §4.5 fragment hashes: the size is checked before anything is reserved.
         r.section = Section::Fragments;
         let hash_bytes = declared as usize * HASH_LEN;
-        let raw = r.take(hash_bytes)?;
+        let raw = r.take(hash_bytes, "digests")?;
         let hashes: Vec<Hash> = raw
             .chunks_exact(HASH_LEN)
             .map(|c| {
@@ -857,19 +882,19 @@ impl StFile {
 
         // §6 trackers.
         r.section = Section::Trackers;
-        let count = r.u8()? as usize;
+        let count = r.u8("tracker_count")? as usize;
         if count > MAX_TRACKERS {
             return Err(StFileError::TooManyTrackers(count));
         }
         let mut trackers = Vec::with_capacity(count);
         for i in 0..count {
             let index = i + 1;
-            let transport = r.u8()?;
+            let transport = r.u8("transport")?;
             if transport != TRANSPORT_UDP {
                 return Err(StFileError::UnknownTransport { index, transport });
             }
-            let len = r.u8()? as usize;
-            let host_bytes = r.take(len)?;
+            let len = r.u8("host length")? as usize;
+            let host_bytes = r.take(len, "host")?;
             let host = std::str::from_utf8(host_bytes)
                 .map_err(|_| HostError::BadChar)
                 .and_then(|s| {
@@ -880,7 +905,7 @@ impl StFile {
                     }
                 })
                 .map_err(|reason| StFileError::BadHost { index, reason })?;
-            let port = r.u16()?;
+            let port = r.u16("port")?;
             if port == 0 {
                 return Err(StFileError::ZeroPort { index });
             }

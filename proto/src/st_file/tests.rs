@@ -254,7 +254,8 @@ fn rejects_bad_magic() {
         Err(StFileError::Truncated {
             offset: 0,
             section: Section::Header,
-            needed: 12
+            field: "magic",
+            needed: 8
         })
     );
 }
@@ -299,24 +300,50 @@ fn every_truncation_is_reported_with_offset_and_section() {
         let bytes = raw.bytes();
         for cut in 0..bytes.len() {
             match StFile::decode(&bytes[..cut]) {
-                Err(StFileError::Truncated { offset, needed, .. }) => {
+                Err(StFileError::Truncated {
+                    offset,
+                    needed,
+                    field,
+                    ..
+                }) => {
+                    // The field named is the one the input ends in.
                     assert!(offset <= cut, "cut {cut}: offset {offset}");
-                    assert!(needed >= 1 || cut == 0);
+                    assert!(needed >= 1, "cut {cut}: {field} needs {needed}");
+                    assert!(!field.is_empty(), "cut {cut}: no field named");
                 }
                 other => panic!("prefix of {cut} bytes gave {other:?}"),
             }
         }
     }
-    // The section is named: cut inside the hashes of the single vector.
+    // Each fixed field is named where it starts (single vector: a 5-byte name).
     let bytes = Raw::single().bytes();
-    let hashes_at = 12 + 2 + 5 + 16;
+    let cases: [(usize, usize, Section, &str, u64); 9] = [
+        (0, 0, Section::Header, "magic", 8),
+        (9, 8, Section::Header, "version", 1),
+        (10, 10, Section::Header, "flags", 2),
+        (11, 10, Section::Header, "flags", 1),
+        (13, 13, Section::Info, "name length", 1),
+        (20, 19, Section::Info, "total_length", 7),
+        (27, 27, Section::Info, "fragment_length", 4),
+        (33, 31, Section::Info, "fragment_count", 2),
+        (45, 35, Section::Fragments, "digests", 54),
+    ];
+    for (cut, offset, section, field, needed) in cases {
+        assert_eq!(
+            StFile::decode(&bytes[..cut]),
+            Err(StFileError::Truncated {
+                offset,
+                section,
+                field,
+                needed
+            }),
+            "cut at {cut}"
+        );
+    }
+    let msg = StFile::decode(&bytes[..9]).unwrap_err().to_string();
     assert_eq!(
-        StFile::decode(&bytes[..hashes_at + 10]),
-        Err(StFileError::Truncated {
-            offset: hashes_at,
-            section: Section::Fragments,
-            needed: 54
-        })
+        msg,
+        "truncated at byte 8 in the header (version): 1 more byte(s) needed"
     );
 }
 
@@ -780,5 +807,41 @@ proptest! {
         if let Ok(g) = StFile::decode(&bytes) {
             prop_assert_eq!(g.encode().unwrap(), bytes);
         }
+    }
+}
+
+/// The stored IPv6 text form (spec st-file.md §6.2): RFC 5952, dotted decimal for
+/// IPv4-mapped addresses only.
+#[test]
+fn ipv6_hosts_must_be_in_the_one_canonical_form() {
+    let ok = [
+        "::",
+        "::1",
+        "2001:db8::7",
+        "::ffff:192.0.2.1",
+        "::c000:201",
+        "64:ff9b::c000:201",
+        "2001:db8:0:1:1:1:1:1",
+        "2001:db8::1:0:0:1",
+    ];
+    for h in ok {
+        assert_eq!(
+            Host::from_stored(h).map(|x| x.stored()),
+            Ok(h.to_owned()),
+            "{h}"
+        );
+    }
+    let bad = [
+        "::ffff:c000:201",
+        "::192.0.2.1",
+        "64:ff9b::192.0.2.1",
+        "2001:db8::1:1:1:1:1",
+        "2001:db8:0:0:1::1",
+        "2001:DB8::7",
+        "2001:db8::07",
+        "0:0:0:0:0:0:0:1",
+    ];
+    for h in bad {
+        assert_eq!(Host::from_stored(h), Err(HostError::NotCanonical), "{h}");
     }
 }
