@@ -46,6 +46,8 @@ struct World {
     clock: Rc<Cell<Time>>,
     rng: Rng,
     tracker: Option<SocketAddr>,
+    /// Trackers listed before the real one that never answer (no node has the address).
+    dead_trackers: Vec<SocketAddr>,
     lan: bool,
     swarms: Vec<SwarmData>,
     peers: Vec<Peer>,
@@ -87,6 +89,7 @@ impl World {
             sim,
             rng: Rng::new(seed ^ 0x5157),
             tracker,
+            dead_trackers: Vec::new(),
             lan,
             swarms: Vec::new(),
             peers: Vec::new(),
@@ -114,7 +117,12 @@ impl World {
             name: format!("swarm{s}"),
             total_length: self.swarms[s].data.len() as u64,
             fragment_length: FRAG,
-            trackers: self.tracker.into_iter().collect(),
+            trackers: self
+                .dead_trackers
+                .iter()
+                .copied()
+                .chain(self.tracker)
+                .collect(),
             fetch,
             unrecorded_data,
             private: false,
@@ -376,6 +384,44 @@ fn a_tracker_unreachable_at_start_is_reported_and_used_once_it_answers() {
     assert!(
         w.run_until(Duration::from_secs(120), |w| w.complete(1, s)),
         "complete once the tracker answers"
+    );
+    w.assert_identical(1, s);
+}
+
+/// A `.st` file whose first tracker never answers: the fetch neither waits for it to find
+/// peers (the trackers are asked at once) nor to leave (it was never told anything), so the
+/// time and rate it reports are those of the transfer (spec `tracker.md` §3, `peer.md` §8.1).
+#[test]
+fn a_dead_first_tracker_delays_neither_the_fetch_nor_its_exit() {
+    let mut w = World::new(15, quiet_pipe(), true, false);
+    w.dead_trackers = vec!["10.200.0.1:6969".parse().unwrap()];
+    let s = w.swarm(100_000);
+    w.node(&[s], &[], |_| {});
+    w.node(&[], &[s], |c| c.stop_when_complete = true);
+    let start = w.sim.now();
+    assert!(
+        w.run_until(Duration::from_secs(30), |w| w
+            .peer(1)
+            .is_some_and(|n| n.is_stopped())),
+        "the fetch stops once complete"
+    );
+    let took = w.sim.now().saturating_since(start);
+    let elapsed = w.peers[1]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            NodeEvent::Complete { elapsed, .. } => Some(*elapsed),
+            _ => None,
+        })
+        .expect("complete");
+    // The retries of the dead tracker take 250 ms + 500 ms + 1 s + 2 s.
+    assert!(
+        elapsed < Duration::from_millis(500),
+        "the transfer waited for the dead tracker: {elapsed:?}"
+    );
+    assert!(
+        took < elapsed + Duration::from_millis(800),
+        "the exit waited for the dead tracker: complete after {elapsed:?}, stopped after {took:?}"
     );
     w.assert_identical(1, s);
 }
