@@ -411,3 +411,47 @@ fn existing_data_is_adopted_refused_or_replaced_with_force() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("is not a regular file"), "{err}");
 }
+
+/// A name of 255 bytes (the most a file name holds) is valid in a `.st` file, and fetching it
+/// works: the temporary names are fitted (spec peer.md §8.1, *Long names*).
+#[test]
+fn a_file_with_a_255_byte_name_is_fetched() {
+    let s = Scratch::new("longname");
+    // 2-byte characters, so that the cut must respect a character boundary.
+    let name: String = "é".repeat(127) + "x";
+    assert_eq!(name.len(), 255);
+    let bytes = data(300_000, 31);
+    std::fs::create_dir_all(s.0.join("seed")).unwrap();
+    std::fs::write(s.0.join("seed").join(&name), &bytes).unwrap();
+    let tracker = Proc::start(&["udp-tracker", "--port", "0", "--bind", "127.0.0.1"], &s.0);
+    create(&s.0.join("seed"), &name, tracker.port());
+    std::fs::rename(s.0.join("seed/data.st"), s.0.join("data.st")).unwrap();
+    let seed_path = format!("seed/{name}");
+    let _seed = seed(&s, &seed_path);
+    let o = Command::new(env!("CARGO_BIN_EXE_st"))
+        .args([
+            "fetch",
+            "--no-dht",
+            "--no-lan",
+            "data.st",
+            "-o",
+            "out",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&s.0)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::fs::read(s.0.join("out").join(&name)).unwrap() == bytes);
+    let left: Vec<_> = std::fs::read_dir(s.0.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "no temporary file left: {left:?}");
+}
