@@ -77,6 +77,8 @@ pub struct SwarmArgs {
     pub state_dir: Option<PathBuf>,
     /// Hash every seeded file again, whatever the state says.
     pub recheck: bool,
+    /// Gap between progress reports.
+    pub progress_every: Duration,
 }
 
 /// Longest sleep of the reactor (signals wake it at once through its signal pipe; this only
@@ -976,6 +978,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             max_download: args.max_download,
             stop_when_complete: fetching && !keep_serving,
             stop_on_failure: fetching,
+            progress_every: args.progress_every,
             seed: u64::from_ne_bytes(random_bytes::<8>()),
             ..NodeConfig::default()
         },

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod driver;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
+pub mod lab;
 pub mod node;
 pub mod peer;
 // The one place that reads the clock and touches mio and sockets (engine/clippy.toml).
