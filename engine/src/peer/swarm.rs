@@ -47,7 +47,8 @@ pub struct SwarmConfig {
     pub reciprocal_slots: usize,
     /// Request block size.
     pub block: u32,
-    /// Outstanding request bytes per peer, at least.
+    /// Outstanding request bytes per peer, at least (one default block: deeper pipelines
+    /// make every request wait at a slow uploader, and rarity goes stale meanwhile).
     pub min_outstanding: u64,
     /// Outstanding request bytes per peer, at most.
     pub max_outstanding: u64,
@@ -75,7 +76,7 @@ impl Default for SwarmConfig {
             upload_slots: 8,
             reciprocal_slots: 8,
             block: 128 * 1024,
-            min_outstanding: 1 << 20,
+            min_outstanding: 128 << 10,
             max_outstanding: 32 << 20,
             choke_interval: Duration::from_secs(10),
             max_strikes: 3,
