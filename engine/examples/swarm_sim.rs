@@ -4,7 +4,7 @@
 //! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
 //!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600] [--cc cubic]
 //!           [--report-s 10] [--slots 8] [--choke-s 10] [--no-suggest] [--dump NODE]
-//!           [--reciprocal 8]
+//!           [--reciprocal 8] [--min-outstanding 128K] [--block 128K]
 //! ```
 //! One seed and `--peers` fetchers, every node with `--mbit` of uplink AND of downlink (its
 //! access link, shared by all its connections; `sim::LinkConfig`), paths of `--latency-ms`
@@ -72,6 +72,8 @@ fn main() {
             "--no-suggest" => swarm.suggest = false,
             "--reciprocal" => swarm.reciprocal_slots = v().parse().expect("--reciprocal N"),
             "--slots" => swarm.upload_slots = v().parse().expect("--slots N"),
+            "--min-outstanding" => swarm.min_outstanding = parse_size(&v()),
+            "--block" => swarm.block = parse_size(&v()) as u32,
             "--choke-s" => {
                 swarm.choke_interval = Duration::from_secs(v().parse().expect("--choke-s N"))
             }
