@@ -206,7 +206,15 @@ pub fn parse_native_request(buf: &[u8]) -> Option<NativeRequest<'_>> {
             (req.reserved == [0; 15]).then_some(NativeRequest::Connect)
         }
         kind::ANNOUNCE => {
-            let req = AnnounceRequest::ref_from_bytes(buf).ok()?;
+            // Spec §3.2: the fixed 88 bytes, then up to MAX_ANNOUNCE_LEN in all of zero padding
+            // (a requester pads to earn a larger reply under transport §9's 3× rule).
+            if buf.len() > MAX_ANNOUNCE_LEN {
+                return None;
+            }
+            let (req, padding) = AnnounceRequest::ref_from_prefix(buf).ok()?;
+            if padding.iter().any(|&b| b != 0) {
+                return None;
+            }
             let event = Event::from_native(req.event)?;
             if req.port.get() == 0 || req.reserved != [0; 2] {
                 return None;
@@ -243,6 +251,36 @@ pub fn emit_connect_response(out: &mut [u8], connection_id: u64) -> Option<usize
         connection_id: connection_id.into(),
     };
     write(out, resp.as_bytes())
+}
+
+/// Length of the fixed part of a native ANNOUNCE request (spec §3.2).
+pub const ANNOUNCE_LEN: usize = size_of::<AnnounceRequest>();
+
+/// Longest native ANNOUNCE payload, zero padding included (spec §3.2): a 368-byte payload
+/// makes a 400-byte REQUEST datagram, which earns a reply of 3 × 400 = 1200 bytes, the most
+/// the tracker ever sends. Longer announces are dropped.
+pub const MAX_ANNOUNCE_LEN: usize = 368;
+
+/// Largest reply datagram the tracker sends in either protocol (spec §5).
+pub const MAX_REPLY_DATAGRAM: usize = 1200;
+
+/// The size of the largest RESPONSE datagram a tracker may send for a REQUEST datagram of
+/// `request_len` bytes: 3 × the request (transport §9), at most [`MAX_REPLY_DATAGRAM`].
+pub fn native_reply_budget(request_len: usize) -> usize {
+    request_len.saturating_mul(3).min(MAX_REPLY_DATAGRAM)
+}
+
+/// The native ANNOUNCE payload length (88 ..= [`MAX_ANNOUNCE_LEN`]) whose REQUEST datagram
+/// earns room for `numwant` peers of `peer_len` bytes (6 for IPv4, 18 for IPv6) under the 3×
+/// rule (spec §3.2): ⌈(32 + 20 + numwant × peer_len) / 3⌉ − 32, clamped to that range.
+pub fn announce_len_for(numwant: u16, peer_len: usize) -> usize {
+    let header = crate::packet::HEADER_LEN;
+    let reply = header + size_of::<AnnounceResponseHead>() + usize::from(numwant) * peer_len;
+    let reply = reply.min(MAX_REPLY_DATAGRAM);
+    reply
+        .div_ceil(3)
+        .saturating_sub(header)
+        .clamp(ANNOUNCE_LEN, MAX_ANNOUNCE_LEN)
 }
 
 /// The fields of a native announce, for [`emit_announce_request`].
@@ -284,6 +322,17 @@ pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Option<usize> {
         downloaded: a.downloaded.into(),
     };
     write(out, req.as_bytes())
+}
+
+/// Writes a native ANNOUNCE request padded with zeros to `len` bytes (at least the fixed 88,
+/// at most [`MAX_ANNOUNCE_LEN`]; see [`announce_len_for`]).
+pub fn emit_padded_announce_request(out: &mut [u8], a: &Announce, len: usize) -> Option<usize> {
+    if !(ANNOUNCE_LEN..=MAX_ANNOUNCE_LEN).contains(&len) {
+        return None;
+    }
+    let n = emit_announce_request(out, a)?;
+    out.get_mut(n..len)?.fill(0);
+    Some(len)
 }
 
 /// Writes a native SCRAPE request for up to [`MAX_SCRAPE`] swarms.
@@ -627,6 +676,40 @@ mod tests {
     }
 
     #[test]
+    fn announce_padding_earns_room_under_the_3x_rule() {
+        // Spec §3.2: 50 IPv4 peers fit the reply to an unpadded announce; 50 IPv6 peers need
+        // a 286-byte payload; anything past 1200 bytes of reply is capped.
+        assert_eq!(announce_len_for(50, 6), ANNOUNCE_LEN);
+        assert_eq!(announce_len_for(50, 18), 286);
+        assert_eq!(announce_len_for(u16::MAX, 6), MAX_ANNOUNCE_LEN);
+        for (numwant, peer) in [(0u16, 6usize), (1, 18), (50, 18), (191, 6), (63, 18)] {
+            let len = announce_len_for(numwant, peer);
+            let reply = crate::packet::HEADER_LEN + 20 + usize::from(numwant) * peer;
+            assert!(reply <= native_reply_budget(crate::packet::HEADER_LEN + len));
+        }
+        let a = Announce {
+            connection_id: 1,
+            swarm_id: [0; 32],
+            peer_id: [0; 16],
+            event: Event::Started,
+            port: 1,
+            numwant: 1,
+            left: 1,
+            uploaded: 0,
+            downloaded: 0,
+        };
+        let mut buf = [0xEE; 400];
+        let n = emit_padded_announce_request(&mut buf, &a, 286).unwrap();
+        assert_eq!(n, 286);
+        assert!(matches!(
+            parse_native_request(&buf[..n]),
+            Some(NativeRequest::Announce(..))
+        ));
+        assert!(emit_padded_announce_request(&mut buf, &a, 87).is_none());
+        assert!(emit_padded_announce_request(&mut buf, &a, MAX_ANNOUNCE_LEN + 1).is_none());
+    }
+
+    #[test]
     fn native_rejects_malformed() {
         let mut buf = [0u8; 200];
         let n = emit_connect_request(&mut buf).unwrap();
@@ -647,11 +730,22 @@ mod tests {
             uploaded: 0,
             downloaded: 0,
         };
-        let n = emit_announce_request(&mut buf, &a).unwrap();
+        let mut big = [0u8; MAX_ANNOUNCE_LEN + 1];
+        let n = emit_announce_request(&mut big, &a).unwrap();
         assert!(
-            parse_native_request(&buf[..n + 1]).is_none(),
-            "trailing byte"
+            parse_native_request(&big[..MAX_ANNOUNCE_LEN]).is_some(),
+            "zero padding up to the bound"
         );
+        assert!(
+            parse_native_request(&big[..MAX_ANNOUNCE_LEN + 1]).is_none(),
+            "longer than the bound"
+        );
+        big[n + 7] = 1;
+        assert!(
+            parse_native_request(&big[..n + 8]).is_none(),
+            "non-zero padding"
+        );
+        let n = emit_announce_request(&mut buf, &a).unwrap();
         buf[1] = 4;
         assert!(parse_native_request(&buf[..n]).is_none(), "unknown event");
         buf[1] = 0;
