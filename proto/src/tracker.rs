@@ -618,6 +618,93 @@ pub fn write(out: &mut [u8], bytes: &[u8]) -> Option<usize> {
     Some(bytes.len())
 }
 
+/// The `tracker` fuzz target's check (also run by the corpus replay in `cargo test`): a
+/// datagram that parses as a native request (bare or inside a transport REQUEST) or as a BEP 15
+/// request re-encodes to exactly the bytes it was parsed from (BEP 15 announce and connect: the
+/// fixed part; scrape: the whole hashes), and the re-encoding parses to the same request.
+/// `Ok(true)` if something parsed; `Err` names a broken invariant.
+pub fn fuzz_check(data: &[u8]) -> Result<bool, String> {
+    let mut parsed = false;
+    let mut payloads = vec![data];
+    if let Ok(crate::packet::Packet::Request { payload, .. }) = crate::packet::parse(data) {
+        payloads.push(payload);
+    }
+    for p in payloads {
+        if let Some(req) = parse_native_request(p) {
+            parsed = true;
+            native_round_trip(p, &req)?;
+        }
+    }
+    if looks_like_bep15(data)
+        && let Some(req) = parse_bep15_request(data)
+    {
+        parsed = true;
+        bep15_round_trip(data, &req)?;
+    }
+    Ok(parsed)
+}
+
+fn native_round_trip(p: &[u8], req: &NativeRequest<'_>) -> Result<(), String> {
+    let mut buf = [0u8; 16 + MAX_SCRAPE * SWARM_ID_LEN];
+    let n = match *req {
+        NativeRequest::Connect => emit_connect_request(&mut buf),
+        NativeRequest::Announce(a, event) => {
+            let fields = Announce {
+                connection_id: a.connection_id.get(),
+                swarm_id: a.swarm_id,
+                peer_id: a.peer_id,
+                event,
+                port: a.port.get(),
+                numwant: a.numwant.get(),
+                left: a.left.get(),
+                uploaded: a.uploaded.get(),
+                downloaded: a.downloaded.get(),
+            };
+            emit_padded_announce_request(&mut buf, &fields, p.len())
+        }
+        NativeRequest::Scrape(cid, ids) => emit_scrape_request(&mut buf, cid, ids),
+    }
+    .ok_or("a parsed native request does not re-encode")?;
+    if &buf[..n] != p {
+        return Err(format!("native request re-encodes differently: {req:?}"));
+    }
+    let again = parse_native_request(&buf[..n]).ok_or("a re-encoded request does not parse")?;
+    if format!("{again:?}") != format!("{req:?}") {
+        return Err("a re-encoded native request parses differently".into());
+    }
+    Ok(())
+}
+
+fn bep15_round_trip(data: &[u8], req: &Bep15Request<'_>) -> Result<(), String> {
+    let mut buf = vec![0u8; data.len() + 16];
+    let (n, original) = match *req {
+        Bep15Request::Connect(tid) => (emit_bep15_connect(&mut buf, tid), &data[..16]),
+        Bep15Request::Announce(a, _) => {
+            let bytes = a.as_bytes();
+            (write(&mut buf, bytes), &data[..bytes.len()])
+        }
+        Bep15Request::Scrape(cid, tid, hashes) => {
+            let head = Bep15ScrapeHead {
+                connection_id: cid.into(),
+                action: action::SCRAPE.into(),
+                transaction_id: tid.into(),
+            };
+            let n = write(&mut buf, head.as_bytes())
+                .and_then(|n| Some(n + write(&mut buf[n..], hashes.as_bytes())?));
+            (n, &data[..16 + hashes.len() * INFO_HASH_LEN])
+        }
+    };
+    let n = n.ok_or("a parsed BEP 15 request does not re-encode")?;
+    if &buf[..n] != original {
+        return Err(format!("BEP 15 request re-encodes differently: {req:?}"));
+    }
+    let again = parse_bep15_request(&buf[..n]).ok_or("a re-encoded BEP 15 request fails")?;
+    if format!("{again:?}") != format!("{req:?}") {
+        return Err("a re-encoded BEP 15 request parses differently".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
