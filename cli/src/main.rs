@@ -206,7 +206,9 @@ and BitTorrent's BEP 15, so standard BitTorrent clients can use it too (the info
 first 20 bytes of the swarm id).\n\n\
 It keeps no state for a source until that source proves it can receive (a stateless \
 connection id), and never sends an unproven source more bytes than it received, so it cannot \
-be used to amplify traffic. Memory is bounded by the limits of --print-config.\n\n\
+be used to amplify traffic; a native reply is at most 3 times its request. An address that \
+keeps sending bad connection ids is ignored for a while (the offender_* settings). Memory is \
+bounded by the limits of --print-config.\n\n\
 It prints 'listening on ADDR' on stdout for every bound socket, and logs a stats line every \
 minute (requests per second by kind, swarms, peers, dropped datagrams)."
     )]
@@ -217,7 +219,7 @@ minute (requests per second by kind, swarms, peers, dropped datagrams)."
         /// Address to bind [default: all IPv4 and IPv6 addresses].
         #[arg(long, value_name = "ADDR")]
         bind: Option<std::net::IpAddr>,
-        /// Read settings from FILE (`key = value` lines, as --print-config shows).
+        /// Read settings from FILE (TOML, as --print-config shows; unknown keys are errors).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Print the settings in force (defaults, or FILE's) and exit.

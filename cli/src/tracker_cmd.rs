@@ -127,7 +127,7 @@ fn stats_line(r: &Report, last: Option<&Report>) -> String {
     let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 / dt;
     let s = &r.stats;
     format!(
-        "stats: {} connects ({:.1}/s), {} announces ({:.1}/s), {} scrapes ({:.1}/s); {} swarms, {} peers; dropped {} malformed, {} bad connection ids; {} expired, {} evicted, {} refused by limits",
+        "stats: {} connects ({:.1}/s), {} announces ({:.1}/s), {} scrapes ({:.1}/s); {} swarms, {} peers; dropped {} malformed, {} bad connection ids, {} from ignored sources ({} offenders so far, {} in the table); {} expired, {} evicted, {} refused by limits",
         s.connects,
         rate(s.connects, base.connects),
         s.announces,
@@ -138,6 +138,9 @@ fn stats_line(r: &Report, last: Option<&Report>) -> String {
         r.peers,
         s.malformed,
         s.bad_connection_ids,
+        s.ignored,
+        s.offenders,
+        r.offender_entries,
         s.expired,
         s.evicted,
         s.refused_by_limits
@@ -157,6 +160,13 @@ st_tracker_requests_total{{kind=\"scrape\"}} {}\n\
 # TYPE st_tracker_dropped_total counter\n\
 st_tracker_dropped_total{{reason=\"malformed\"}} {}\n\
 st_tracker_dropped_total{{reason=\"bad_connection_id\"}} {}\n\
+st_tracker_dropped_total{{reason=\"ignored_source\"}} {}\n\
+# HELP st_tracker_offenders_total Sources ignored for repeated bad connection ids.\n\
+# TYPE st_tracker_offenders_total counter\n\
+st_tracker_offenders_total {}\n\
+# HELP st_tracker_offender_entries Addresses in the offender table.\n\
+# TYPE st_tracker_offender_entries gauge\n\
+st_tracker_offender_entries {}\n\
 # HELP st_tracker_peers_removed_total Peers removed, by reason.\n\
 # TYPE st_tracker_peers_removed_total counter\n\
 st_tracker_peers_removed_total{{reason=\"expired\"}} {}\n\
@@ -175,6 +185,9 @@ st_tracker_uptime_seconds {}\n",
         s.scrapes,
         s.malformed,
         s.bad_connection_ids,
+        s.ignored,
+        s.offenders,
+        r.offender_entries,
         s.expired,
         s.evicted,
         r.swarms,

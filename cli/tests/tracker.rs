@@ -311,10 +311,11 @@ fn print_config_reads_back_and_bad_config_is_a_usage_error() {
         ])
         .output()
         .unwrap();
-    assert!(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .contains("max_numwant = 7")
+    let again = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        again,
+        text.replace("max_numwant = 200", "max_numwant = 7"),
+        "--print-config of a printed file reads back identically"
     );
     let bad = dir.join("bad.conf");
     std::fs::write(&bad, "interval_secs = soon\n").unwrap();
@@ -328,5 +329,35 @@ fn print_config_reads_back_and_bad_config_is_a_usage_error() {
         err.contains("line 1: bad value for `interval_secs`"),
         "{err}"
     );
+    // An unknown key and an out-of-range value: exit 2, one line naming the key and line.
+    for (body, want) in [
+        (
+            "interval_secs = 30
+frobs = 1
+",
+            "line 2: unknown setting `frobs`",
+        ),
+        (
+            "max_numwant = 0
+",
+            "line 1: bad value for `max_numwant`",
+        ),
+        (
+            "
+interval_secs = 0
+",
+            "line 2: bad value for `interval_secs`",
+        ),
+    ] {
+        std::fs::write(&bad, body).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_st"))
+            .args(["udp-tracker", "--config", bad.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{body}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

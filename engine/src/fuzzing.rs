@@ -273,3 +273,120 @@ pub fn dht_check(data: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The `tracker` target's engine check: feeds the datagram to a [`crate::tracker::Tracker`]
+/// with small limits from an IPv4, an IPv6 and an IPv4-mapped source, then once more with a
+/// valid connection id patched in (so that the fuzzer reaches announce and scrape, which it
+/// could not forge). Invariants: no panic, every reply at most 1200 bytes, a native reply at
+/// most 3× its request, a CONNECT answer no larger than its request, and the tables within
+/// their limits.
+pub fn tracker_check(data: &[u8]) -> Result<(), String> {
+    use crate::tracker::{Config, MAX_REPLY, Outcome, Tracker};
+    use st_proto::packet::{self, Packet};
+    use st_proto::tracker as wire;
+
+    let cfg = Config {
+        max_swarms: 4,
+        max_peers: 6,
+        max_peers_per_swarm: 3,
+        offender_threshold: 2,
+        offender_table_size: 2,
+        ..Config::default()
+    };
+    let mut t = Tracker::new(cfg.clone(), 7);
+    let now = Time::from_micros(1_000_000_000);
+    let sources: [SocketAddr; 3] = [
+        ([10, 0, 0, 1], 1000).into(),
+        ("[fd00::1]:1000".parse().map_err(|_| "addr")?),
+        ("[::ffff:10.0.0.2]:1000".parse().map_err(|_| "addr")?),
+    ];
+    let mut out = [0u8; 2048];
+    let check = |t: &Tracker, d: &[u8], o: Outcome, what: &str| -> Result<(), String> {
+        if let Outcome::Reply(n) = o {
+            if n > MAX_REPLY {
+                return Err(format!("{what}: a reply of {n} bytes"));
+            }
+            if !wire::looks_like_bep15(d) && n > 3 * d.len() {
+                return Err(format!("{what}: native reply {n} > 3 × {}", d.len()));
+            }
+        }
+        let (swarms, peers) = t.sizes();
+        if swarms > cfg.max_swarms || peers > cfg.max_peers {
+            return Err(format!("{what}: {swarms} swarms, {peers} peers"));
+        }
+        if t.offender_entries() > cfg.offender_table_size {
+            return Err(format!("{what}: offender table over its size"));
+        }
+        Ok(())
+    };
+    for (i, &src) in sources.iter().enumerate() {
+        let later = now + Duration::from_secs(i as u64 * 50);
+        let o = t.handle(later, src, data, &mut out);
+        check(&t, data, o, "raw")?;
+        // Patch in a valid id from a connect of the same source.
+        let mut d = data.to_vec();
+        let mut c = [0u8; 16];
+        wire::emit_bep15_connect(&mut c, 1).ok_or("connect")?;
+        let id = match t.handle(later, src, &c, &mut out) {
+            Outcome::Reply(16) => out[8..16].to_vec(),
+            Outcome::Reply(n) => return Err(format!("a connect answered with {n} bytes")),
+            Outcome::Drop => continue, // ignored as an offender
+        };
+        if wire::looks_like_bep15(&d) {
+            d[..8].copy_from_slice(&id);
+        } else if let Ok(Packet::Request { payload, .. }) = packet::parse(&d) {
+            if payload.len() >= 16
+                && matches!(payload[0], wire::kind::ANNOUNCE | wire::kind::SCRAPE)
+            {
+                let at = packet::HEADER_LEN + 8;
+                d[at..at + 8].copy_from_slice(&id);
+                packet::seal(&mut d);
+            }
+        } else {
+            continue;
+        }
+        let o = t.handle(later, src, &d, &mut out);
+        check(&t, &d, o, "patched")?;
+        t.handle_timeout(later);
+    }
+    Ok(())
+}
+
+/// The committed corpus of a fuzz target: exactly the files listed in
+/// `fuzz/corpus/<target>.sha256` (`sha256sum` format, names relative to
+/// `fuzz/corpus/<target>/`), each checked against its hash, in the manifest's order. Files a
+/// local fuzzing run added to the directory are not read. `Err` for a missing file, a hash
+/// that differs or an unreadable manifest.
+pub fn committed_corpus(
+    corpus_root: &std::path::Path,
+    target: &str,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use sha2::{Digest, Sha256};
+    let manifest = corpus_root.join(format!("{target}.sha256"));
+    let text =
+        std::fs::read_to_string(&manifest).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let mut files = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some((hash, name)) = line.split_once("  ") else {
+            return Err(format!(
+                "{}:{}: not `HASH  NAME`",
+                manifest.display(),
+                i + 1
+            ));
+        };
+        let path = corpus_root.join(target).join(name);
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let got: String = Sha256::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        if got != hash {
+            return Err(format!(
+                "{}: SHA-256 {got}, manifest says {hash}",
+                path.display()
+            ));
+        }
+        files.push((name.to_owned(), data));
+    }
+    Ok(files)
+}

@@ -206,7 +206,15 @@ pub fn parse_native_request(buf: &[u8]) -> Option<NativeRequest<'_>> {
             (req.reserved == [0; 15]).then_some(NativeRequest::Connect)
         }
         kind::ANNOUNCE => {
-            let req = AnnounceRequest::ref_from_bytes(buf).ok()?;
+            // Spec §3.2: the fixed 88 bytes, then up to MAX_ANNOUNCE_LEN in all of zero padding
+            // (a requester pads to earn a larger reply under transport §9's 3× rule).
+            if buf.len() > MAX_ANNOUNCE_LEN {
+                return None;
+            }
+            let (req, padding) = AnnounceRequest::ref_from_prefix(buf).ok()?;
+            if padding.iter().any(|&b| b != 0) {
+                return None;
+            }
             let event = Event::from_native(req.event)?;
             if req.port.get() == 0 || req.reserved != [0; 2] {
                 return None;
@@ -243,6 +251,36 @@ pub fn emit_connect_response(out: &mut [u8], connection_id: u64) -> Option<usize
         connection_id: connection_id.into(),
     };
     write(out, resp.as_bytes())
+}
+
+/// Length of the fixed part of a native ANNOUNCE request (spec §3.2).
+pub const ANNOUNCE_LEN: usize = size_of::<AnnounceRequest>();
+
+/// Longest native ANNOUNCE payload, zero padding included (spec §3.2): a 368-byte payload
+/// makes a 400-byte REQUEST datagram, which earns a reply of 3 × 400 = 1200 bytes, the most
+/// the tracker ever sends. Longer announces are dropped.
+pub const MAX_ANNOUNCE_LEN: usize = 368;
+
+/// Largest reply datagram the tracker sends in either protocol (spec §5).
+pub const MAX_REPLY_DATAGRAM: usize = 1200;
+
+/// The size of the largest RESPONSE datagram a tracker may send for a REQUEST datagram of
+/// `request_len` bytes: 3 × the request (transport §9), at most [`MAX_REPLY_DATAGRAM`].
+pub fn native_reply_budget(request_len: usize) -> usize {
+    request_len.saturating_mul(3).min(MAX_REPLY_DATAGRAM)
+}
+
+/// The native ANNOUNCE payload length (88 ..= [`MAX_ANNOUNCE_LEN`]) whose REQUEST datagram
+/// earns room for `numwant` peers of `peer_len` bytes (6 for IPv4, 18 for IPv6) under the 3×
+/// rule (spec §3.2): ⌈(32 + 20 + numwant × peer_len) / 3⌉ − 32, clamped to that range.
+pub fn announce_len_for(numwant: u16, peer_len: usize) -> usize {
+    let header = crate::packet::HEADER_LEN;
+    let reply = header + size_of::<AnnounceResponseHead>() + usize::from(numwant) * peer_len;
+    let reply = reply.min(MAX_REPLY_DATAGRAM);
+    reply
+        .div_ceil(3)
+        .saturating_sub(header)
+        .clamp(ANNOUNCE_LEN, MAX_ANNOUNCE_LEN)
 }
 
 /// The fields of a native announce, for [`emit_announce_request`].
@@ -284,6 +322,17 @@ pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Option<usize> {
         downloaded: a.downloaded.into(),
     };
     write(out, req.as_bytes())
+}
+
+/// Writes a native ANNOUNCE request padded with zeros to `len` bytes (at least the fixed 88,
+/// at most [`MAX_ANNOUNCE_LEN`]; see [`announce_len_for`]).
+pub fn emit_padded_announce_request(out: &mut [u8], a: &Announce, len: usize) -> Option<usize> {
+    if !(ANNOUNCE_LEN..=MAX_ANNOUNCE_LEN).contains(&len) {
+        return None;
+    }
+    let n = emit_announce_request(out, a)?;
+    out.get_mut(n..len)?.fill(0);
+    Some(len)
 }
 
 /// Writes a native SCRAPE request for up to [`MAX_SCRAPE`] swarms.
@@ -569,6 +618,93 @@ pub fn write(out: &mut [u8], bytes: &[u8]) -> Option<usize> {
     Some(bytes.len())
 }
 
+/// The `tracker` fuzz target's check (also run by the corpus replay in `cargo test`): a
+/// datagram that parses as a native request (bare or inside a transport REQUEST) or as a BEP 15
+/// request re-encodes to exactly the bytes it was parsed from (BEP 15 announce and connect: the
+/// fixed part; scrape: the whole hashes), and the re-encoding parses to the same request.
+/// `Ok(true)` if something parsed; `Err` names a broken invariant.
+pub fn fuzz_check(data: &[u8]) -> Result<bool, String> {
+    let mut parsed = false;
+    let mut payloads = vec![data];
+    if let Ok(crate::packet::Packet::Request { payload, .. }) = crate::packet::parse(data) {
+        payloads.push(payload);
+    }
+    for p in payloads {
+        if let Some(req) = parse_native_request(p) {
+            parsed = true;
+            native_round_trip(p, &req)?;
+        }
+    }
+    if looks_like_bep15(data)
+        && let Some(req) = parse_bep15_request(data)
+    {
+        parsed = true;
+        bep15_round_trip(data, &req)?;
+    }
+    Ok(parsed)
+}
+
+fn native_round_trip(p: &[u8], req: &NativeRequest<'_>) -> Result<(), String> {
+    let mut buf = [0u8; 16 + MAX_SCRAPE * SWARM_ID_LEN];
+    let n = match *req {
+        NativeRequest::Connect => emit_connect_request(&mut buf),
+        NativeRequest::Announce(a, event) => {
+            let fields = Announce {
+                connection_id: a.connection_id.get(),
+                swarm_id: a.swarm_id,
+                peer_id: a.peer_id,
+                event,
+                port: a.port.get(),
+                numwant: a.numwant.get(),
+                left: a.left.get(),
+                uploaded: a.uploaded.get(),
+                downloaded: a.downloaded.get(),
+            };
+            emit_padded_announce_request(&mut buf, &fields, p.len())
+        }
+        NativeRequest::Scrape(cid, ids) => emit_scrape_request(&mut buf, cid, ids),
+    }
+    .ok_or("a parsed native request does not re-encode")?;
+    if &buf[..n] != p {
+        return Err(format!("native request re-encodes differently: {req:?}"));
+    }
+    let again = parse_native_request(&buf[..n]).ok_or("a re-encoded request does not parse")?;
+    if format!("{again:?}") != format!("{req:?}") {
+        return Err("a re-encoded native request parses differently".into());
+    }
+    Ok(())
+}
+
+fn bep15_round_trip(data: &[u8], req: &Bep15Request<'_>) -> Result<(), String> {
+    let mut buf = vec![0u8; data.len() + 16];
+    let (n, original) = match *req {
+        Bep15Request::Connect(tid) => (emit_bep15_connect(&mut buf, tid), &data[..16]),
+        Bep15Request::Announce(a, _) => {
+            let bytes = a.as_bytes();
+            (write(&mut buf, bytes), &data[..bytes.len()])
+        }
+        Bep15Request::Scrape(cid, tid, hashes) => {
+            let head = Bep15ScrapeHead {
+                connection_id: cid.into(),
+                action: action::SCRAPE.into(),
+                transaction_id: tid.into(),
+            };
+            let n = write(&mut buf, head.as_bytes())
+                .and_then(|n| Some(n + write(&mut buf[n..], hashes.as_bytes())?));
+            (n, &data[..16 + hashes.len() * INFO_HASH_LEN])
+        }
+    };
+    let n = n.ok_or("a parsed BEP 15 request does not re-encode")?;
+    if &buf[..n] != original {
+        return Err(format!("BEP 15 request re-encodes differently: {req:?}"));
+    }
+    let again = parse_bep15_request(&buf[..n]).ok_or("a re-encoded BEP 15 request fails")?;
+    if format!("{again:?}") != format!("{req:?}") {
+        return Err("a re-encoded BEP 15 request parses differently".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,6 +763,40 @@ mod tests {
     }
 
     #[test]
+    fn announce_padding_earns_room_under_the_3x_rule() {
+        // Spec §3.2: 50 IPv4 peers fit the reply to an unpadded announce; 50 IPv6 peers need
+        // a 286-byte payload; anything past 1200 bytes of reply is capped.
+        assert_eq!(announce_len_for(50, 6), ANNOUNCE_LEN);
+        assert_eq!(announce_len_for(50, 18), 286);
+        assert_eq!(announce_len_for(u16::MAX, 6), MAX_ANNOUNCE_LEN);
+        for (numwant, peer) in [(0u16, 6usize), (1, 18), (50, 18), (191, 6), (63, 18)] {
+            let len = announce_len_for(numwant, peer);
+            let reply = crate::packet::HEADER_LEN + 20 + usize::from(numwant) * peer;
+            assert!(reply <= native_reply_budget(crate::packet::HEADER_LEN + len));
+        }
+        let a = Announce {
+            connection_id: 1,
+            swarm_id: [0; 32],
+            peer_id: [0; 16],
+            event: Event::Started,
+            port: 1,
+            numwant: 1,
+            left: 1,
+            uploaded: 0,
+            downloaded: 0,
+        };
+        let mut buf = [0xEE; 400];
+        let n = emit_padded_announce_request(&mut buf, &a, 286).unwrap();
+        assert_eq!(n, 286);
+        assert!(matches!(
+            parse_native_request(&buf[..n]),
+            Some(NativeRequest::Announce(..))
+        ));
+        assert!(emit_padded_announce_request(&mut buf, &a, 87).is_none());
+        assert!(emit_padded_announce_request(&mut buf, &a, MAX_ANNOUNCE_LEN + 1).is_none());
+    }
+
+    #[test]
     fn native_rejects_malformed() {
         let mut buf = [0u8; 200];
         let n = emit_connect_request(&mut buf).unwrap();
@@ -647,11 +817,22 @@ mod tests {
             uploaded: 0,
             downloaded: 0,
         };
-        let n = emit_announce_request(&mut buf, &a).unwrap();
+        let mut big = [0u8; MAX_ANNOUNCE_LEN + 1];
+        let n = emit_announce_request(&mut big, &a).unwrap();
         assert!(
-            parse_native_request(&buf[..n + 1]).is_none(),
-            "trailing byte"
+            parse_native_request(&big[..MAX_ANNOUNCE_LEN]).is_some(),
+            "zero padding up to the bound"
         );
+        assert!(
+            parse_native_request(&big[..MAX_ANNOUNCE_LEN + 1]).is_none(),
+            "longer than the bound"
+        );
+        big[n + 7] = 1;
+        assert!(
+            parse_native_request(&big[..n + 8]).is_none(),
+            "non-zero padding"
+        );
+        let n = emit_announce_request(&mut buf, &a).unwrap();
         buf[1] = 4;
         assert!(parse_native_request(&buf[..n]).is_none(), "unknown event");
         buf[1] = 0;

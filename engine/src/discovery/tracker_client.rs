@@ -256,7 +256,7 @@ impl TrackerClient {
             let id =
                 s.id.filter(|&(_, at)| now.saturating_since(at) < ID_LIFETIME)
                     .map(|(id, _)| id);
-            let mut buf = [0u8; 96];
+            let mut buf = [0u8; wire::MAX_ANNOUNCE_LEN];
             let (pending, n) = match id {
                 None => (Pending::Connect, wire::emit_connect_request(&mut buf)?),
                 Some(connection_id) => {
@@ -269,20 +269,32 @@ impl TrackerClient {
                     } else {
                         Event::Periodic
                     };
+                    let numwant = if stopping { 0 } else { NUMWANT };
+                    // Padded so that the reply with `numwant` peers of the tracker's family
+                    // fits 3× the request (spec `tracker.md` §3.2, `transport.md` §9).
+                    let peer_len = if s.addr.ip().to_canonical().is_ipv4() {
+                        6
+                    } else {
+                        18
+                    };
                     let a = Announce {
                         connection_id,
                         swarm_id,
                         peer_id,
                         event,
                         port,
-                        numwant: if stopping { 0 } else { NUMWANT },
+                        numwant,
                         left: p.left,
                         uploaded: p.uploaded,
                         downloaded: p.downloaded,
                     };
                     (
                         Pending::Announce(event),
-                        wire::emit_announce_request(&mut buf, &a)?,
+                        wire::emit_padded_announce_request(
+                            &mut buf,
+                            &a,
+                            wire::announce_len_for(numwant, peer_len),
+                        )?,
                     )
                 }
             };
@@ -435,6 +447,38 @@ mod tests {
     }
 
     const T0: Time = Time::from_micros(10_000_000);
+
+    #[test]
+    fn pads_its_announce_so_numwant_peers_fit_3x_the_request() {
+        // Spec `tracker.md` §3.2: over IPv6, 50 peers of 18 bytes need a padded announce; the
+        // tracker answers within 3× the request and the client learns all 50.
+        let tr: SocketAddr = "[fd00::1]:6969".parse().unwrap();
+        let mut t = Tracker::new(Config::default(), 1);
+        let leech = Progress {
+            left: 100,
+            ..Progress::default()
+        };
+        for i in 0..80u16 {
+            let me = SocketAddr::new(format!("fd00::{:x}", 0x100 + i).parse().unwrap(), 7000);
+            let mut c = TrackerClient::new(&[tr], [9; 32], [1; 16], 7000, T0);
+            run(&mut c, &mut t, T0, me, leech);
+        }
+        let me: SocketAddr = "[fd00::2]:7000".parse().unwrap();
+        let mut c = TrackerClient::new(&[tr], [9; 32], [2; 16], 7000, T0);
+        let connect = c.poll_request(T0, leech).unwrap();
+        let r = exchange(&mut t, T0, me, &connect).unwrap();
+        c.handle_response(T0, 0, &r);
+        let announce = c.poll_request(T0, leech).unwrap();
+        assert_eq!(announce.payload.len(), 286);
+        let r = exchange(&mut t, T0, me, &announce).unwrap();
+        assert!(32 + r.len() <= 3 * (32 + announce.payload.len()));
+        assert_eq!(c.handle_response(T0, 0, &r).peers.len(), 50);
+        // Over IPv4 the fixed 88 bytes suffice.
+        let tr4: SocketAddr = "10.0.0.1:6969".parse().unwrap();
+        let mut c = TrackerClient::new(&[tr4], [9; 32], [2; 16], 7000, T0);
+        c.share_id(tr4, 1, T0);
+        assert_eq!(c.poll_request(T0, leech).unwrap().payload.len(), 88);
+    }
 
     #[test]
     fn connects_announces_and_learns_peers() {

@@ -7,19 +7,21 @@
 //! and BitTorrent's BEP 15. Nothing on the request path allocates except the growth of the
 //! tables themselves (amortised, and bounded by [`Config`]).
 //!
-//! Anti-spoofing (spec §2): a connection id is a keyed MAC of the source address and a coarse
-//! time slot; an announce or scrape that quotes a wrong, expired or future id gets no reply,
-//! and the only thing an unvalidated source can get is a connect answer no larger than the
-//! connect request it sent.
+//! Anti-spoofing (spec §2): a connection id carries its issue time and a keyed MAC of it and
+//! the source address (`ids.rs`); an announce or scrape that quotes a wrong, expired or future
+//! id gets no reply, a source that keeps doing so is ignored for a while (`offenders.rs`), and
+//! the only thing an unvalidated source can get is a connect answer no larger than the connect
+//! request it sent. A native reply is never larger than 3× its request (transport §9).
 
 mod config;
+mod ids;
+mod offenders;
 pub mod server;
 mod swarm;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
-use sha2::{Digest, Sha256};
 use slab::Slab;
 use st_proto::packet::{self, Header, Packet, PacketType};
 use st_proto::tracker::{
@@ -29,13 +31,15 @@ use st_proto::tracker::{
 use zerocopy::IntoBytes;
 
 pub use config::{Config, ConfigError};
+use ids::Ids;
+use offenders::Offenders;
 use swarm::{Family, Swarm};
 
 use crate::rng::Rng;
 use crate::time::Time;
 
 /// Largest reply the tracker writes: one datagram that crosses any path (spec §5).
-pub const MAX_REPLY: usize = 1200;
+pub const MAX_REPLY: usize = wire::MAX_REPLY_DATAGRAM;
 
 /// Counters for the stats line and the Prometheus file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,6 +60,10 @@ pub struct Stats {
     pub expired: u64,
     /// Peers evicted to make room (spec §6).
     pub evicted: u64,
+    /// Datagrams dropped unread because their source is ignored (spec §2.1).
+    pub ignored: u64,
+    /// Times a source was put on the ignore list for repeated bad connection ids.
+    pub offenders: u64,
 }
 
 /// The tracker: swarm tables, connection-id keys and counters.
@@ -66,8 +74,8 @@ pub struct Tracker {
     index: HashMap<[u8; INFO_HASH_LEN], u32>,
     swarms: Slab<Swarm>,
     peers: usize,
-    keys: [[u8; 32]; 2],
-    key_epoch: u64,
+    ids: Ids,
+    offenders: Offenders,
     rng: Rng,
     stats: Stats,
     next_housekeeping: Time,
@@ -87,16 +95,20 @@ impl Tracker {
     /// production, a constant in tests).
     pub fn new(config: Config, seed: u64) -> Tracker {
         let mut rng = Rng::new(seed);
-        let mut keys = [[0u8; 32]; 2];
-        rng.fill(&mut keys[0]);
-        rng.fill(&mut keys[1]);
+        let ids = Ids::new(u64::from(config.key_rotation_secs), rng.next_u64());
+        let offenders = Offenders::new(offenders::Limits {
+            capacity: config.offender_table_size,
+            threshold: config.offender_threshold.max(1),
+            window_secs: config.offender_window_secs,
+            ignore_secs: config.offender_ignore_secs,
+        });
         Tracker {
             config,
             index: HashMap::new(),
             swarms: Slab::new(),
             peers: 0,
-            keys,
-            key_epoch: 0,
+            ids,
+            offenders,
             rng,
             stats: Stats::default(),
             next_housekeeping: Time::ZERO,
@@ -111,6 +123,11 @@ impl Tracker {
     /// Counters since start.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Addresses in the offender table (spec §2.1).
+    pub fn offender_entries(&self) -> usize {
+        self.offenders.len()
     }
 
     /// Number of swarms and of peers (both families) in the tables.
@@ -139,12 +156,10 @@ impl Tracker {
             return;
         }
         self.next_housekeeping = now + self.config.housekeeping_interval();
-        let epoch = now.as_micros() / 1_000_000 / self.config.key_rotation_secs.max(1);
-        if epoch != self.key_epoch {
-            self.key_epoch = epoch;
-            self.keys[1] = self.keys[0];
-            self.rng.fill(&mut self.keys[0]);
-        }
+        // Retires keys that can no longer validate anything (acceptance does not depend on
+        // it: spec §2 makes it a function of the time alone).
+        self.ids.rotate(now);
+        self.offenders.expire(secs(now));
         let deadline = secs(now).saturating_sub(self.config.peer_timeout_secs);
         let mut expired = 0;
         let swarms = &mut self.swarms;
@@ -166,6 +181,10 @@ impl Tracker {
     pub fn handle(&mut self, now: Time, src: SocketAddr, data: &[u8], out: &mut [u8]) -> Outcome {
         let cap = out.len().min(MAX_REPLY);
         let out = &mut out[..cap];
+        if self.offenders.is_ignored(canonical_ip(src.ip()), secs(now)) {
+            self.stats.ignored += 1;
+            return Outcome::Drop;
+        }
         if wire::looks_like_bep15(data) {
             return self.handle_bep15(now, src, data, out);
         }
@@ -173,7 +192,10 @@ impl Tracker {
             self.stats.malformed += 1;
             return Outcome::Drop;
         };
-        // Answer inside a RESPONSE that echoes the requester and request ids (transport §9).
+        // Answer inside a RESPONSE that echoes the requester and request ids, no larger than
+        // 3× the REQUEST datagram (transport §9, spec §3.2).
+        let budget = wire::native_reply_budget(data.len()).min(cap);
+        let out = &mut out[..budget];
         let body = packet::HEADER_LEN;
         let Some(n) = self.handle_native(now, src, payload, data.len(), &mut out[body..]) else {
             return Outcome::Drop;
@@ -211,7 +233,7 @@ impl Tracker {
             NativeRequest::Connect => {
                 // Header (32) + 16 ≤ the request's own header + 16: never an amplifier.
                 self.stats.connects += 1;
-                let id = self.connection_id(src, slot(now), 0);
+                let id = self.ids.mint(now, src);
                 let n = wire::emit_connect_response(out, id)?;
                 // The anti-amplification rule, checked rather than assumed.
                 (packet::HEADER_LEN + n <= request_len).then_some(n)
@@ -280,7 +302,7 @@ impl Tracker {
         let n = match req {
             Bep15Request::Connect(tid) => {
                 self.stats.connects += 1;
-                let id = self.connection_id(src, slot(now), 0);
+                let id = self.ids.mint(now, src);
                 wire::emit_bep15_connected(out, tid, id)
             }
             Bep15Request::Announce(a, event) => {
@@ -437,47 +459,18 @@ impl Tracker {
         self.swarms.remove(slot as usize);
     }
 
-    /// The connection id for `src` in time slot `slot` under key `k` (0 current, 1 previous):
-    /// the first 8 bytes of SHA-256(key ‖ slot ‖ address ‖ port), high bit set (spec §2).
-    fn connection_id(&self, src: SocketAddr, slot: u64, k: usize) -> u64 {
-        let mut h = Sha256::new();
-        h.update(self.keys[k]);
-        h.update(slot.to_be_bytes());
-        match canonical_ip(src.ip()) {
-            IpAddr::V4(a) => h.update(a.octets()),
-            IpAddr::V6(a) => h.update(a.octets()),
-        }
-        h.update(src.port().to_be_bytes());
-        let d = h.finalize();
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&d[..8]);
-        // High bit set: never starts with the transport magic `53 54`, so the two protocols on
-        // one port are told apart by their first bytes.
-        u64::from_be_bytes(b) | (1 << 63)
-    }
-
-    /// Accepts ids minted in this slot or the previous one, under the current key or, just
-    /// after a rotation, the previous key: 60–120 s of validity (spec §2).
+    /// Checks a quoted connection id (spec §2); a bad one is counted against its source's
+    /// address (spec §2.1).
     fn check_connection_id(&mut self, now: Time, src: SocketAddr, id: u64) -> bool {
-        let s = slot(now);
-        let ok = [
-            (s, 0),
-            (s.wrapping_sub(1), 0),
-            (s, 1),
-            (s.wrapping_sub(1), 1),
-        ]
-        .into_iter()
-        .any(|(slot, k)| self.connection_id(src, slot, k) == id);
+        let ok = self.ids.check(now, src, id);
         if !ok {
             self.stats.bad_connection_ids += 1;
+            if self.offenders.bad_id(canonical_ip(src.ip()), secs(now)) {
+                self.stats.offenders += 1;
+            }
         }
         ok
     }
-}
-
-/// The connection-id time slot: 60 seconds.
-fn slot(now: Time) -> u64 {
-    now.as_micros() / 60_000_000
 }
 
 fn secs(now: Time) -> u32 {

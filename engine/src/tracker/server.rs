@@ -58,6 +58,7 @@ impl TrackerCore {
             stats: self.tracker.stats().clone(),
             swarms,
             peers,
+            offender_entries: self.tracker.offender_entries(),
             uptime: now.saturating_since(self.started),
         }
     }
@@ -124,6 +125,8 @@ pub struct Report {
     pub swarms: usize,
     /// Peers in the table.
     pub peers: usize,
+    /// Addresses in the offender table (spec §2.1).
+    pub offender_entries: usize,
     /// Time since start.
     pub uptime: Duration,
 }

@@ -209,11 +209,12 @@ fn connection_ids_forged_expired_future_or_foreign_get_no_reply() {
     let a = v4(1, 1);
     let cid = bep15_connect(&mut t, T0, a);
     let ann = |cid| bep15_announce_bytes(cid, H, 1, Event::Started, -1, 1);
-    // Valid now and for the next minute.
+    // Valid now and for the next two minutes.
     assert!(reply(&mut t, T0, a, &ann(cid)).is_some());
     assert!(reply(&mut t, T0 + Duration::from_secs(60), a, &ann(cid)).is_some());
-    // Expired after two slots.
-    assert!(reply(&mut t, T0 + Duration::from_secs(125), a, &ann(cid)).is_none());
+    assert!(reply(&mut t, T0 + Duration::from_secs(120), a, &ann(cid)).is_some());
+    // Expired after that.
+    assert!(reply(&mut t, T0 + Duration::from_secs(121), a, &ann(cid)).is_none());
     // From another address or port.
     assert!(reply(&mut t, T0, v4(2, 1), &ann(cid)).is_none());
     assert!(reply(&mut t, T0, v4(1, 2), &ann(cid)).is_none());
@@ -225,6 +226,11 @@ fn connection_ids_forged_expired_future_or_foreign_get_no_reply() {
     assert!(reply(&mut t, T0, a, &ann(future)).is_none());
     assert_eq!(t.stats().bad_connection_ids, 6);
     assert_eq!(t.sizes(), (1, 1), "no state from rejected requests");
+    assert_eq!(
+        t.stats().offenders,
+        0,
+        "six bad ids are below the threshold"
+    );
 }
 
 #[test]
@@ -242,6 +248,48 @@ fn ids_survive_one_key_rotation() {
     assert!(reply(&mut t, T0 + Duration::from_secs(31), a, &ann).is_some());
     t.handle_timeout(T0 + Duration::from_secs(62));
     assert!(reply(&mut t, T0 + Duration::from_secs(62), a, &ann).is_none());
+}
+
+#[test]
+fn connection_id_carries_its_issue_time_and_a_mac() {
+    let mut t = tracker();
+    let a = v4(1, 1);
+    let cid = bep15_connect(&mut t, T0, a);
+    // Spec §2: issue time in seconds (31 bits, high bit set) ‖ 32-bit MAC.
+    assert_eq!(cid >> 32, (1 << 31) | 1000);
+    // The same second and source give the same id; another second changes both halves.
+    assert_eq!(
+        bep15_connect(&mut t, T0 + Duration::from_millis(999), a),
+        cid
+    );
+    let next = bep15_connect(&mut t, T0 + Duration::from_secs(1), a);
+    assert_eq!(next >> 32, (1 << 31) | 1001);
+    assert_ne!(next as u32, cid as u32);
+    // A valid MAC moved to another issue time is refused.
+    let moved = (next & !0xFFFF_FFFF) | (cid & 0xFFFF_FFFF);
+    let ann = bep15_announce_bytes(moved, H, 1, Event::Started, -1, 1);
+    assert!(reply(&mut t, T0 + Duration::from_secs(2), a, &ann).is_none());
+}
+
+#[test]
+fn a_rotated_out_key_refuses_ids_without_housekeeping() {
+    // Spec §2: acceptance is a function of the time alone. Two rotations after its key's
+    // epoch an id is refused even though housekeeping never ran (18.7).
+    let cfg = Config {
+        key_rotation_secs: 30,
+        ..Config::default()
+    };
+    let mut t = Tracker::new(cfg, 1);
+    let a = v4(1, 1);
+    let cid = bep15_connect(&mut t, T0, a);
+    let ann = bep15_announce_bytes(cid, H, 1, Event::Started, -1, 1);
+    assert!(reply(&mut t, T0 + Duration::from_secs(25), a, &ann).is_some());
+    assert!(reply(&mut t, T0 + Duration::from_secs(65), a, &ann).is_none());
+    // A fresh connect at that time works (the key of its epoch is made on demand).
+    let later = T0 + Duration::from_secs(65);
+    let cid = bep15_connect(&mut t, later, a);
+    let ann = bep15_announce_bytes(cid, H, 1, Event::Periodic, -1, 1);
+    assert!(reply(&mut t, later, a, &ann).is_some());
 }
 
 #[test]
@@ -493,4 +541,136 @@ fn native_connect_reply_is_no_larger_than_request() {
     // A corrupted request (bad checksum) is dropped.
     d[40] ^= 1;
     assert!(reply(&mut t, T0, v4(1, 1), &d[..n]).is_none());
+}
+
+/// A native ANNOUNCE written from the table of spec §3.2, padded with `pad` zero bytes.
+fn spec_announce(cid: u64, numwant: u16, port: u16, pad: usize) -> Vec<u8> {
+    let mut b = vec![0x02, 1];
+    b.extend(port.to_be_bytes());
+    b.extend(numwant.to_be_bytes());
+    b.extend([0, 0]);
+    b.extend(cid.to_be_bytes());
+    b.extend([0xAB; 32]);
+    b.extend([7; 16]);
+    b.extend(5u64.to_be_bytes()); // left: a leecher
+    b.extend(0u64.to_be_bytes());
+    b.extend(0u64.to_be_bytes());
+    assert_eq!(b.len(), 88);
+    b.resize(88 + pad, 0);
+    b
+}
+
+/// Sends a native request from `src`; returns (request datagram size, reply datagram size,
+/// peers in the reply).
+fn native_sizes(t: &mut Tracker, src: SocketAddr, payload: &[u8]) -> (usize, usize, usize) {
+    let mut d = [0u8; 2048];
+    let hdr = Header {
+        ptype: PacketType::Request,
+        dcid: 0,
+        scid: 0x77,
+        pn: 3,
+    };
+    let n = packet::emit(&Packet::Request { hdr, payload }, &mut d).unwrap();
+    let r = reply(t, T0, src, &d[..n]).expect("announce answered");
+    let Ok(Packet::Response { payload, .. }) = packet::parse(&r) else {
+        panic!("not a RESPONSE");
+    };
+    let Some(NativeResponse::Announced(h, _)) = wire::parse_native_response(payload) else {
+        panic!("not ANNOUNCED");
+    };
+    (n, r.len(), usize::from(h.count.get()))
+}
+
+#[test]
+fn native_reply_is_at_most_3x_the_request_and_padding_earns_more_peers() {
+    // Spec §3.2 and transport §9 (18.5): a RESPONSE is never larger than 3× its REQUEST
+    // datagram; a client that wants more peers pads its ANNOUNCE with zeros.
+    let mut t = tracker();
+    for i in 0..=255u8 {
+        bep15_announce(&mut t, T0, v4(i, 3000), H, 1, Event::Started, 0);
+        bep15_announce(&mut t, T0, v6(u16::from(i), 3000), H, 1, Event::Started, 0);
+    }
+    for (src, peer) in [(v4(9, 9), 6usize), (v6(9, 9), 18)] {
+        let cid = native_connect(&mut t, T0, src);
+        let (req, rep, plain) = native_sizes(&mut t, src, &spec_announce(cid, 500, 9, 0));
+        assert_eq!(req, 32 + 88);
+        assert!(rep <= 3 * req, "{rep} > 3 × {req}");
+        assert_eq!(plain, (3 * req - 32 - 20) / peer);
+        let (req, rep, padded) = native_sizes(&mut t, src, &spec_announce(cid, 500, 9, 280));
+        assert!(rep <= 3 * req && rep <= 1200, "{rep} for {req}");
+        assert_eq!(
+            padded,
+            (1200 - 32 - 20) / peer,
+            "padding earns a full datagram"
+        );
+        assert!(padded > plain);
+    }
+    // Padding must be zero, and no longer than the bound.
+    let src = v4(9, 9);
+    let cid = native_connect(&mut t, T0, src);
+    let mut bad = spec_announce(cid, 50, 9, 10);
+    bad[95] = 1;
+    assert!(native(&mut t, T0, src, &bad, 5).is_none());
+    let long = spec_announce(cid, 50, 9, wire::MAX_ANNOUNCE_LEN + 1 - 88);
+    assert!(native(&mut t, T0, src, &long, 6).is_none());
+}
+
+fn offender_config() -> Config {
+    Config {
+        offender_threshold: 5,
+        offender_window_secs: 60,
+        offender_ignore_secs: 100,
+        offender_table_size: 16,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn a_source_flooding_bad_ids_is_ignored_then_forgiven() {
+    let mut t = Tracker::new(offender_config(), 5);
+    let bad = v4(66, 6666);
+    let good = v4(1, 1);
+    let forged = bep15_announce_bytes(0x8000_0000_1234_5678, H, 1, Event::Started, -1, 1);
+    for _ in 0..5 {
+        assert!(reply(&mut t, T0, bad, &forged).is_none());
+    }
+    assert_eq!(t.stats().offenders, 1);
+    // Ignored: not even a connect is answered, from any port of that address.
+    let mut c = [0u8; 16];
+    emit_bep15_connect(&mut c, 1).unwrap();
+    assert!(reply(&mut t, T0, bad, &c).is_none());
+    assert!(reply(&mut t, T0 + Duration::from_secs(99), v4(66, 1), &c).is_none());
+    assert_eq!(t.stats().ignored, 2);
+    assert_eq!(
+        t.stats().bad_connection_ids,
+        5,
+        "ignored datagrams are not even read"
+    );
+    // Another address is served as usual.
+    let (_, _, _, peers) = bep15_announce(&mut t, T0, good, H, 1, Event::Started, -1);
+    assert!(peers.is_empty());
+    assert_eq!(t.sizes(), (1, 1));
+    // Forgiven after the period.
+    let later = T0 + Duration::from_secs(100);
+    bep15_announce(&mut t, later, bad, H, 1, Event::Started, -1);
+    assert_eq!(t.sizes(), (1, 2));
+    // Housekeeping forgets it once its window is over too.
+    t.handle_timeout(later + Duration::from_secs(60));
+    assert_eq!(t.offender_entries(), 0);
+}
+
+#[test]
+fn the_offender_table_stays_bounded_under_many_sources() {
+    let mut t = Tracker::new(offender_config(), 6);
+    let forged = bep15_announce_bytes(0x8000_0000_1234_5678, H, 1, Event::Started, -1, 1);
+    for i in 0..5000u32 {
+        let src = SocketAddr::from((Ipv4Addr::from(0x0A00_0000 + i), 1));
+        assert!(reply(&mut t, T0, src, &forged).is_none());
+        assert!(t.offender_entries() <= 16);
+    }
+    assert_eq!(t.stats().bad_connection_ids, 5000);
+    // A good client is unaffected.
+    let good = SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 1));
+    bep15_announce(&mut t, T0, good, H, 1, Event::Started, -1);
+    assert_eq!(t.sizes(), (1, 1));
 }
