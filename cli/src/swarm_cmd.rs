@@ -466,7 +466,11 @@ fn prepare_fetch(
             )));
         }
         st_engine::storage::take_over(info, out).map_err(|e| runtime(format!("{e}")))?;
-        warn!("{shown}: replacing it ({why}; those are kept)");
+        if matching == 0 {
+            warn!("{shown}: replacing it (no fragment matches)");
+        } else {
+            warn!("{shown}: replacing it ({why}; those are kept)");
+        }
         checked = Some(good);
     }
     let part_existed = checked.is_none()
