@@ -32,3 +32,32 @@ lan_down() {
 }
 
 in_host() { local p=$1 k=$2; shift 2; ip netns exec "$p-h$k" "$@"; }
+
+# IPv6-only variant: the same bridge and hosts, but eth0 holds no IPv4 address, only
+# fd00:5354:NET::(k+1)/64 from a ULA /64 (NET: one group of 1-4 hex digits, the caller's pick),
+# added with nodad so it is usable at once (the link-local one does DAD as usual). lo is up and
+# keeps 127.0.0.1 and ::1; no other IPv4 address exists. The kernel adds the ff00::/8
+# multicast route on eth0 itself, so LAN discovery needs no extra route.
+#
+#   lan6_up PREFIX N NET  makes PREFIX-sw and PREFIX-h0 … PREFIX-h(N-1) like lan_up.
+#   lan6_down PREFIX N    deletes them (as lan_down).
+#   lan6_ip NET K         the address of host K.
+
+lan6_ip() { echo "fd00:5354:$1::$(printf '%x' $(($2 + 1)))"; }
+
+lan6_up() {
+  local p=$1 n=$2 net=$3 k
+  ip netns add "$p-sw"
+  ip -n "$p-sw" link add br0 type bridge mcast_snooping 0
+  ip -n "$p-sw" link set br0 up
+  for k in $(seq 0 $((n - 1))); do
+    ip netns add "$p-h$k"
+    ip -n "$p-h$k" link add eth0 type veth peer name "v$k" netns "$p-sw"
+    ip -n "$p-sw" link set "v$k" master br0 up
+    ip -n "$p-h$k" addr add "$(lan6_ip "$net" "$k")/64" dev eth0 nodad
+    ip -n "$p-h$k" link set eth0 up
+    ip -n "$p-h$k" link set lo up
+  done
+}
+
+lan6_down() { lan_down "$@"; }
