@@ -49,9 +49,10 @@ const BASE_MTU: usize = 1200;
 const HANDSHAKE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Delay before probing the MTU again after a failure or a black hole.
 const MTU_RETRY: Duration = Duration::from_secs(60);
-/// Probe sizes below the configured maximum (spec §8.4): Ethernet (1500 − 28), and jumbo
-/// frames (9000 − 48, which fits IPv6 too).
+/// Probe sizes below the configured maximum (spec §8.4): Ethernet (1500 − 28 over IPv4,
+/// 1500 − 48 over IPv6), and jumbo frames (9000 − 48, which fits IPv6 too).
 const MTU_STEPS: [usize; 2] = [1472, 8952];
+const MTU_STEPS_V6: [usize; 2] = [1452, 8952];
 /// Stream bytes a connection sends before it probes beyond Ethernet's MTU: only bulk senders gain
 /// from larger datagrams, and on a path that cannot carry them each lost probe costs uplink.
 const JUMBO_PROBE_AFTER: u64 = 1 << 20;
@@ -449,10 +450,19 @@ impl Connection {
     /// above the current MTU and not above the search ceiling.
     fn next_mtu_candidate(&self) -> Option<usize> {
         let top = self.max_mtu.min(self.mtu_ceiling);
-        MTU_STEPS
+        self.mtu_steps()
             .into_iter()
             .chain([self.max_mtu])
             .find(|&c| c > self.mtu && c <= top)
+    }
+
+    /// The probe steps of this path's address family: an IPv6 header is 20 bytes longer, so
+    /// Ethernet carries 1452 bytes of UDP payload over IPv6 (an IPv4-mapped address is IPv4).
+    fn mtu_steps(&self) -> [usize; 2] {
+        match self.remote.ip() {
+            std::net::IpAddr::V6(a) if a.to_ipv4_mapped().is_none() => MTU_STEPS_V6,
+            _ => MTU_STEPS,
+        }
     }
 
     // -------------------------------------------------------------------------------------
@@ -1298,7 +1308,7 @@ impl Connection {
     fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
         let size = self.mtu_next?;
         if self.mtu_probe.is_some()
-            || (size > MTU_STEPS[0] && self.s_next < JUMBO_PROBE_AFTER)
+            || (size > self.mtu_steps()[0] && self.s_next < JUMBO_PROBE_AFTER)
             || !self.confirmed
             || size > buf.len()
             || self.in_flight + size as u64 > self.cc.window()
@@ -1495,6 +1505,28 @@ mod tests {
         );
         c.state = State::Established;
         c
+    }
+
+    /// Ethernet's step is 1452 bytes over IPv6, 1472 over IPv4 and IPv4-mapped addresses
+    /// (spec §8.4): a 1472-byte probe cannot leave an IPv6 socket on a 1500-byte link.
+    #[test]
+    fn the_ethernet_probe_size_follows_the_address_family() {
+        let now = Time::from_micros(1_000_000);
+        for (remote, want) in [
+            ("10.0.0.1:4000", 1472),
+            ("[::ffff:10.0.0.1]:4000", 1472),
+            ("[fd00::1]:4000", 1452),
+        ] {
+            let c = Connection::client(
+                now,
+                &Config::default(),
+                1,
+                remote.parse().unwrap(),
+                [0; TOKEN_LEN],
+                7,
+            );
+            assert_eq!(c.next_mtu_candidate(), Some(want), "{remote}");
+        }
     }
 
     /// Sends whatever is due and returns the packet number of the last packet sent.
