@@ -61,3 +61,34 @@ lan6_up() {
 }
 
 lan6_down() { lan_down "$@"; }
+
+# Link shaping, as `st lab` does it (cli/src/lab/net.rs `tbf`): a token bucket on the egress
+# of each host's eth0 (its upload) and of the switch-side veth v<k> (its download), at RATE
+# bits/s, the bucket 4 ms of the rate (at least 16 KiB) and the queue 50 ms.
+#
+#   rate_bps RATE           RATE (100mbit, 1Gbit, 800kbit, 5000000: bits/s, SI prefixes, any
+#                           case) in bits per second.
+#   lan_shape PREFIX N RATE shapes hosts 0 … N-1 of lan_up's LAN to RATE both ways.
+
+rate_bps() {
+  local r=${1,,}
+  case $r in *bit | *bits | *bit/s | *bps | *[0-9]) ;; *) echo "rate_bps: $1: not a bit rate (e.g. 100mbit)" >&2; return 1 ;; esac
+  r=${r%bit/s}; r=${r%bits}; r=${r%bit}; r=${r%bps}
+  case $r in
+    *[0-9]k) echo $((${r%k} * 1000)) ;;
+    *[0-9]m) echo $((${r%m} * 1000000)) ;;
+    *[0-9]g) echo $((${r%g} * 1000000000)) ;;
+    *[0-9]) [[ $r =~ ^[0-9]+$ ]] && echo "$r" || { echo "rate_bps: bad rate $1" >&2; return 1; } ;;
+    *) echo "rate_bps: bad rate $1" >&2; return 1 ;;
+  esac
+}
+
+lan_shape() {
+  local p=$1 n=$2 bps k burst
+  bps=$(rate_bps "$3") || return 1
+  burst=$((bps / 8 / 250)); [ "$burst" -ge 16384 ] || burst=16384
+  for k in $(seq 0 $((n - 1))); do
+    tc -n "$p-h$k" qdisc replace dev eth0 root tbf rate "${bps}bit" burst "$burst" latency 50ms
+    tc -n "$p-sw" qdisc replace dev "v$k" root tbf rate "${bps}bit" burst "$burst" latency 50ms
+  done
+}
