@@ -531,7 +531,13 @@ impl SwarmCore {
                 self.rx_buf = m;
             }
             Event::Writable(h) => self.pump(ep, store, *h),
-            Event::Closed(h, _) => self.on_closed(*h),
+            Event::Closed(h, _) => {
+                let served = self.sessions.get(h).is_some_and(|s| !s.choking);
+                self.on_closed(*h);
+                if served {
+                    self.fill_free_slots(ep);
+                }
+            }
             _ => {}
         }
     }
@@ -569,6 +575,9 @@ impl SwarmCore {
             Message::NotInterested => {
                 if let Some(s) = self.sessions.get_mut(&h) {
                     s.interested = false;
+                    if !s.choking {
+                        self.fill_free_slots(ep);
+                    }
                 }
             }
             // Taken by the receive loop in `handle_event` (with its buffer) once the handshake

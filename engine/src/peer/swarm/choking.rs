@@ -112,9 +112,49 @@ impl SwarmCore {
             return;
         };
         s.interested = true;
-        if self.sessions.values().filter(|s| !s.choking).count() < self.cfg.upload_slots {
+        if self.slots_used() < self.cfg.upload_slots {
             self.unchoke(ep, h);
         }
         self.offer(ep, h);
+    }
+
+    /// Upload slots in use: unchoked peers that want something, the optimistic one aside.
+    fn slots_used(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter(|(h, s)| !s.choking && s.interested && self.optimistic != Some(**h))
+            .count()
+    }
+
+    /// A slot may have come free (its peer left or lost interest): it goes at once to the
+    /// interested, choked peer holding the fewest fragments, not at the next choke round up
+    /// to `choke_interval` later (spec peer.md §5). Without this, fetchers that outlived the
+    /// first to finish waited seconds for the seed.
+    pub(super) fn fill_free_slots(&mut self, ep: &mut Endpoint) {
+        if self.leaving {
+            return;
+        }
+        let free = self.cfg.upload_slots.saturating_sub(self.slots_used());
+        for _ in 0..free {
+            let waiting: Vec<(u32, ConnHandle)> = self
+                .sessions
+                .iter()
+                .filter(|(h, s)| {
+                    s.choking && s.interested && s.peer_id.is_some() && self.optimistic != Some(**h)
+                })
+                .map(|(h, s)| (s.have.count(), *h))
+                .collect();
+            let Some(fewest) = waiting.iter().map(|w| w.0).min() else {
+                return;
+            };
+            // Random among equals, as in a choke round.
+            let equal: Vec<ConnHandle> = waiting
+                .iter()
+                .filter(|w| w.0 == fewest)
+                .map(|w| w.1)
+                .collect();
+            let h = equal[self.rng.below(equal.len() as u64) as usize];
+            self.unchoke(ep, h);
+        }
     }
 }

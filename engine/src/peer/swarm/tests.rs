@@ -364,3 +364,108 @@ fn a_small_swarm_is_sent_once() {
         });
     }
 }
+
+#[test]
+fn a_slot_that_comes_free_is_given_at_once_not_at_the_next_choke_round() {
+    // One upload slot and choke rounds a minute apart: the first fetcher to say INTERESTED
+    // gets the seed's slot and the second waits. When the first leaves (or, in the second
+    // case, loses interest), the second must be served within a second, not at the next
+    // round. Before the fix it waited for the round (10 s by default; 3 s of an 8 s st lab run).
+    let cfg = SwarmConfig {
+        upload_slots: 1,
+        reciprocal_slots: 1,
+        choke_interval: Duration::from_secs(60),
+        pex: false,
+        ..SwarmConfig::default()
+    };
+    let pipe = PipeConfig {
+        latency: Duration::from_millis(5),
+        rate_bps: Some(20_000_000),
+        ..PipeConfig::default()
+    };
+    for leaves in [true, false] {
+        crate::sim::for_seeds(&[3, 4], |seed| {
+            let size = 16 * 1024 * 1024;
+            let (mut nodes, _data, mut sim) = run_swarm_sized(
+                cfg.clone(),
+                seed,
+                size,
+                FRAG,
+                2,
+                false,
+                pipe.clone(),
+                Duration::ZERO,
+            );
+            let unchoked = |nodes: &[Node]| -> Vec<ConnHandle> {
+                nodes[0]
+                    .core
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| !s.choking)
+                    .map(|(h, _)| *h)
+                    .collect()
+            };
+            // Until both fetchers are connected to the seed and interested, one served.
+            let mut waited = 0;
+            while !(nodes[0].core.sessions.len() == 2
+                && nodes[0].core.sessions.values().all(|s| s.interested)
+                && unchoked(&nodes).len() == 1)
+            {
+                turn(
+                    &mut sim,
+                    nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+                );
+                waited += 1;
+                assert!(waited < 100, "seed {seed}: the fetchers never got going");
+            }
+            let served = unchoked(&nodes)[0];
+            let first_addr = nodes[0].core.sessions[&served].addr;
+            let first = (1..3)
+                .find(|&k| sim.addr(nodes[k].id) == first_addr)
+                .expect("the served fetcher is a node");
+            assert!(!nodes[first].core.complete());
+            let now = sim.now();
+            if leaves {
+                let ep = sim.endpoint(nodes[first].id).expect("up");
+                nodes[first].core.close_all(now, ep);
+            } else {
+                // As a fetcher says once it wants nothing more of the seed.
+                let seed_addr = sim.addr(nodes[0].id);
+                let h = *nodes[first]
+                    .core
+                    .sessions
+                    .iter()
+                    .find(|(_, s)| s.addr == seed_addr)
+                    .expect("a session with the seed")
+                    .0;
+                let ep = sim.endpoint(nodes[first].id).expect("up");
+                SwarmCore::send(
+                    ep,
+                    h,
+                    nodes[first].core.sessions.get_mut(&h).expect("session"),
+                    SwarmCore::msg(&Message::NotInterested),
+                );
+            }
+            let other = 3 - first;
+            let other_addr = sim.addr(nodes[other].id);
+            let deadline = sim.now() + Duration::from_secs(1);
+            let mut served_other = false;
+            while sim.now() < deadline && !served_other {
+                turn(
+                    &mut sim,
+                    nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+                );
+                served_other = nodes[0]
+                    .core
+                    .sessions
+                    .values()
+                    .any(|s| s.addr == other_addr && !s.choking);
+            }
+            assert!(
+                served_other,
+                "seed {seed}, first {}: the free slot was not given within 1 s",
+                if leaves { "left" } else { "lost interest" }
+            );
+        });
+    }
+}
