@@ -30,6 +30,13 @@ const MAX_RECV_RANGES: usize = 64;
 /// newest, which is many times; sending all 64 would make every ACK of a connection that once
 /// saw 64 gaps about 550 bytes for the rest of its life (spec §4.3).
 const ACK_RANGES_SENT: usize = 8;
+/// Ack-eliciting packets after which a receiver acknowledges at once (spec §4.3). At 1500-byte
+/// datagrams an ACK every 2 packets cost the receiver a datagram and the sender a wake-up per
+/// 3 KB; every 10 cuts both fivefold while leaving the sender 9 packets of its window at most
+/// unacknowledged for `ack_delay`.
+pub(crate) const ACK_EVERY: u32 = 10;
+/// Shortest ACK delay timer (spec §4.3): the reactor sleeps in whole milliseconds.
+const MIN_ACK_DELAY: Duration = Duration::from_millis(1);
 /// Most out-of-order byte ranges the stream receiver holds (spec §10); a packet whose STREAM
 /// frames would create more is dropped without being acknowledged.
 pub(crate) const MAX_STREAM_RANGES: usize = 256;
@@ -228,6 +235,8 @@ pub(crate) struct Connection {
     ack_needed: bool,
     ack_now: bool,
     eliciting_since_ack: u32,
+    /// An MTU probe is due and waits for room in the window: no new data until it has left.
+    probe_hold: bool,
     // Stream, sending.
     sbuf: Ring,
     s_base: u64,
@@ -341,6 +350,7 @@ impl Connection {
             ack_needed: false,
             ack_now: false,
             eliciting_since_ack: 0,
+            probe_hold: false,
             sbuf: Ring::default(),
             s_base: 0,
             s_next: 0,
@@ -740,6 +750,20 @@ impl Connection {
         }
     }
 
+    /// How long an ack-eliciting packet may wait for its ACK when fewer than [`ACK_EVERY`]
+    /// arrived (spec §4.3): a quarter of the smoothed round trip, at least [`MIN_ACK_DELAY`], at
+    /// most `max_ack_delay` (which the peer's PTO allows for); `max_ack_delay` before the first
+    /// round-trip sample.
+    fn ack_delay(&self) -> Duration {
+        if self.rtt.has_sample() {
+            (self.rtt.smoothed() / 4)
+                .max(MIN_ACK_DELAY)
+                .min(self.max_ack_delay)
+        } else {
+            self.max_ack_delay
+        }
+    }
+
     fn on_received(&mut self, now: Time) {
         // RFC 9000 §10.1: the idle timeout is at least 3 PTOs.
         let idle = self.idle_timeout.max(self.pto_base() * 3);
@@ -788,10 +812,14 @@ impl Connection {
             self.largest_recv = Some((pn, now));
         }
         let mut eliciting = false;
+        let mut pinged = false;
         for f in Frames::new(frames).flatten() {
             match f {
                 Frame::Padding(_) => {}
-                Frame::Ping => eliciting = true,
+                Frame::Ping => {
+                    eliciting = true;
+                    pinged = true;
+                }
                 Frame::Ack(a) => {
                     if let Err(c) = self.on_ack(now, &a) {
                         self.violation(now, c);
@@ -818,10 +846,13 @@ impl Connection {
         if eliciting {
             self.eliciting_since_ack += 1;
             self.ack_needed = true;
-            if self.eliciting_since_ack >= 2 || out_of_order {
+            // ACK frequency (spec §4.3): every ACK_EVERY ack-eliciting packets, at once on
+            // reordering, a duplicate or a PING (loss and MTU probes want an answer now), else
+            // after a quarter of the round trip (at least 1 ms, at most max_ack_delay).
+            if self.eliciting_since_ack >= ACK_EVERY || out_of_order || pinged {
                 self.ack_now = true;
             } else if self.timers[Timer::Ack as usize].is_none() {
-                self.timers[Timer::Ack as usize] = Some(now + self.max_ack_delay);
+                self.timers[Timer::Ack as usize] = Some(now + self.ack_delay());
             }
         }
         if !self.readable_signalled && self.recv.ready_len().is_some() {
@@ -1305,14 +1336,25 @@ impl Connection {
         Some((total, (count > 1).then_some(seg)))
     }
 
-    fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
+    /// The size of the MTU probe due now, window room aside.
+    fn probe_due(&self, room: usize) -> Option<usize> {
         let size = self.mtu_next?;
-        if self.mtu_probe.is_some()
-            || (size > self.mtu_steps()[0] && self.s_next < JUMBO_PROBE_AFTER)
-            || !self.confirmed
-            || size > buf.len()
-            || self.in_flight + size as u64 > self.cc.window()
-        {
+        (self.mtu_probe.is_none()
+            && !(size > self.mtu_steps()[0] && self.s_next < JUMBO_PROBE_AFTER)
+            && self.confirmed
+            && size <= room)
+            .then_some(size)
+    }
+
+    fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
+        self.probe_hold = false;
+        let size = self.probe_due(buf.len())?;
+        // A probe due but larger than the room in the window holds new data back until the
+        // room is there (spec §8.4): each ACK frees less than a jumbo probe, and refilling the
+        // window with data at once would keep the probe out for the whole transfer. Only a
+        // probe that fits half the window waits so; a smaller window sends data.
+        if self.in_flight + size as u64 > self.cc.window() {
+            self.probe_hold = 2 * size as u64 <= self.cc.window();
             return None;
         }
         self.mtu_next = None;
@@ -1367,7 +1409,8 @@ impl Connection {
             || self.data_blocked_pending
             || self.ping_pending
             || self.probes > 0;
-        let mut may_elicit = wants && (self.probes > 0 || self.in_flight + mtu <= self.cc.window());
+        let mut may_elicit = wants
+            && (self.probes > 0 || (!self.probe_hold && self.in_flight + mtu <= self.cc.window()));
         if may_elicit && self.probes == 0 {
             let srtt = self.rtt.smoothed();
             if let Some(t) = self.pacer.delay(
