@@ -92,3 +92,29 @@ lan_shape() {
     tc -n "$p-sw" qdisc replace dev "v$k" root tbf rate "${bps}bit" burst "$burst" latency 50ms
   done
 }
+
+# The aria2c side of the LAN benchmarks (lan.sh, shaped.sh), on lan_up's LAN with prefix $P:
+#
+#   aria_lan_seed DIR STOP_S  makes DIR/x.torrent of $DATA/src/blob.bin (256 KiB pieces,
+#                             mktorrent) announcing to $SEED_IP:6969, runs Debian's
+#                             opentracker (whitelisting that torrent) and an aria2c seed
+#                             (stopping after STOP_S s) on host 0, and returns once the seed
+#                             has checked its data. Sets ARIA_OT and ARIA_SEED to their PIDs
+#                             (also added to PIDS). Needs ARIA (common.sh) and the caller's
+#                             wait_line FILE PATTERN.
+aria_lan_seed() {
+  local w=$1 stop=$2
+  rm -rf "$w"; mkdir -p "$w/ot" "$w/seed"
+  ln "$DATA/src/blob.bin" "$w/seed/blob.bin"
+  mktorrent -a "http://$SEED_IP:6969/announce" -l 18 -o "$w/x.torrent" "$w/seed/blob.bin" > /dev/null
+  aria2c -S "$w/x.torrent" | awk '/^Info Hash:/{print $3}' > "$w/ot/whitelist.txt"
+  ip netns exec "$P-h0" opentracker -i "$SEED_IP" -p 6969 -P 6969 -d "$w/ot" -w whitelist.txt > "$w/ot.log" 2>&1 &
+  ARIA_OT=$!; PIDS+=("$ARIA_OT")
+  for _ in $(seq 50); do in_host "$P" 0 curl -s -o /dev/null "http://$SEED_IP:6969/scrape" && break; sleep 0.1; done
+  # shellcheck disable=SC2086 # ARIA is a list of options
+  ip netns exec "$P-h0" aria2c $ARIA --stop="$stop" -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
+    -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 &
+  ARIA_SEED=$!; PIDS+=("$ARIA_SEED")
+  wait_line "$w/seed.log" 'Verification finished\|seeding'
+  sleep 0.5
+}

@@ -68,16 +68,8 @@ printf '#!/bin/sh\ndate +%%s.%%N > "$3.done"\n' > "$DATA/done.sh"; chmod +x "$DA
 
 # One aria2c run on the shaped LAN; prints "p50 last cpu bound done".
 run_aria() {
-  local w="$DATA/aria"; rm -rf "$w"; mkdir -p "$w/ot" "$w/seed"
-  ln "$DATA/src/blob.bin" "$w/seed/blob.bin"
-  mktorrent -a "http://$SEED_IP:6969/announce" -l 18 -o "$w/x.torrent" "$w/seed/blob.bin" > /dev/null
-  aria2c -S "$w/x.torrent" | awk '/^Info Hash:/{print $3}' > "$w/ot/whitelist.txt"
-  ip netns exec "$P-h0" opentracker -i "$SEED_IP" -p 6969 -P 6969 -d "$w/ot" -w whitelist.txt > "$w/ot.log" 2>&1 & PIDS+=($!); local ot=$!
-  for _ in $(seq 50); do in_host "$P" 0 curl -s -o /dev/null "http://$SEED_IP:6969/scrape" && break; sleep 0.1; done
-  ip netns exec "$P-h0" aria2c $ARIA --stop=$((TMO + 60)) -V --seed-ratio=0.0 --listen-port=6881 --log="$w/seed.log" --log-level=notice \
-    -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
-  wait_line "$w/seed.log" 'Verification finished\|seeding'
-  sleep 0.5
+  local w="$DATA/aria"
+  aria_lan_seed "$w" $((TMO + 60)); local ot=$ARIA_OT seed=$ARIA_SEED
   local pids=() k s0 s1 t0
   s0=$(ticks "$seed"); t0=$(now)
   for k in $(seq "$N"); do

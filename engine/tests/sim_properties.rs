@@ -23,6 +23,34 @@ fn bottleneck(rate_bps: u64, one_way_ms: u64, queue: usize, loss: f64) -> PipeCo
     }
 }
 
+/// One flow of `messages` from a client to a server over a 100 Mbit/s bottleneck with 20 ms
+/// RTT, a queue of one BDP (250 kB) and random `loss` on the data path (the ACK path: 10 ms,
+/// no loss). Returns the network, the client, the server and the bottleneck pipe.
+fn bulk_over_bottleneck(
+    seed: u64,
+    loss: f64,
+    messages: Vec<usize>,
+) -> (
+    Net,
+    st_engine::sim::NodeId,
+    st_engine::sim::NodeId,
+    st_engine::sim::PipeId,
+) {
+    let mut net = Net::new(
+        seed,
+        PipeConfig {
+            latency: Duration::from_millis(10),
+            ..PipeConfig::default()
+        },
+    );
+    let c = net.sim.add_node(Config::default());
+    let s = net.sim.add_node(server_cfg());
+    let p = net.sim.add_pipe(bottleneck(100_000_000, 10, 250_000, loss));
+    net.sim.route(c, s, p);
+    net.add_flow_between(c, s, messages);
+    (net, c, s, p)
+}
+
 /// Bytes delivered to the application of flow `i` between two instants.
 fn goodput_bps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 * 8.0 / d.as_secs_f64()
@@ -32,18 +60,7 @@ fn goodput_bps(bytes: u64, d: Duration) -> f64 {
 fn goodput_over_lossy_bottleneck_is_at_least_70_percent() {
     for_seeds(&[21], |seed| {
         // 100 Mbit/s, 20 ms RTT, queue of one BDP (250 kB), 1 % random loss on the data path.
-        let mut net = Net::new(
-            seed,
-            PipeConfig {
-                latency: Duration::from_millis(10),
-                ..PipeConfig::default()
-            },
-        );
-        let c = net.sim.add_node(Config::default());
-        let s = net.sim.add_node(server_cfg());
-        let p = net.sim.add_pipe(bottleneck(100_000_000, 10, 250_000, 0.01));
-        net.sim.route(c, s, p);
-        net.add_flow_between(c, s, vec![1 << 20; 60]);
+        let (mut net, _, _, p) = bulk_over_bottleneck(seed, 0.01, vec![1 << 20; 60]);
         net.run_for(Duration::from_secs(1));
         let before = net.flows[0].recv_bytes;
         let window = Duration::from_secs(3);
@@ -933,18 +950,7 @@ fn an_oversized_message_behind_a_short_one_closes_once_it_is_the_head() {
 #[test]
 fn goodput_recovers_within_half_a_second_of_a_burst_loss() {
     for_seeds(&[23, 24], |seed| {
-        let mut net = Net::new(
-            seed,
-            PipeConfig {
-                latency: Duration::from_millis(10),
-                ..PipeConfig::default()
-            },
-        );
-        let c = net.sim.add_node(Config::default());
-        let s = net.sim.add_node(server_cfg());
-        let p = net.sim.add_pipe(bottleneck(100_000_000, 10, 250_000, 0.0));
-        net.sim.route(c, s, p);
-        net.add_flow_between(c, s, vec![64 << 10; 1280]);
+        let (mut net, c, s, _) = bulk_over_bottleneck(seed, 0.0, vec![64 << 10; 1280]);
         net.run_for(Duration::from_secs(2));
         let now = net.now();
         net.sim
