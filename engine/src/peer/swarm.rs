@@ -221,8 +221,15 @@ impl Session {
     }
 }
 
-/// Suggestions a seed keeps outstanding per peer (spec §5).
-const SUGGEST_AHEAD: usize = 4;
+/// Bytes of suggestions a seed keeps outstanding per peer (spec §5): 2 MiB, in at least
+/// [`SUGGEST_AHEAD_MIN`] and at most [`MAX_SUGGESTED`] fragments. With 4 fragments of 64 KiB
+/// (256 KiB) a fetcher ran out between taking one up and the next SUGGEST and picked on its
+/// own, often a fragment the seed had just sent to someone else: the seed then uploaded
+/// 1.30 copies and the swarm ended at 1.33× the bound (`swarm_sim --size 64M --peers 8
+/// --fragment 64K --mbit 100 --latency-ms 1 --queue 625K`); with 32, 1.21–1.24× (3 seeds).
+const SUGGEST_AHEAD_BYTES: u64 = 2 << 20;
+/// Fewest suggestions a seed keeps outstanding per peer (spec §5).
+const SUGGEST_AHEAD_MIN: usize = 4;
 /// Most unclaimed fragments looked at per call when choosing suggestions.
 const SUGGEST_SCAN: usize = 64;
 /// Most suggestions kept per peer; older ones are forgotten.

@@ -33,7 +33,7 @@ impl SwarmCore {
     }
 
     /// A seed's suggestions to an unchoked, interested peer (spec §5): up to
-    /// [`SUGGEST_AHEAD`] fragments not taken up yet, each one no other peer of ours has and
+    /// [`SUGGEST_AHEAD_BYTES`] of fragments (4 to 32) not taken up yet, each one no other peer of ours has and
     /// that was not served nor suggested before, so that what the seed uploads first is
     /// different for every peer.
     pub(super) fn offer(&mut self, ep: &mut Endpoint, h: ConnHandle) {
@@ -52,7 +52,13 @@ impl SwarmCore {
         s.offered
             .retain(|&i| served.get(i as usize) == Some(&0) && picker.availability(i) == 0);
         let mut scanned = 0;
-        while s.offered.len() < SUGGEST_AHEAD && scanned < SUGGEST_SCAN {
+        // Also no more than a share of the fragments that leaves some for every slot twice
+        // over, so that peers unchoked later still get suggestions of their own.
+        let share = u64::from(self.geometry.count()) / (2 * self.cfg.upload_slots.max(1) as u64);
+        let ahead = (SUGGEST_AHEAD_BYTES / u64::from(self.geometry.fragment_length().max(1)))
+            .min(share)
+            .clamp(SUGGEST_AHEAD_MIN as u64, MAX_SUGGESTED as u64) as usize;
+        while s.offered.len() < ahead && scanned < SUGGEST_SCAN {
             // Taken out either way: a fragment another peer has needs no spreading by us.
             let Some(i) = self.unclaimed.pop() else {
                 return;
