@@ -34,7 +34,7 @@ const ACK_RANGES_SENT: usize = 8;
 /// datagrams an ACK every 2 packets cost the receiver a datagram and the sender a wake-up per
 /// 3 KB; every 10 cuts both fivefold while leaving the sender 9 packets of its window at most
 /// unacknowledged for `ack_delay`.
-pub(crate) const ACK_EVERY: u32 = 10;
+const ACK_EVERY: u32 = 10;
 /// Shortest ACK delay timer (spec §4.3): the reactor sleeps in whole milliseconds.
 const MIN_ACK_DELAY: Duration = Duration::from_millis(1);
 /// Most out-of-order byte ranges the stream receiver holds (spec §10); a packet whose STREAM
@@ -235,8 +235,6 @@ pub(crate) struct Connection {
     ack_needed: bool,
     ack_now: bool,
     eliciting_since_ack: u32,
-    /// An MTU probe is due and waits for room in the window: no new data until it has left.
-    probe_hold: bool,
     // Stream, sending.
     sbuf: Ring,
     s_base: u64,
@@ -350,7 +348,6 @@ impl Connection {
             ack_needed: false,
             ack_now: false,
             eliciting_since_ack: 0,
-            probe_hold: false,
             sbuf: Ring::default(),
             s_base: 0,
             s_next: 0,
@@ -1313,12 +1310,13 @@ impl Connection {
         if let Some(n) = self.poll_mtu_probe(now, buf) {
             return Some((n, None));
         }
+        let hold = self.probe_waits_for_room(buf.len());
         let mtu = self.mtu;
         let mut total = 0;
         let mut seg = 0;
         let mut count = 0;
         while count < max_segments.max(1) && buf.len() - total >= mtu {
-            let Some(n) = self.write_packet(now, &mut buf[total..total + mtu]) else {
+            let Some(n) = self.write_packet(now, &mut buf[total..total + mtu], hold) else {
                 break;
             };
             total += n;
@@ -1346,15 +1344,21 @@ impl Connection {
             .then_some(size)
     }
 
+    /// True if an MTU probe is due but larger than the room left in the window; new data then
+    /// waits until the room is there (spec §8.4): each ACK frees less than a jumbo probe, and
+    /// refilling the window with data at once would keep the probe out for as long as the
+    /// sender is window-limited. Only a probe that fits half the window waits so; with a
+    /// smaller window data goes.
+    fn probe_waits_for_room(&self, room: usize) -> bool {
+        self.probe_due(room).is_some_and(|size| {
+            let w = self.cc.window();
+            self.in_flight + size as u64 > w && 2 * size as u64 <= w
+        })
+    }
+
     fn poll_mtu_probe(&mut self, now: Time, buf: &mut [u8]) -> Option<usize> {
-        self.probe_hold = false;
         let size = self.probe_due(buf.len())?;
-        // A probe due but larger than the room in the window holds new data back until the
-        // room is there (spec §8.4): each ACK frees less than a jumbo probe, and refilling the
-        // window with data at once would keep the probe out for the whole transfer. Only a
-        // probe that fits half the window waits so; a smaller window sends data.
         if self.in_flight + size as u64 > self.cc.window() {
-            self.probe_hold = 2 * size as u64 <= self.cc.window();
             return None;
         }
         self.mtu_next = None;
@@ -1398,8 +1402,9 @@ impl Connection {
         self.set_loss_timer();
     }
 
-    /// Writes one DATA packet into `out` (exactly one MTU long) if anything is due.
-    fn write_packet(&mut self, now: Time, out: &mut [u8]) -> Option<usize> {
+    /// Writes one DATA packet into `out` (exactly one MTU long) if anything is due; with `hold`
+    /// (an MTU probe waits for room in the window) nothing ack-eliciting but loss probes.
+    fn write_packet(&mut self, now: Time, out: &mut [u8], hold: bool) -> Option<usize> {
         let mtu = out.len() as u64;
         let s_end = self.s_base + self.sbuf.len() as u64;
         let has_new = self.s_next < s_end.min(self.peer_max_data);
@@ -1409,8 +1414,8 @@ impl Connection {
             || self.data_blocked_pending
             || self.ping_pending
             || self.probes > 0;
-        let mut may_elicit = wants
-            && (self.probes > 0 || (!self.probe_hold && self.in_flight + mtu <= self.cc.window()));
+        let mut may_elicit =
+            wants && (self.probes > 0 || (!hold && self.in_flight + mtu <= self.cc.window()));
         if may_elicit && self.probes == 0 {
             let srtt = self.rtt.smoothed();
             if let Some(t) = self.pacer.delay(
