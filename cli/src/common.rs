@@ -1,4 +1,5 @@
-//! Pieces shared by the commands: reading a `.st` file, progress display, path resolution.
+//! Pieces shared by the commands: reading a `.st` file, progress display, path resolution,
+//! random bytes.
 
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -121,4 +122,27 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// `N` bytes from the OS's random source (peer ids, DHT secrets, the tracker's connection-id
+/// keys, the node's RNG seed). If /dev/urandom cannot be read (never on Linux), the time and
+/// the PID stand in: unpredictable enough for keys that live minutes.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a seed for randomness, not a clock for a network rule"
+        )]
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8;
+        }
+    }
+    b
 }

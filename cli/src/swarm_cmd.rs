@@ -7,7 +7,7 @@
 //! sequence, crash recovery, rate limits) is the node's.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -226,22 +226,6 @@ pub fn resolve_routers(
     if let Err(e) = spawned {
         warn!("DHT: cannot start the resolver thread ({e}); no bootstrap routers");
     }
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8;
-        }
-    }
-    b
 }
 
 /// Resolves the tracker table; unresolvable hosts are skipped with a warning.
@@ -964,10 +948,10 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
     let fetching = matches!(args.mode, Mode::Fetch { .. });
     let mut node = PeerNode::new(
         NodeConfig {
-            peer_id: random_bytes::<16>(),
+            peer_id: crate::common::random_bytes::<16>(),
             port,
             transport: transport::Config {
-                secret: Some(random_bytes::<32>()),
+                secret: Some(crate::common::random_bytes::<32>()),
                 // Larger datagrams only with the don't-fragment bit (spec transport §8.4).
                 max_mtu: if reactor.dont_fragment() {
                     transport::Config::default().max_mtu
@@ -983,7 +967,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             stop_when_complete: fetching && !keep_serving,
             stop_on_failure: fetching,
             progress_every: args.progress_every,
-            seed: u64::from_ne_bytes(random_bytes::<8>()),
+            seed: u64::from_ne_bytes(crate::common::random_bytes::<8>()),
             ..NodeConfig::default()
         },
         reactor.now(),

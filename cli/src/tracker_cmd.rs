@@ -1,7 +1,7 @@
 //! `st udp-tracker`: run a tracker until interrupted.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,10 @@ pub fn run(args: TrackerArgs) -> CliResult<()> {
         return Ok(());
     }
     let stats_every = Duration::from_secs(u64::from(config.stats_interval_secs));
-    let tracker = Tracker::new(config, os_random_u64());
+    let tracker = Tracker::new(
+        config,
+        u64::from_ne_bytes(crate::common::random_bytes::<8>()),
+    );
     let mut reactor = Reactor::bind_any(
         ReactorConfig {
             // Replies are single small datagrams: no segmentation offloads to negotiate.
@@ -197,21 +200,4 @@ st_tracker_uptime_seconds {}\n",
     let tmp = path.with_extension("prom.tmp");
     fs::write(&tmp, text)?;
     fs::rename(&tmp, path)
-}
-
-/// Eight bytes from the OS's random source, for the connection-id keys.
-fn os_random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        // Never reached on Linux; fall back to something unpredictable enough for ids that
-        // live two minutes.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        return t ^ (u64::from(std::process::id()) << 32);
-    }
-    u64::from_ne_bytes(b)
 }

@@ -12,6 +12,11 @@
 //!
 //! Needs root, iproute2 and (for the interop test) `/usr/bin/python3` with `libtorrent`.
 //! Where these cannot be had, the test says SKIPPED on stderr and passes without running.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

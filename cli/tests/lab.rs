@@ -1,6 +1,11 @@
 //! `st lab` end to end: a small lab completes and writes its results and plots, on namespaces
 //! as root and on loopback as an unprivileged user; and a lab interrupted or killed midway
 //! leaves no process, namespace or file behind.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

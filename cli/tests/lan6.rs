@@ -11,6 +11,11 @@
 //! Both end with bit-identical files, fetched from IPv6 peers. Needs root and iproute2
 //! (`ip netns`). Where namespaces cannot be made, the test says so on stderr and passes
 //! without running: it is the environment, not the code, that is missing.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! Real processes on loopback: one `st seed --dir` serving a library of three swarms on one
 //! port, one `st fetch a.st b.st` fetching two at once, `--json` read line by line, a fetch
 //! interrupted by SIGINT (exit 130, resume state kept), and a rate-limited seed.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! End-to-end tests of the offline commands, run on the real `st` binary: `create`, `inspect`
 //! and `verify` on real files, including hostile inputs and every exit code.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

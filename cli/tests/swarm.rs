@@ -3,6 +3,11 @@
 //! downloading again what it had verified and synced, and a fetch that fills its disk stops
 //! with one error line, keeps what it verified and continues once there is room; data already
 //! under the final name is adopted when it matches and never overwritten without `--force`.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 mod common;
 

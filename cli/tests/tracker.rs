@@ -1,5 +1,10 @@
 //! `st udp-tracker` as a real process on 127.0.0.1: a BEP 15 client written from the BEP, the
 //! native protocol through real sockets, abuse, and a clean stop on SIGTERM.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    reason = "a test driver outside the product: it waits on child processes with deadlines and speaks to them over its own sockets"
+)]
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -6,6 +6,10 @@
 //! `/run/netns` and none outlives the lab, whatever ends it: when its holder dies, the
 //! namespace goes, and its veths with it. Commands run inside a namespace by `setns` into the
 //! holder's namespace between fork and exec.
+#![allow(
+    clippy::disallowed_methods,
+    reason = "waits a bounded time for a namespace holder process to start; no network rule"
+)]
 
 use std::fs::File;
 use std::io::Write;
