@@ -1,4 +1,5 @@
-//! Congestion control (spec §8.1) behind a small trait, and the pacer (spec §8.2).
+//! Congestion control (spec §8.1) behind a small trait, slow-start exit (HyStart++), and the
+//! pacer (spec §8.2).
 //!
 //! Controllers count bytes. They see acknowledgements and congestion events; the connection
 //! decides which losses are congestion events (loss discrimination, spec §8.1).
@@ -55,6 +56,117 @@ fn initial_window(mtu: u64) -> u64 {
     (10 * mtu).min(14_720u64.max(2 * mtu)).max(10 * 1200)
 }
 
+/// RTT samples a round takes before HyStart++ compares its minimum (RFC 9406 §4.3,
+/// N_RTT_SAMPLE).
+const HYSTART_SAMPLES: u32 = 8;
+/// Bounds of the RTT rise that ends slow start (RFC 9406 §4.3, MIN/MAX_RTT_THRESH).
+const HYSTART_MIN_THRESH: Duration = Duration::from_millis(4);
+const HYSTART_MAX_THRESH: Duration = Duration::from_millis(16);
+/// Growth divisor in conservative slow start (RFC 9406 §4.3, CSS_GROWTH_DIVISOR).
+const CSS_GROWTH_DIVISOR: u64 = 4;
+/// Rounds of conservative slow start before congestion avoidance (RFC 9406 §4.3, CSS_ROUNDS).
+const CSS_ROUNDS: u32 = 5;
+
+/// How much an acknowledgement in slow start grows the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlowStartGrowth {
+    /// Standard slow start: by the bytes acknowledged.
+    Full,
+    /// Conservative slow start: by a quarter of them.
+    Conservative,
+    /// Slow start is over: the window becomes the slow-start threshold.
+    Exit,
+}
+
+/// HyStart++ (RFC 9406, spec §8.1): ends slow start when the minimum RTT of a round of
+/// acknowledgements rises above the previous round's by `clamp(min / 8, 4 ms, 16 ms)`, that
+/// is when a queue starts to build, instead of when the queue overflows. Standard slow start
+/// into a deep bottleneck queue doubles the window until it has filled the queue, then loses a
+/// window's worth; when many connections share an uplink (a peer serving 7 others) they all
+/// overshoot together.
+///
+/// A round ends when a packet sent after the round began is acknowledged (the RFC's
+/// `windowEnd`, by send time instead of packet number: both increase together). A round's
+/// minimum is taken over the latest RTT at each packet acknowledged, not at each ACK: the
+/// receiver acknowledges every 10th packet (spec §4.3), so a window below 80 packets would
+/// never collect the RFC's 8 ACKs in a round, and it is exactly the windows of many
+/// connections sharing one uplink that are small when they fill its queue.
+#[derive(Debug)]
+struct HyStart {
+    /// Packets sent at or after this time belong to the next round.
+    round_start: Option<Time>,
+    last_round_min: Duration,
+    round_min: Duration,
+    round_samples: u32,
+    /// `Some(baseline)` in conservative slow start (CSS).
+    css_baseline: Option<Duration>,
+    css_rounds: u32,
+}
+
+impl Default for HyStart {
+    fn default() -> Self {
+        Self {
+            round_start: None,
+            last_round_min: Duration::MAX,
+            round_min: Duration::MAX,
+            round_samples: 0,
+            css_baseline: None,
+            css_rounds: 0,
+        }
+    }
+}
+
+impl HyStart {
+    /// An acknowledgement of a packet sent at `sent`, in slow start (RFC 9406 §4.2).
+    fn on_ack(&mut self, now: Time, sent: Time, rtt: &RttEstimator) -> SlowStartGrowth {
+        if self.round_start.is_none_or(|r| sent >= r) {
+            self.round_start = Some(now);
+            self.last_round_min = self.round_min;
+            self.round_min = Duration::MAX;
+            self.round_samples = 0;
+            if self.css_baseline.is_some() {
+                self.css_rounds += 1;
+                if self.css_rounds >= CSS_ROUNDS {
+                    return SlowStartGrowth::Exit;
+                }
+            }
+        }
+        if rtt.has_sample() {
+            self.round_min = self.round_min.min(rtt.latest());
+            self.round_samples += 1;
+        }
+        if self.round_samples >= HYSTART_SAMPLES {
+            match self.css_baseline {
+                None if self.last_round_min != Duration::MAX => {
+                    let thresh =
+                        (self.last_round_min / 8).clamp(HYSTART_MIN_THRESH, HYSTART_MAX_THRESH);
+                    if self.round_min >= self.last_round_min + thresh {
+                        self.css_baseline = Some(self.round_min);
+                        self.css_rounds = 0;
+                    }
+                }
+                // The RTT fell back below the baseline: the rise was spurious (§4.2).
+                Some(baseline) if self.round_min < baseline => self.css_baseline = None,
+                _ => {}
+            }
+        }
+        if self.css_baseline.is_some() {
+            SlowStartGrowth::Conservative
+        } else {
+            SlowStartGrowth::Full
+        }
+    }
+
+    /// Slow start grows the window by this much for `bytes` acknowledged; `None` ends it.
+    fn growth(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) -> Option<u64> {
+        match self.on_ack(now, sent, rtt) {
+            SlowStartGrowth::Full => Some(bytes),
+            SlowStartGrowth::Conservative => Some(bytes / CSS_GROWTH_DIVISOR),
+            SlowStartGrowth::Exit => None,
+        }
+    }
+}
+
 /// NewReno (RFC 9002 §7.3, Appendix B).
 #[derive(Debug)]
 pub struct NewReno {
@@ -63,6 +175,7 @@ pub struct NewReno {
     ssthresh: u64,
     recovery_start: Option<Time>,
     acked: u64,
+    hystart: HyStart,
 }
 
 impl NewReno {
@@ -74,18 +187,22 @@ impl NewReno {
             ssthresh: u64::MAX,
             recovery_start: None,
             acked: 0,
+            hystart: HyStart::default(),
         }
     }
 }
 
 impl Controller for NewReno {
     fn on_sent(&mut self, _now: Time, _bytes: u64) {}
-    fn on_ack(&mut self, _now: Time, sent: Time, bytes: u64, app_limited: bool, _: &RttEstimator) {
+    fn on_ack(&mut self, now: Time, sent: Time, bytes: u64, app_limited: bool, rtt: &RttEstimator) {
         if app_limited || self.recovery_start.is_some_and(|r| sent <= r) {
             return;
         }
         if self.cwnd < self.ssthresh {
-            self.cwnd += bytes;
+            match self.hystart.growth(now, sent, bytes, rtt) {
+                Some(g) => self.cwnd += g,
+                None => self.ssthresh = self.cwnd,
+            }
         } else {
             self.acked += bytes;
             if self.acked >= self.cwnd {
@@ -128,6 +245,7 @@ pub struct Cubic {
     w_est: f64,
     epoch_start: Option<Time>,
     recovery_start: Option<Time>,
+    hystart: HyStart,
 }
 
 const BETA: f64 = 0.7;
@@ -145,6 +263,7 @@ impl Cubic {
             w_est: 0.0,
             epoch_start: None,
             recovery_start: None,
+            hystart: HyStart::default(),
         }
     }
 }
@@ -157,8 +276,13 @@ impl Controller for Cubic {
             return;
         }
         if self.cwnd < self.ssthresh {
-            self.cwnd += bytes;
-            return;
+            match self.hystart.growth(now, sent, bytes, rtt) {
+                Some(g) => {
+                    self.cwnd += g;
+                    return;
+                }
+                None => self.ssthresh = self.cwnd,
+            }
         }
         let mss = self.mtu as f64;
         let cwnd_seg = self.cwnd as f64 / mss;
@@ -498,6 +622,80 @@ mod tests {
             "did not shrink from slow start: {}",
             c.window()
         );
+    }
+
+    /// One round of slow start: a window of 1200-byte packets sent at `t` and each
+    /// acknowledged `rtt` later. Returns the time after the round.
+    fn ss_round(c: &mut dyn Controller, t: u64, rtt: Duration) -> u64 {
+        let mut est = RttEstimator::default();
+        est.update(Duration::from_millis(2), Duration::ZERO);
+        est.update(rtt, Duration::ZERO);
+        let packets = c.window() / 1200;
+        let rtt_us = rtt.as_micros() as u64;
+        for i in 0..packets {
+            c.on_ack(Time(t + rtt_us + i), Time(t + i), 1200, false, &est);
+        }
+        t + rtt_us + packets + 1
+    }
+
+    /// HyStart++ (RFC 9406, spec §8.1): a window growing into a queue (100 Mbit/s, 2 ms base
+    /// RTT, so every byte beyond 25 kB waits 80 ns) enters conservative slow start once a
+    /// round's minimum RTT has risen by 4 ms, grows by a quarter per round for 5 rounds and then
+    /// goes on in congestion avoidance: it stops before a 625 kB queue overflows, where standard
+    /// slow start doubles past it (12 kB · 2^n: 384 kB, then 768 kB). With a flat RTT, slow
+    /// start goes on.
+    #[test]
+    fn hystart_leaves_slow_start_when_the_rtt_rises() {
+        for kind in [CongestionKind::Cubic, CongestionKind::NewReno] {
+            let mut c = kind.build(1200);
+            let mut t = 0;
+            let mut rounds = 0;
+            while c.in_slow_start() && rounds < 40 {
+                let queue_us = c.window().saturating_sub(25_000) * 2 / 25;
+                t = ss_round(&mut *c, t, Duration::from_micros(2000 + queue_us));
+                rounds += 1;
+            }
+            assert!(!c.in_slow_start(), "{kind:?}: never left slow start");
+            assert!(
+                c.window() < 625_000,
+                "{kind:?}: left slow start at {} bytes",
+                c.window()
+            );
+            // The first rise of 4 ms or more is at 192 kB (13.4 ms after 7.7 ms); 5 rounds of
+            // a quarter's growth follow.
+            assert!(c.window() > 192_000, "{kind:?}: {}", c.window());
+
+            let mut c = kind.build(1200);
+            let mut t = 0;
+            for _ in 0..10 {
+                t = ss_round(&mut *c, t, Duration::from_millis(2));
+            }
+            assert!(c.in_slow_start(), "{kind:?}: left slow start at a flat RTT");
+            assert!(c.window() >= 1 << 20, "{kind:?}: {}", c.window());
+        }
+    }
+
+    /// A round whose RTT rose (conservative slow start) followed by one back at the baseline
+    /// resumes standard slow start (RFC 9406 §4.2): the window doubles again per round.
+    #[test]
+    fn hystart_resumes_slow_start_after_a_spurious_rise() {
+        let mut c = Cubic::new(1200);
+        let mut t = 0;
+        for _ in 0..3 {
+            t = ss_round(&mut c, t, Duration::from_millis(2));
+        }
+        t = ss_round(&mut c, t, Duration::from_millis(8));
+        let w = c.window();
+        t = ss_round(&mut c, t, Duration::from_millis(8));
+        assert!(
+            c.window() < w + w / 2,
+            "no conservative growth: {w} -> {}",
+            c.window()
+        );
+        let w = c.window();
+        ss_round(&mut c, t, Duration::from_millis(2));
+        assert!(c.in_slow_start());
+        assert!(c.window() >= w * 19 / 10, "{w} -> {}", c.window());
     }
 
     #[test]
