@@ -746,7 +746,7 @@ fn randomized_whole_processes_with_crash_restart() {
 #[test]
 fn a_wrong_swarm_is_closed_with_an_application_code() {
     use st_engine::transport::{CloseReason, Config, Event};
-    use st_proto::peer::{Handshake, Message, PEER_VERSION, emit};
+    use st_proto::peer::{Handshake, Message, PEER_VERSION, to_vec};
     let mut w = World::new(3, quiet_pipe(), false, false);
     let s = w.swarm(100_000);
     let seed = w.node(&[s], &[], |_| {});
@@ -761,8 +761,7 @@ fn a_wrong_swarm_is_closed_with_an_application_code() {
         peer_id: [1; 16],
         listen_port: 0.into(),
     };
-    let mut msg = Vec::new();
-    emit(&Message::Handshake(&hs), &mut msg);
+    let msg = to_vec(&Message::Handshake(&hs));
     let mut sent = false;
     let mut code = None;
     let until = w.sim.now() + Duration::from_secs(5);

@@ -13,3 +13,15 @@ pub mod packet;
 pub mod peer;
 pub mod st_file;
 pub mod tracker;
+
+/// The one error of every `emit` in this crate: the caller's buffer is shorter than the
+/// message (its `buffer_len`). Nothing useful was written. Parsers return their module's own
+/// error enum, which names what was wrong with the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("buffer of {have} bytes is shorter than the {need} bytes of the message")]
+pub struct BufferTooShort {
+    /// Bytes the message needs.
+    pub need: usize,
+    /// Bytes the buffer had.
+    pub have: usize,
+}

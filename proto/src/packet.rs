@@ -278,6 +278,20 @@ pub enum Packet<'a> {
 }
 
 impl Packet<'_> {
+    /// Bytes [`emit`] writes for this packet: the header and the body (spec §3).
+    pub fn buffer_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Packet::Initial { padding, .. } => COOKIE_LEN + PARAMS_LEN + padding,
+                Packet::Retry { .. } => COOKIE_LEN,
+                Packet::Accept { .. } => PARAMS_LEN,
+                Packet::Data { frames, .. } => frames.len(),
+                Packet::Close { reason, .. } => core::mem::size_of::<WireClose>() + reason.len(),
+                Packet::Reset { .. } => TOKEN_LEN,
+                Packet::Request { payload, .. } | Packet::Response { payload, .. } => payload.len(),
+            }
+    }
+
     /// The header of any packet.
     pub fn header(&self) -> &Header {
         match self {

@@ -9,12 +9,15 @@
 use zerocopy::byteorder::network_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::BufferTooShort;
+
 /// The peer protocol version this code speaks.
 pub const PEER_VERSION: u8 = 1;
 /// Largest block a REQUEST may ask for and a DATA may carry: 256 KiB.
 pub const MAX_BLOCK: u32 = 256 * 1024;
 /// Header bytes of a DATA message before the block (type, fragment, offset).
-pub const DATA_HEADER_LEN: usize = 9;
+pub const DATA_HEADER_LEN: usize = std::mem::size_of::<DataHeader>();
+const _: () = assert!(DATA_HEADER_LEN == 9);
 
 /// Message types (spec §2).
 pub mod msg {
@@ -121,6 +124,33 @@ pub struct BlockRef {
     pub length: U32,
 }
 
+/// The head of a DATA message (spec §2): its type byte, then the fragment and the offset of the
+/// block that fills the rest of the message. The parser reads it and the sender writes it with
+/// this one layout (a sender writes the block itself straight into its send buffer).
+#[derive(
+    FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct DataHeader {
+    /// [`msg::DATA`].
+    pub ty: u8,
+    /// Fragment index.
+    pub fragment: U32,
+    /// Byte offset of the block within the fragment.
+    pub offset: U32,
+}
+
+impl DataHeader {
+    /// The head of a DATA message carrying a block of `fragment` at `offset`.
+    pub fn new(fragment: u32, offset: u32) -> DataHeader {
+        DataHeader {
+            ty: msg::DATA,
+            fragment: fragment.into(),
+            offset: offset.into(),
+        }
+    }
+}
+
 /// A parsed peer message; borrowed parts point into the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -194,6 +224,11 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
             Err(PeerError::Length(ty))
         }
     };
+    let index = |body: &[u8]| -> Result<u32, PeerError> {
+        U32::read_from_bytes(body)
+            .map(|i| i.get())
+            .map_err(|_| PeerError::Length(ty))
+    };
     let block = |body: &[u8]| -> Result<BlockRef, PeerError> {
         let b = BlockRef::read_from_bytes(body).map_err(|_| PeerError::Length(ty))?;
         if b.length.get() == 0 || b.length.get() > MAX_BLOCK {
@@ -206,14 +241,8 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
             Message::Handshake(Handshake::ref_from_bytes(body).map_err(|_| PeerError::Length(ty))?)
         }
         msg::HAVE_MAP => Message::HaveMap(body),
-        msg::HAVE => {
-            exact(4)?;
-            Message::Have(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
-        }
-        msg::SUGGEST => {
-            exact(4)?;
-            Message::Suggest(u32::from_be_bytes([body[0], body[1], body[2], body[3]]))
-        }
+        msg::HAVE => Message::Have(index(body)?),
+        msg::SUGGEST => Message::Suggest(index(body)?),
         msg::INTERESTED => exact(0).map(|()| Message::Interested)?,
         msg::NOT_INTERESTED => exact(0).map(|()| Message::NotInterested)?,
         msg::CHOKE => exact(0).map(|()| Message::Choke)?,
@@ -222,16 +251,14 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
         msg::CANCEL => Message::Cancel(block(body)?),
         msg::REJECT => Message::Reject(block(body)?),
         msg::DATA => {
-            if body.len() < 8 {
-                return Err(PeerError::Length(ty));
-            }
-            let bytes = &body[8..];
+            let (head, bytes) =
+                DataHeader::ref_from_prefix(buf).map_err(|_| PeerError::Length(ty))?;
             if bytes.is_empty() || bytes.len() > MAX_BLOCK as usize {
                 return Err(PeerError::BlockLength);
             }
             Message::Data {
-                fragment: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
-                offset: u32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+                fragment: head.fragment.get(),
+                offset: head.offset.get(),
                 bytes,
             }
         }
@@ -252,61 +279,96 @@ pub fn parse(buf: &[u8]) -> Result<Message<'_>, PeerError> {
     })
 }
 
-/// Appends one message to `out` (a transport message buffer).
-pub fn emit(m: &Message<'_>, out: &mut Vec<u8>) {
+impl Message<'_> {
+    /// The message's type byte (spec §2).
+    pub fn ty(&self) -> u8 {
+        match self {
+            Message::Handshake(_) => msg::HANDSHAKE,
+            Message::HaveMap(_) => msg::HAVE_MAP,
+            Message::Have(_) => msg::HAVE,
+            Message::Interested => msg::INTERESTED,
+            Message::NotInterested => msg::NOT_INTERESTED,
+            Message::Choke => msg::CHOKE,
+            Message::Unchoke => msg::UNCHOKE,
+            Message::Request(_) => msg::REQUEST,
+            Message::Data { .. } => msg::DATA,
+            Message::Cancel(_) => msg::CANCEL,
+            Message::Reject(_) => msg::REJECT,
+            Message::Pex { .. } => msg::PEX,
+            Message::Suggest(_) => msg::SUGGEST,
+        }
+    }
+
+    /// Bytes [`emit`] writes for this message.
+    pub fn buffer_len(&self) -> usize {
+        1 + match self {
+            Message::Handshake(h) => h.as_bytes().len(),
+            Message::HaveMap(bits) => bits.len(),
+            Message::Have(_) | Message::Suggest(_) => 4,
+            Message::Interested | Message::NotInterested | Message::Choke | Message::Unchoke => 0,
+            Message::Request(b) | Message::Cancel(b) | Message::Reject(b) => b.as_bytes().len(),
+            Message::Data { bytes, .. } => DATA_HEADER_LEN - 1 + bytes.len(),
+            Message::Pex { added, dropped } => {
+                1 + (added.len().min(MAX_PEX) + dropped.len().min(MAX_PEX))
+                    * std::mem::size_of::<PexEntry>()
+            }
+        }
+    }
+}
+
+/// Largest [`Message::buffer_len`] of a message other than HAVE_MAP, DATA and PEX: a
+/// buffer this long on the stack takes any of them.
+pub const MAX_CONTROL_LEN: usize = 1 + std::mem::size_of::<Handshake>();
+
+/// Writes one message at the start of `out` and returns its length ([`Message::buffer_len`]),
+/// or [`BufferTooShort`] with nothing useful written. A PEX list longer than [`MAX_PEX`] is
+/// cut rather than sent malformed (callers keep to it).
+pub fn emit(m: &Message<'_>, out: &mut [u8]) -> Result<usize, BufferTooShort> {
+    let need = m.buffer_len();
+    let Some(out) = out.get_mut(..need) else {
+        return Err(BufferTooShort {
+            need,
+            have: out.len(),
+        });
+    };
+    let (ty, body) = out.split_first_mut().expect("buffer_len is at least 1");
+    *ty = m.ty();
     match m {
-        Message::Handshake(h) => {
-            out.push(msg::HANDSHAKE);
-            out.extend_from_slice(h.as_bytes());
-        }
-        Message::HaveMap(bits) => {
-            out.push(msg::HAVE_MAP);
-            out.extend_from_slice(bits);
-        }
-        Message::Have(i) => {
-            out.push(msg::HAVE);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
-        Message::Suggest(i) => {
-            out.push(msg::SUGGEST);
-            out.extend_from_slice(&i.to_be_bytes());
-        }
-        Message::Interested => out.push(msg::INTERESTED),
-        Message::NotInterested => out.push(msg::NOT_INTERESTED),
-        Message::Choke => out.push(msg::CHOKE),
-        Message::Unchoke => out.push(msg::UNCHOKE),
-        Message::Request(b) => {
-            out.push(msg::REQUEST);
-            out.extend_from_slice(b.as_bytes());
-        }
-        Message::Cancel(b) => {
-            out.push(msg::CANCEL);
-            out.extend_from_slice(b.as_bytes());
-        }
-        Message::Reject(b) => {
-            out.push(msg::REJECT);
-            out.extend_from_slice(b.as_bytes());
+        Message::Handshake(h) => body.copy_from_slice(h.as_bytes()),
+        Message::HaveMap(bits) => body.copy_from_slice(bits),
+        Message::Have(i) | Message::Suggest(i) => body.copy_from_slice(&i.to_be_bytes()),
+        Message::Interested | Message::NotInterested | Message::Choke | Message::Unchoke => {}
+        Message::Request(b) | Message::Cancel(b) | Message::Reject(b) => {
+            body.copy_from_slice(b.as_bytes())
         }
         Message::Data {
             fragment,
             offset,
             bytes,
         } => {
-            out.push(msg::DATA);
-            out.extend_from_slice(&fragment.to_be_bytes());
-            out.extend_from_slice(&offset.to_be_bytes());
-            out.extend_from_slice(bytes);
+            let (head, rest) = out.split_at_mut(DATA_HEADER_LEN);
+            head.copy_from_slice(DataHeader::new(*fragment, *offset).as_bytes());
+            rest.copy_from_slice(bytes);
         }
         Message::Pex { added, dropped } => {
-            // Callers keep to MAX_PEX; a longer list is cut rather than sent malformed.
             let added = &added[..added.len().min(MAX_PEX)];
             let dropped = &dropped[..dropped.len().min(MAX_PEX)];
-            out.push(msg::PEX);
-            out.push(added.len() as u8);
-            out.extend_from_slice(added.as_bytes());
-            out.extend_from_slice(dropped.as_bytes());
+            let (n, rest) = body.split_first_mut().expect("PEX has a count byte");
+            *n = added.len() as u8;
+            let (a, d) = rest.split_at_mut(added.as_bytes().len());
+            a.copy_from_slice(added.as_bytes());
+            d.copy_from_slice(dropped.as_bytes());
         }
     }
+    Ok(need)
+}
+
+/// [`emit`] into a new vector of exactly the message's length.
+pub fn to_vec(m: &Message<'_>) -> Vec<u8> {
+    let mut v = vec![0; m.buffer_len()];
+    let n = emit(m, &mut v).unwrap_or(0);
+    v.truncate(n);
+    v
 }
 
 /// A block reference from plain numbers.
@@ -333,8 +395,14 @@ pub fn check_have_map(bits: &[u8], fragments: u32) -> bool {
 /// re-emits to the same bytes.
 pub fn fuzz_check(data: &[u8]) -> Result<(), String> {
     if let Ok(m) = parse(data) {
-        let mut out = Vec::new();
-        emit(&m, &mut out);
+        if m.buffer_len() != data.len() {
+            return Err(format!(
+                "{m:?}: buffer_len {} of {}",
+                m.buffer_len(),
+                data.len()
+            ));
+        }
+        let out = to_vec(&m);
         if out != data {
             return Err(format!("{m:?} re-emits differently"));
         }
@@ -347,9 +415,18 @@ mod tests {
     use super::*;
 
     fn round(m: Message<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        emit(&m, &mut out);
+        let out = to_vec(&m);
+        assert_eq!(out.len(), m.buffer_len());
         assert_eq!(parse(&out), Ok(m));
+        // One byte short: refused, whatever the message.
+        let mut short = vec![0; out.len() - 1];
+        assert_eq!(
+            emit(&m, &mut short),
+            Err(BufferTooShort {
+                need: out.len(),
+                have: out.len() - 1
+            })
+        );
         out
     }
 

@@ -27,6 +27,7 @@ use st_proto::peer::{
 };
 
 use st_proto::st_file::Geometry;
+use zerocopy::IntoBytes;
 
 use super::picker::{Block, Picker, Received};
 use crate::rng::Rng;
@@ -487,22 +488,28 @@ impl SwarmCore {
         self.next_round
     }
 
-    fn send(ep: &mut Endpoint, h: ConnHandle, s: &mut Session, msg: Vec<u8>) {
+    /// Sends `m`, or queues it behind messages the transport pushed back. A control message
+    /// is written on the stack and copied once, into the transport's send buffer; only a
+    /// message that must wait, or a long one (HAVE_MAP, PEX), takes an allocation.
+    fn send(ep: &mut Endpoint, h: ConnHandle, s: &mut Session, m: &Message<'_>) {
         if !s.queued.is_empty() {
-            s.queued.push_back(msg);
+            s.queued.push_back(peer::to_vec(m));
             return;
         }
-        match ep.send(h, &msg) {
+        let mut stack = [0u8; peer::MAX_CONTROL_LEN];
+        let long;
+        let bytes = match peer::emit(m, &mut stack) {
+            Ok(n) => &stack[..n],
+            Err(_) => {
+                long = peer::to_vec(m);
+                &long[..]
+            }
+        };
+        match ep.send(h, bytes) {
             Ok(()) => {}
-            Err(SendError::Blocked) => s.queued.push_back(msg),
+            Err(SendError::Blocked) => s.queued.push_back(bytes.to_vec()),
             Err(SendError::TooLarge | SendError::Closed) => {}
         }
-    }
-
-    fn msg(m: &Message<'_>) -> Vec<u8> {
-        let mut v = Vec::new();
-        peer::emit(m, &mut v);
-        v
     }
 
     /// Handles a transport event for one of this swarm's connections.

@@ -213,7 +213,7 @@ impl Endpoint {
         if self.stateless.len() >= STATELESS_QUEUE {
             return false;
         }
-        let mut buf = vec![0u8; 64 + packet_body_len(p)];
+        let mut buf = vec![0u8; p.buffer_len()];
         if let Some(n) = packet::emit(p, &mut buf) {
             buf.truncate(n);
             self.stateless.push_back((remote, buf));
@@ -698,15 +698,6 @@ impl Endpoint {
         } else {
             Err(RespondError::QueueFull)
         }
-    }
-}
-
-fn packet_body_len(p: &Packet<'_>) -> usize {
-    match p {
-        Packet::Request { payload, .. } | Packet::Response { payload, .. } => payload.len(),
-        Packet::Close { reason, .. } => reason.len() + 6,
-        Packet::Data { frames, .. } => frames.len(),
-        _ => packet::MIN_INITIAL_LEN,
     }
 }
 

@@ -110,6 +110,12 @@ pub(super) fn golden_packets() -> Vec<(&'static str, Vec<u8>)> {
     ];
     for (name, p) in packets {
         let n = emit(&p, &mut buf).unwrap();
+        assert_eq!(n, p.buffer_len(), "{name}");
+        assert_eq!(
+            emit(&p, &mut vec![0; n - 1]),
+            None,
+            "{name}: one byte short"
+        );
         out.push((name, buf[..n].to_vec()));
     }
     out

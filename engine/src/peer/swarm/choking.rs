@@ -13,7 +13,7 @@ impl SwarmCore {
             // and should pick them then, not fragments of its own choosing.
             self.offer(ep, h);
             if let Some(s) = self.sessions.get_mut(&h) {
-                Self::send(ep, h, s, Self::msg(&Message::Unchoke));
+                Self::send(ep, h, s, &Message::Unchoke);
             }
         }
     }
@@ -26,7 +26,7 @@ impl SwarmCore {
             // Fragments asked of us but not served yet go back to the unclaimed set too.
             let mut back = std::mem::take(&mut s.offered);
             back.extend(s.serving.drain(..).map(|b| b.fragment));
-            Self::send(ep, h, s, Self::msg(&Message::Choke));
+            Self::send(ep, h, s, &Message::Choke);
             self.unclaim(back);
         }
     }

@@ -60,10 +60,10 @@ impl SwarmCore {
             ep,
             h,
             s,
-            Self::msg(&Message::Pex {
+            &Message::Pex {
                 added: &added,
                 dropped: &dropped,
-            }),
+            },
         );
     }
 

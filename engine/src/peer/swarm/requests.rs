@@ -66,9 +66,7 @@ impl SwarmCore {
                         ep,
                         oh,
                         os,
-                        Self::msg(&Message::Cancel(peer::block(
-                            b.fragment, b.offset, b.length,
-                        ))),
+                        &Message::Cancel(peer::block(b.fragment, b.offset, b.length)),
                     );
                 }
                 if r == Received::FragmentComplete {
@@ -150,9 +148,7 @@ impl SwarmCore {
                     ep,
                     h,
                     s,
-                    Self::msg(&Message::Request(peer::block(
-                        b.fragment, b.offset, b.length,
-                    ))),
+                    &Message::Request(peer::block(b.fragment, b.offset, b.length)),
                 );
             }
         }
@@ -180,7 +176,7 @@ impl SwarmCore {
             } else {
                 Message::NotInterested
             };
-            Self::send(ep, h, s, Self::msg(&m));
+            Self::send(ep, h, s, &m);
         }
     }
 
@@ -229,9 +225,7 @@ impl SwarmCore {
                     ep,
                     h,
                     s,
-                    Self::msg(&Message::Cancel(peer::block(
-                        b.fragment, b.offset, b.length,
-                    ))),
+                    &Message::Cancel(peer::block(b.fragment, b.offset, b.length)),
                 );
             }
         }

@@ -29,11 +29,8 @@ impl SwarmCore {
                 self.throttled = true;
                 return;
             }
-            let mut head = [0u8; peer::DATA_HEADER_LEN];
-            head[0] = peer::msg::DATA;
-            head[1..5].copy_from_slice(&b.fragment.to_be_bytes());
-            head[5..9].copy_from_slice(&b.offset.to_be_bytes());
-            let sent = ep.send_with(h, &head, b.length as usize, |x, y| {
+            let head = peer::DataHeader::new(b.fragment, b.offset);
+            let sent = ep.send_with(h, head.as_bytes(), b.length as usize, |x, y| {
                 store.read(b.fragment, b.offset, x)?;
                 if !y.is_empty() {
                     store.read(b.fragment, b.offset + x.len() as u32, y)?;
@@ -82,7 +79,7 @@ impl SwarmCore {
             return self.violation(ep, now, h, close_code::VIOLATION);
         }
         if s.choking || !self.picker.has(f) {
-            Self::send(ep, h, s, Self::msg(&Message::Reject(b)));
+            Self::send(ep, h, s, &Message::Reject(b));
         } else {
             s.serving.push_back(Block {
                 fragment: f,

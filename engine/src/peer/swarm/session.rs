@@ -44,8 +44,8 @@ impl SwarmCore {
             }
         }
         let s = self.sessions.get_mut(&h).expect("inserted above");
-        Self::send(ep, h, s, Self::msg(&Message::Handshake(&hs)));
-        Self::send(ep, h, s, Self::msg(&Message::HaveMap(&map)));
+        Self::send(ep, h, s, &Message::Handshake(&hs));
+        Self::send(ep, h, s, &Message::HaveMap(&map));
     }
 
     pub(super) fn violation(&mut self, ep: &mut Endpoint, now: Time, h: ConnHandle, code: u32) {

@@ -70,7 +70,7 @@ impl SwarmCore {
                 continue;
             }
             s.offered.push(i);
-            Self::send(ep, h, s, Self::msg(&Message::Suggest(i)));
+            Self::send(ep, h, s, &Message::Suggest(i));
         }
     }
 }

@@ -443,7 +443,7 @@ fn a_slot_that_comes_free_is_given_at_once_not_at_the_next_choke_round() {
                     ep,
                     h,
                     nodes[first].core.sessions.get_mut(&h).expect("session"),
-                    SwarmCore::msg(&Message::NotInterested),
+                    &Message::NotInterested,
                 );
             }
             let other = 3 - first;

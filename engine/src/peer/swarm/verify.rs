@@ -39,7 +39,7 @@ impl SwarmCore {
                     s.wanted = s.wanted.saturating_sub(1);
                 }
                 if s.peer_id.is_some() {
-                    Self::send(ep, h, s, Self::msg(&Message::Have(i)));
+                    Self::send(ep, h, s, &Message::Have(i));
                 }
                 self.update_interest(ep, h);
             }
