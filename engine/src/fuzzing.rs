@@ -40,7 +40,6 @@ const QUEUE_CAP: usize = 256;
 fn cfg(accept: bool) -> Config {
     Config {
         accept,
-        serve_requests: accept,
         max_message: 64 << 10,
         recv_window: 128 << 10,
         send_buffer: 256 << 10,
@@ -81,7 +80,7 @@ pub fn transport_check(data: &[u8]) -> Result<(), String> {
             }
             1 => {
                 if let Some(d) = to_server.pop_front() {
-                    server.handle(now, caddr, &d);
+                    serve(&mut server, now, caddr, &d, &mut to_client);
                 }
             }
             2 => {
@@ -121,7 +120,7 @@ pub fn transport_check(data: &[u8]) -> Result<(), String> {
                         st_proto::packet::seal(&mut d);
                     }
                     if to_srv {
-                        server.handle(now, caddr, &d);
+                        serve(&mut server, now, caddr, &d, &mut to_client);
                     } else {
                         client.handle(now, saddr, &d);
                     }
@@ -149,7 +148,11 @@ pub fn transport_check(data: &[u8]) -> Result<(), String> {
                 } else {
                     ([192, 0, 2, b], 7).into()
                 };
-                server.handle(now, from, &d);
+                if from == caddr {
+                    serve(&mut server, now, from, &d, &mut to_client);
+                } else {
+                    server.handle(now, from, &d);
+                }
             }
             7 => {
                 let len = usize::from(c.u16().unwrap_or(0)) % msg.len();
@@ -194,17 +197,36 @@ pub fn transport_check(data: &[u8]) -> Result<(), String> {
         }
         while client.poll_event().is_some() {}
         while let Some(ev) = server.poll_event() {
-            match ev {
-                Event::Connected(h) => sh = Some(h),
-                Event::Request(r) => {
-                    let _ = server.respond(&r, b"ok");
-                }
-                _ => {}
+            if let Event::Connected(h) = ev {
+                sh = Some(h);
             }
         }
         check_bounds(&client, &server, ch, sh)?;
     }
     Ok(())
+}
+
+/// The server side: its endpoint takes the datagram, and a REQUEST is answered as the
+/// tracker answers one ([`crate::transport::respond`]), the reply queued for the client.
+fn serve(
+    server: &mut Endpoint,
+    now: Time,
+    from: SocketAddr,
+    d: &[u8],
+    to_client: &mut VecDeque<Vec<u8>>,
+) {
+    server.handle(now, from, d);
+    if let Ok(st_proto::packet::Packet::Request { hdr, .. }) = st_proto::packet::parse(d) {
+        let mut out = [0u8; 256];
+        if let Some(n) = crate::transport::respond(&mut out, &hdr, d.len(), |b| {
+            let ok = b.get_mut(..2)?;
+            ok.copy_from_slice(b"ok");
+            Some(2)
+        }) && to_client.len() < QUEUE_CAP
+        {
+            to_client.push_back(out[..n].to_vec());
+        }
+    }
 }
 
 fn check_bounds(

@@ -1234,7 +1234,6 @@ impl PeerNode {
                         self.touch(k);
                     }
                 }
-                Event::Request(_) => {}
                 Event::Connected(h) | Event::Readable(h) | Event::Writable(h) => {
                     if let Some(&k) = self.conns.get(h) {
                         self.dispatch(now, k, &ev);

@@ -8,9 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::{Net, server_cfg, sizes};
+use st_engine::driver::{Core, Transmit};
 use st_engine::rng::Rng;
 use st_engine::sim::{PipeConfig, Sim, for_seeds};
-use st_engine::transport::{CloseReason, Config, CongestionKind, Event, RespondError, code};
+use st_engine::time::Time;
+use st_engine::transport::{CloseReason, Config, CongestionKind, Event, code, respond};
 use st_proto::packet::{self, Header, Packet, PacketType, Params};
 
 fn bottleneck(rate_bps: u64, one_way_ms: u64, queue: usize, loss: f64) -> PipeConfig {
@@ -449,6 +451,50 @@ fn four_mib_messages_arrive_intact_under_loss() {
     });
 }
 
+/// A responder as the tracker is one: every REQUEST answered through `transport::respond`,
+/// with its payload reversed; a payload one byte over the budget is refused every time.
+#[derive(Default)]
+struct Reverser {
+    out: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    answered: usize,
+}
+
+impl Core for Reverser {
+    fn handle(&mut self, _now: Time, remote: SocketAddr, data: &[u8]) {
+        let Ok(Packet::Request { hdr, payload }) = packet::parse(data) else {
+            return;
+        };
+        let mut buf = vec![0u8; 65_536];
+        assert_eq!(
+            respond(&mut buf, &hdr, data.len(), |b| Some(b.len() + 1)),
+            None,
+            "over the anti-amplification budget"
+        );
+        let n = respond(&mut buf, &hdr, data.len(), |b| {
+            let b = b.get_mut(..payload.len())?;
+            b.copy_from_slice(payload);
+            b.reverse();
+            Some(b.len())
+        })
+        .expect("answered");
+        self.answered += 1;
+        self.out.push_back((remote, buf[..n].to_vec()));
+    }
+    fn poll_transmit(&mut self, _now: Time, buf: &mut [u8]) -> Option<Transmit> {
+        let (remote, d) = self.out.pop_front()?;
+        buf[..d.len()].copy_from_slice(&d);
+        Some(Transmit {
+            remote,
+            len: d.len(),
+            segment_size: None,
+        })
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+    fn handle_timeout(&mut self, _now: Time) {}
+}
+
 #[test]
 fn request_response_retransmits_and_gives_up() {
     for_seeds(&[111], |seed| {
@@ -457,10 +503,7 @@ fn request_response_retransmits_and_gives_up() {
             ..PipeConfig::default()
         };
         let mut sim = Sim::new(seed, p);
-        let tracker = sim.add_node(Config {
-            serve_requests: true,
-            ..Config::default()
-        });
+        let tracker = sim.add_core(Reverser::default());
         let client = sim.add_node(Config {
             request_attempts: 8,
             ..Config::default()
@@ -479,18 +522,6 @@ fn request_response_retransmits_and_gives_up() {
         let mut failed = Vec::new();
         let deadline = sim.now() + Duration::from_secs(120);
         while sim.step(deadline) {
-            let ep = sim.endpoint(tracker).unwrap();
-            while let Some(ev) = ep.poll_event() {
-                if let Event::Request(req) = ev {
-                    let mut answer = req.payload.clone();
-                    answer.reverse();
-                    ep.respond(&req, &answer).unwrap();
-                    assert_eq!(
-                        ep.respond(&req, &vec![0; req.budget]),
-                        Err(RespondError::Amplification)
-                    );
-                }
-            }
             let ep = sim.endpoint(client).unwrap();
             while let Some(ev) = ep.poll_event() {
                 match ev {
@@ -507,6 +538,8 @@ fn request_response_retransmits_and_gives_up() {
         }
         assert_eq!(answered.len() + failed.len(), 21);
         assert!(failed.contains(&lost));
+        let responder = sim.core_ref::<Reverser>(tracker).expect("the responder");
+        assert!(responder.answered >= answered.len(), "answers came from it");
         assert!(
             answered.len() >= 19,
             "seed {seed}: only {} answered",

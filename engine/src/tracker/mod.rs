@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use slab::Slab;
-use st_proto::packet::{self, Header, Packet, PacketType};
+use st_proto::packet::{self, Packet};
 use st_proto::tracker::{
     self as wire, AnnounceResponseHead, Bep15Announced, Bep15Head, Bep15Request, Event,
     INFO_HASH_LEN, MAX_SCRAPE, NativeRequest, ScrapeEntry,
@@ -37,6 +37,7 @@ use swarm::{Family, Swarm};
 
 use crate::rng::Rng;
 use crate::time::Time;
+use crate::transport;
 
 /// Largest reply the tracker writes: one datagram that crosses any path (spec §5).
 pub const MAX_REPLY: usize = wire::MAX_REPLY_DATAGRAM;
@@ -193,24 +194,12 @@ impl Tracker {
             return Outcome::Drop;
         };
         // Answer inside a RESPONSE that echoes the requester and request ids, no larger than
-        // 3× the REQUEST datagram (transport §9, spec §3.2).
-        let budget = wire::native_reply_budget(data.len()).min(cap);
-        let out = &mut out[..budget];
-        let body = packet::HEADER_LEN;
-        let Some(n) = self.handle_native(now, src, payload, data.len(), &mut out[body..]) else {
-            return Outcome::Drop;
-        };
-        let reply = Header {
-            ptype: PacketType::Response,
-            dcid: hdr.scid,
-            scid: 0,
-            pn: hdr.pn,
-        };
-        match packet::write_header(out, &reply) {
-            Some(_) => {
-                packet::seal(&mut out[..body + n]);
-                Outcome::Reply(body + n)
-            }
+        // 3× the REQUEST datagram (transport §9, spec §3.2), and than a tracker's largest reply.
+        let out = &mut out[..wire::native_reply_budget(data.len()).min(cap)];
+        match transport::respond(out, &hdr, data.len(), |body| {
+            self.handle_native(now, src, payload, data.len(), body)
+        }) {
+            Some(n) => Outcome::Reply(n),
             None => Outcome::Drop,
         }
     }

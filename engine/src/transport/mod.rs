@@ -21,9 +21,8 @@ use std::time::Duration;
 pub use crate::driver::Transmit;
 pub use congestion::{CongestionKind, Controller};
 pub use connection::ConnStats;
-pub use endpoint::{
-    Endpoint, EndpointStats, IncomingRequest, MAX_QUEUED_REQUESTS, RequestId, RespondError,
-};
+pub use endpoint::reqresp::{RequestId, respond, response_budget};
+pub use endpoint::{Endpoint, EndpointStats};
 
 /// Transport error codes carried in CLOSE (spec §7.1).
 pub mod code {
@@ -66,8 +65,6 @@ pub struct Config {
     pub congestion: CongestionKind,
     /// Accept incoming connections (servers, peers).
     pub accept: bool,
-    /// Answer incoming requests (trackers).
-    pub serve_requests: bool,
     /// Most connections at once.
     pub max_connections: usize,
     /// Cookie time window (spec §5.2).
@@ -100,7 +97,6 @@ impl Default for Config {
             probe_mtu: true,
             congestion: CongestionKind::Cubic,
             accept: false,
-            serve_requests: false,
             max_connections: 4096,
             cookie_lifetime: Duration::from_secs(10),
             secret: None,
@@ -167,8 +163,6 @@ pub enum Event {
     Writable(ConnHandle),
     /// The connection ended. Messages already received may still be read until it is drained.
     Closed(ConnHandle, CloseReason),
-    /// A request arrived (only with `serve_requests`).
-    Request(IncomingRequest),
     /// A response to one of our requests.
     Response(RequestId, Vec<u8>),
     /// A request was given up after its last attempt.
