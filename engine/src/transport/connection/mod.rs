@@ -56,6 +56,42 @@ pub(crate) const MAX_PN: u64 = 1 << 62;
 /// Longest interval between two INITIALs.
 const HANDSHAKE_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// Frames of a DATA packet parsed into a fixed array before anything acts on them: our own
+/// packets carry at most five (ACK, MAX_DATA, DATA_BLOCKED, STREAM, PING or PADDING).
+const PARSED_FRAMES: usize = 16;
+
+/// What [`parse_frames`] found.
+enum ParsedFrames {
+    /// A frame is invalid (spec §4): the packet is dropped whole.
+    Invalid,
+    /// All frames valid, and this many of them in the array.
+    All(usize),
+    /// All frames valid, but more than [`PARSED_FRAMES`]: only the first ones are in the array.
+    TooMany,
+}
+
+/// Parses the frames of a DATA packet's `body` into `out`, validating every one.
+fn parse_frames<'a>(body: &'a [u8], out: &mut [Frame<'a>; PARSED_FRAMES]) -> ParsedFrames {
+    let mut it = Frames::new(body);
+    let mut n = 0;
+    while let Some(f) = it.next() {
+        let Ok(f) = f else {
+            return ParsedFrames::Invalid;
+        };
+        if n == PARSED_FRAMES {
+            // The rest is validated without being kept.
+            return if it.any(|f| f.is_err()) {
+                ParsedFrames::Invalid
+            } else {
+                ParsedFrames::TooMany
+            };
+        }
+        out[n] = f;
+        n += 1;
+    }
+    ParsedFrames::All(n)
+}
+
 /// The keep-alive interval: the configured one, at most a third of the (negotiated) idle
 /// timeout (spec §7).
 fn keep_alive_for(configured: Option<Duration>, idle: Duration) -> Option<Duration> {
@@ -548,6 +584,9 @@ impl Connection {
     }
 
     /// A DATA packet for this connection (spec §4). Invalid frame sequences are dropped whole.
+    /// The frames are parsed once, into a fixed array, and validated, budgeted and dispatched
+    /// from there; a packet of more than [`PARSED_FRAMES`] frames (spec §4 sets no limit) is
+    /// walked from its bytes again for each.
     pub(crate) fn handle_data(&mut self, now: Time, hdr: &Header, frames: &[u8]) {
         match self.state {
             State::Draining | State::Drained | State::Handshake => return,
@@ -561,14 +600,25 @@ impl Connection {
             State::Established => {}
         }
         let pn = hdr.pn;
-        if pn >= MAX_PN || Frames::new(frames).any(|f| f.is_err()) {
+        if pn >= MAX_PN {
             return;
         }
+        let mut parsed = [Frame::Padding(0); PARSED_FRAMES];
+        match parse_frames(frames, &mut parsed) {
+            ParsedFrames::Invalid => {}
+            ParsedFrames::All(n) => self.on_data(now, pn, parsed[..n].iter().copied()),
+            ParsedFrames::TooMany => self.on_data(now, pn, Frames::new(frames).flatten()),
+        }
+    }
+
+    /// A DATA packet `pn` whose `frames` are all valid: duplicates and packets that would
+    /// fragment the receive buffer too far are dropped, the rest acknowledged and dispatched.
+    fn on_data<'a>(&mut self, now: Time, pn: u64, frames: impl Iterator<Item = Frame<'a>> + Clone) {
         if self.ack.is_duplicate(pn) {
             self.ack.ack_immediately();
             return;
         }
-        if !self.recv.stream_ranges_fit(frames) {
+        if !self.recv.stream_ranges_fit(frames.clone()) {
             // Too fragmented (spec §10): not acknowledged, so the peer sends it again later.
             self.stats.dropped_fragmented += 1;
             return;
@@ -582,7 +632,7 @@ impl Connection {
         let out_of_order = self.ack.on_packet(now, pn);
         let mut eliciting = false;
         let mut pinged = false;
-        for f in Frames::new(frames).flatten() {
+        for f in frames {
             match f {
                 Frame::Padding(_) => {}
                 Frame::Ping => {

@@ -2,7 +2,7 @@
 //! (spec §4.1), flow-control credit and MAX_DATA (spec §8.3), the out-of-order range budget
 //! (spec §10), messages above our limit (spec §6) and `Readable` signalling.
 
-use st_proto::packet::{Frame, Frames};
+use st_proto::packet::Frame;
 
 use crate::transport::assembler::Assembler;
 use crate::transport::code;
@@ -84,11 +84,12 @@ impl RecvStream {
     /// True if the STREAM frames of a packet leave at most [`MAX_STREAM_RANGES`] out-of-order
     /// ranges in the receive buffer (counted against the current set, an upper bound). Bytes
     /// that extend the in-order prefix are always taken, so a full set never stalls the stream.
-    pub(super) fn stream_ranges_fit(&self, frames: &[u8]) -> bool {
+    /// `frames` are the packet's frames, all valid.
+    pub(super) fn stream_ranges_fit<'a>(&self, frames: impl Iterator<Item = Frame<'a>>) -> bool {
         let base = self.asm.base();
         let prefix_end = base + self.asm.contiguous();
         let mut new = 0;
-        for f in Frames::new(frames).flatten() {
+        for f in frames {
             if let Frame::Stream { offset, data } = f {
                 let end = offset.saturating_add(data.len() as u64);
                 let off = offset.max(base);

@@ -160,3 +160,58 @@ fn an_ack_carries_the_fresh_ranges_and_else_only_the_newest() {
     let want: Vec<(u64, u64)> = (30..42u64).rev().map(|k| (2 * k, 2 * k)).collect();
     assert_eq!(ranges, want, "all 12 fresh ranges");
 }
+
+/// A STREAM frame carrying `data` at `offset`.
+fn stream_frame(offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; packet::STREAM_OVERHEAD + data.len()];
+    let at = packet::write_stream_header(&mut f, 0, offset, data.len() as u16).unwrap();
+    f[at..].copy_from_slice(data);
+    f
+}
+
+/// Feeds `c` a DATA packet `pn` whose body is `frames`.
+fn data(c: &mut Connection, now: Time, pn: u64, frames: &[u8]) {
+    let hdr = packet::Header {
+        ptype: packet::PacketType::Data,
+        dcid: c.local_cid,
+        scid: c.remote_cid,
+        pn,
+    };
+    c.handle_data(now, &hdr, frames);
+}
+
+/// A DATA packet's frames are parsed into an array of 16; a packet with more (spec §4 sets no
+/// limit) is still validated whole and dispatched, and an invalid frame anywhere drops it.
+#[test]
+fn a_packet_of_more_frames_than_the_parse_array_is_handled_whole() {
+    let t0 = Time::ZERO;
+    let mut c = established(t0);
+    // A message "abc" (7 bytes with its length prefix) in 7 one-byte STREAM frames after 12
+    // PINGs: 19 frames.
+    let msg = [0, 0, 0, 3, b'a', b'b', b'c'];
+    let mut body = vec![packet::frame_type::PING; 12];
+    for (i, b) in msg.iter().enumerate() {
+        body.extend(stream_frame(i as u64, &[*b]));
+    }
+    // An unknown frame type after the 16th frame, and within the first 16: dropped whole.
+    for bad in [
+        [body.as_slice(), &[0x7f]].concat(),
+        [&[0x7f], body.as_slice()].concat(),
+    ] {
+        data(&mut c, t0, 0, &bad);
+        assert_eq!(c.stats().packets_received, 0);
+        assert_eq!(c.recv(), None);
+    }
+    data(&mut c, t0, 0, &body);
+    assert_eq!(c.stats().packets_received, 1);
+    assert_eq!(c.recv(), Some(b"abc".to_vec()));
+    // A packet of a few frames goes through the array the same way.
+    let few = [
+        &[packet::frame_type::PING][..],
+        &stream_frame(7, &[0, 0, 0, 1, b'd']),
+    ]
+    .concat();
+    data(&mut c, t0, 1, &few);
+    assert_eq!(c.stats().packets_received, 2);
+    assert_eq!(c.recv(), Some(b"d".to_vec()));
+}
