@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! transport_bench --listen 127.0.0.1:7000 [--mtu N] [--no-gso] [--no-gro]
-//! transport_bench --connect 127.0.0.1:7000 [--bytes 1G] [--msg 1M] [--mtu N] [--no-gso] [--no-gro]
+//! transport_bench --connect 127.0.0.1:7000 [--bytes 1G] [--msg 1M] [--mtu N] [--idle N] [--no-gso] [--no-gro]
 //! ```
 //! Both sides print one `RESULT` line: bytes, seconds, Gbit/s, CPU seconds (user+system of the
 //! process) and CPU seconds per GiB.
@@ -54,6 +54,7 @@ fn main() {
     let mut bytes = 1u64 << 30;
     let mut msg = 1usize << 20;
     let mut mtu: Option<u16> = None;
+    let mut idle = 0usize;
     let mut rcfg = ReactorConfig::default();
     let mut i = 0;
     while i < args.len() {
@@ -64,6 +65,7 @@ fn main() {
             "--bytes" => bytes = parse_size(&v),
             "--msg" => msg = parse_size(&v) as usize,
             "--mtu" => mtu = Some(v.parse().expect("mtu")),
+            "--idle" => idle = v.parse().expect("count"),
             "--no-gso" => {
                 rcfg.gso = false;
                 i -= 1;
@@ -96,7 +98,9 @@ fn main() {
         r.run(&mut ep, Duration::from_millis(100), |ep, _| {
             while let Some(ev) = ep.poll_event() {
                 match ev {
-                    Event::Connected(c) => h = Some(c),
+                    // The bulk connection is the one that delivers data (`--idle` ones send
+                    // none).
+                    Event::Readable(c) if h.is_none() => h = Some(c),
                     Event::Closed(c, _) if Some(c) == h => closed = true,
                     _ => {}
                 }
@@ -138,6 +142,11 @@ fn main() {
         let mut r = Reactor::bind(rcfg).expect("bind");
         let mut ep = Endpoint::new(cfg, 0xc11e);
         let h = ep.connect(r.now(), addr);
+        // Connections that stay open and idle beside the bulk one (`--idle N`): what a node
+        // serving a library has, and what per-turn scans of every connection would pay for.
+        for _ in 0..idle {
+            ep.connect(r.now(), addr);
+        }
         let data = vec![0xa5u8; msg];
         let mut sent = 0u64;
         let mut connected = false;
@@ -147,11 +156,11 @@ fn main() {
         r.run(&mut ep, Duration::from_millis(100), |ep, now| {
             while let Some(ev) = ep.poll_event() {
                 match ev {
-                    Event::Connected(_) => {
+                    Event::Connected(c) if c == h => {
                         connected = true;
                         start = Some((Instant::now(), cpu_seconds()));
                     }
-                    Event::Closed(_, why) => {
+                    Event::Closed(c, why) if c == h => {
                         eprintln!("closed: {why:?}");
                         return ControlFlow::Break(());
                     }
@@ -187,7 +196,7 @@ fn main() {
         );
     } else {
         eprintln!(
-            "usage: transport_bench --listen ADDR | --connect ADDR [--bytes N] [--msg N] [--mtu N]"
+            "usage: transport_bench --listen ADDR | --connect ADDR [--bytes N] [--msg N] [--mtu N] [--idle N]"
         );
         std::process::exit(2);
     }

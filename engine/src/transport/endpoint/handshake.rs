@@ -85,6 +85,7 @@ impl Endpoint {
         }
         if let Some(&k) = self.by_initial.get(&(remote, hdr.scid)) {
             self.conns[k].handle_initial_again();
+            self.flush(k);
             return;
         }
         if !self.keys.cookie_valid(now, remote, hdr.scid, &cookie) {

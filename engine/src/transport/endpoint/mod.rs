@@ -7,6 +7,7 @@
 
 mod handshake;
 pub(super) mod reqresp;
+mod schedule;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -59,7 +60,9 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     requests: reqresp::Requests,
-    rr: usize,
+    schedule: schedule::Schedule,
+    /// Scratch list of slots whose timers are due (kept for its allocation).
+    due: Vec<usize>,
     keys: handshake::Keys,
     generations: Vec<u32>,
     stats: EndpointStats,
@@ -93,7 +96,8 @@ impl Endpoint {
             events: VecDeque::new(),
             stateless: VecDeque::new(),
             requests,
-            rr: 0,
+            schedule: schedule::Schedule::default(),
+            due: Vec::new(),
             generations: Vec::new(),
             stats: EndpointStats::default(),
         }
@@ -159,7 +163,18 @@ impl Endpoint {
         self.slot(h).and_then(|k| self.conns.get_mut(k))
     }
 
+    /// After anything that may have changed connection `k`: its events are taken, a drained
+    /// connection removed, and the rest filed under its next deadline and queued as ready.
     fn flush(&mut self, k: usize) {
+        self.flush_events(k);
+        if self.conns.contains(k) {
+            self.schedule.mark_ready(k);
+        }
+    }
+
+    /// Like [`Self::flush`], without queueing the connection as ready (it just said it has
+    /// nothing to send).
+    fn flush_events(&mut self, k: usize) {
         let Some(c) = self.conns.get_mut(k) else {
             return;
         };
@@ -180,10 +195,13 @@ impl Endpoint {
         }
         if c.is_drained() {
             self.remove(k);
+        } else {
+            self.schedule.set_deadline(k, c.poll_timeout());
         }
     }
 
     fn remove(&mut self, k: usize) {
+        self.schedule.forget(k);
         if let Some(c) = self.conns.try_remove(k) {
             self.by_cid.remove(&c.local_cid);
             if self.by_initial.get(&(c.remote, c.remote_cid)) == Some(&k) {
@@ -219,6 +237,7 @@ impl Endpoint {
             Packet::Retry { cookie, .. } => {
                 if let Some(k) = known(self) {
                     self.conns[k].handle_retry(cookie);
+                    self.flush(k);
                 }
             }
             Packet::Accept { params, .. } => {
@@ -269,17 +288,15 @@ impl Endpoint {
 
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Time) {
-        for k in 0..self.generations.len() {
-            if self
-                .conns
-                .get(k)
-                .and_then(|c| c.poll_timeout())
-                .is_some_and(|t| t <= now)
-            {
-                self.conns[k].handle_timeout(now);
+        let mut due = std::mem::take(&mut self.due);
+        self.schedule.take_due(now, &mut due);
+        for k in due.drain(..) {
+            if let Some(c) = self.conns.get_mut(k) {
+                c.handle_timeout(now);
                 self.flush(k);
             }
         }
+        self.due = due;
         self.requests
             .handle_timeout(now, self.cfg.request_attempts, &mut self.events);
     }
@@ -289,11 +306,7 @@ impl Endpoint {
 
     /// The earliest time [`Self::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Time> {
-        let c = self
-            .conns
-            .iter()
-            .filter_map(|(_, c)| c.poll_timeout())
-            .min();
+        let c = self.schedule.earliest();
         let r = self.requests.poll_timeout();
         match (c, r) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -324,31 +337,28 @@ impl Endpoint {
         {
             return Some(t);
         }
+        // Connections that may have something to send, in turn: one that sends goes to the
+        // back of the queue; one that has nothing leaves it until something changes for it.
         let max_seg = self.cfg.max_segments;
-        let start = self.rr;
-        let mut found = None;
-        'outer: for pass in 0..2 {
-            for (k, c) in self.conns.iter_mut() {
-                if (pass == 0 && k < start) || (pass == 1 && k >= start) {
-                    continue;
+        while let Some(k) = self.schedule.next_ready() {
+            let Some(c) = self.conns.get_mut(k) else {
+                continue;
+            };
+            match c.poll_transmit(now, buf, max_seg) {
+                Some((len, segment_size)) => {
+                    let t = Transmit {
+                        remote: c.remote,
+                        len,
+                        segment_size,
+                    };
+                    self.flush(k);
+                    return Some(t);
                 }
-                if let Some((len, segment_size)) = c.poll_transmit(now, buf, max_seg) {
-                    found = Some((
-                        k,
-                        Transmit {
-                            remote: c.remote,
-                            len,
-                            segment_size,
-                        },
-                    ));
-                    break 'outer;
-                }
+                // It may have set a pacing timer instead.
+                None => self.flush_events(k),
             }
         }
-        let (k, t) = found?;
-        self.rr = k + 1;
-        self.flush(k);
-        Some(t)
+        None
     }
 
     /// The next event.
@@ -368,6 +378,7 @@ impl Endpoint {
         let k = self.insert(c);
         self.stats.connections_opened += 1;
         self.by_cid.insert(cid, k);
+        self.flush(k);
         ConnHandle {
             index: k,
             generation: self.generations[k],
@@ -376,7 +387,9 @@ impl Endpoint {
 
     /// Queues one message. Fails with [`SendError::Blocked`] when the send buffer is full.
     pub fn send(&mut self, h: ConnHandle, msg: &[u8]) -> Result<(), SendError> {
-        self.get_mut(h).ok_or(SendError::Closed)?.send(msg)
+        let r = self.get_mut(h).ok_or(SendError::Closed)?.send(msg);
+        self.flush(h.index);
+        r
     }
 
     /// Queues one message made of `head` and `body_len` bytes that `fill` writes in place
@@ -390,20 +403,30 @@ impl Endpoint {
         body_len: usize,
         fill: impl FnOnce(&mut [u8], &mut [u8]) -> Result<(), E>,
     ) -> Result<Result<(), E>, SendError> {
-        self.get_mut(h)
+        let r = self
+            .get_mut(h)
             .ok_or(SendError::Closed)?
-            .send_with(head, body_len, fill)
+            .send_with(head, body_len, fill);
+        self.flush(h.index);
+        r
     }
 
     /// Takes the next complete message, in order.
     pub fn recv(&mut self, h: ConnHandle) -> Option<Vec<u8>> {
-        self.get_mut(h)?.recv()
+        let m = self.get_mut(h)?.recv();
+        // Reading may grant credit (MAX_DATA to send) or find a violation (a timer).
+        self.flush(h.index);
+        m
     }
 
     /// Like [`Endpoint::recv`], into `out` (cleared first; its allocation is reused, so a
     /// receive loop allocates nothing per message). False if no message is ready.
     pub fn recv_into(&mut self, h: ConnHandle, out: &mut Vec<u8>) -> bool {
-        self.get_mut(h).is_some_and(|c| c.recv_into(out))
+        let got = self.get_mut(h).is_some_and(|c| c.recv_into(out));
+        if got {
+            self.flush(h.index);
+        }
+        got
     }
 
     /// Closes at once with an application code (spec §7.1).
