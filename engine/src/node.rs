@@ -996,6 +996,21 @@ impl PeerNode {
                         }
                     }
                 }
+                // The disk thread read blocks that peers asked for: they are sent now.
+                Done::Prefetched {
+                    fragment,
+                    offset,
+                    len,
+                } => {
+                    if slot.core.is_some() {
+                        self.allow(now, k);
+                        let slot = &mut self.slots[k];
+                        if let Some(c) = &mut slot.core {
+                            c.prefetched(&mut self.ep, slot.store.as_mut(), fragment, offset, len);
+                        }
+                        self.settle(now, k);
+                    }
+                }
                 Done::Finished(Ok(())) if slot.phase != SwarmPhase::Finishing => {}
                 Done::Finished(Ok(())) => {
                     slot.phase = SwarmPhase::Complete;
@@ -1034,8 +1049,18 @@ impl PeerNode {
         }
     }
 
-    /// After a swarm's peer layer ran: new dials, rate accounting, disk errors, completion.
+    /// After a swarm's peer layer ran: new dials, rate accounting, disk errors, completion,
+    /// then the store's results.
     fn after_swarm(&mut self, now: Time, k: usize) {
+        self.settle(now, k);
+        self.poll_store(now, k);
+        self.touch(k);
+    }
+
+    /// [`PeerNode::after_swarm`] but the store's results: for a call made from
+    /// [`PeerNode::poll_store`], whose loop takes them (one nested call per result would nest
+    /// as deep as the results waiting).
+    fn settle(&mut self, now: Time, k: usize) {
         let Some(slot) = self.slots.get_mut(k) else {
             return;
         };
@@ -1075,8 +1100,6 @@ impl PeerNode {
                 self.slots[k].phase = SwarmPhase::Complete;
             }
         }
-        self.poll_store(now, k);
-        self.touch(k);
     }
 
     /// Gives a swarm the rate allowance left before calling into it.

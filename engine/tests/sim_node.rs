@@ -675,6 +675,36 @@ fn a_slow_disk_does_not_hold_the_network_back() {
     w.assert_identical(f, s);
 }
 
+#[test]
+fn a_slow_disk_read_holds_back_only_the_blocks_it_reads() {
+    let mut w = World::new(12, quiet_pipe(), true, false);
+    let (slow, quick) = (w.swarm(200_000), w.swarm(200_000));
+    let clock = Rc::clone(&w.clock);
+    // One node seeds both swarms; every read of one of them takes 2 s.
+    w.node_with(
+        &[slow, quick],
+        &[],
+        |_| {},
+        move |s| Faults {
+            slow_reads: (s == slow).then(|| (Duration::from_secs(2), Rc::clone(&clock))),
+            ..Faults::default()
+        },
+    );
+    let f_slow = w.node(&[], &[slow], |_| {});
+    let f_quick = w.node(&[], &[quick], |_| {});
+    // The other swarm of the node is served in full while no read of the slow one is done.
+    assert!(w.run_until(Duration::from_millis(1900), |w| w.complete(f_quick, quick)));
+    assert_eq!(
+        w.downloaded(f_slow, slow),
+        0,
+        "sent before its read was done"
+    );
+    // The reads come back (through the store's results, as from a disk thread) and are sent.
+    assert!(w.run_until(Duration::from_secs(60), |w| w.complete(f_slow, slow)));
+    w.assert_identical(f_slow, slow);
+    w.assert_identical(f_quick, quick);
+}
+
 /// The randomized whole-process scenario: fault knobs drawn from the seed (loss, latency,
 /// link rates, swarm sizes, discovery), a crash and restart of a fetcher at a random moment.
 /// Afterwards every node holds identical bytes, the restarted node fetched nothing it had

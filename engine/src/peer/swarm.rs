@@ -15,7 +15,7 @@
 //! `tick`); each concern is a module of its own: `session` (dialling, greeting, closing),
 //! `requests` (pipelines, DATA, timeouts, interest), `choking` (upload slots), `suggest` (a
 //! seed's suggestions), `pex` (peer exchange), `verify` (checks, strikes, bans) and `serve`
-//! (sending requested blocks).
+//! (reading ahead and sending requested blocks).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
@@ -163,8 +163,8 @@ struct Session {
     interesting: bool,
     outstanding: Vec<(Block, Time)>,
     outstanding_bytes: u64,
-    /// Requests of theirs to serve, in order.
-    serving: VecDeque<Block>,
+    /// Requests of theirs to serve, in order, each with its read-ahead state.
+    serving: VecDeque<Serve>,
     /// Messages that the transport refused for now (send buffer full), in order.
     queued: VecDeque<Vec<u8>>,
     /// Bytes received from them in the current rate window, and the smoothed rate (B/s).
@@ -190,6 +190,31 @@ struct Session {
     /// Fragments we suggested to them that they have not asked for yet.
     offered: Vec<u32>,
 }
+
+/// A request of a peer's, queued to be served.
+#[derive(Debug, Clone, Copy)]
+struct Serve {
+    block: Block,
+    ahead: Ahead,
+}
+
+/// Where a queued block stands with the store ([`Store::prefetch`]). The blocks asked of the
+/// store are always the first of a session's queue: it is asked in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ahead {
+    /// Not asked yet (beyond [`READ_AHEAD`]).
+    No,
+    /// Asked; the store brings it in and says so ([`SwarmCore::prefetched`]).
+    Asked,
+    /// Readable without waiting for a disk.
+    Ready,
+}
+
+/// Bytes at the head of each session's queue of requests that the store is asked to ready
+/// ahead of sending ([`Store::prefetch`], `spec/peer.md` §8.2): enough blocks to keep the disk
+/// busy while the first ones are sent, and a bound on the reads in flight for peers that
+/// queue many requests.
+const READ_AHEAD: u64 = 2 << 20;
 
 impl Session {
     fn new(addr: SocketAddr, outbound: bool, n: u32) -> Session {

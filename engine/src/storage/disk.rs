@@ -1,13 +1,19 @@
 //! The disk thread (`spec/peer.md` §8): a fetch's writes, the read-back that verifies each
-//! fragment, and the fsyncs of the resume file run on their own thread, so that a slow disk
-//! never stalls the network reactor.
+//! fragment, the fsyncs of the resume file and the disk reads of the blocks a peer asked for
+//! run on their own thread, so that a slow disk never stalls the network reactor.
 //!
 //! The reactor side ([`DiskThread`]) is a [`Store`]: `write` hands the block to the thread
 //! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
 //! back-pressure of a disk slower than the network, and it bounds the memory held in flight),
-//! `verify` queues the check and answers "pending", and `read` serves verified fragments at
-//! once through duplicated file descriptors (a fragment is verified only after the thread wrote
-//! it, so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
+//! `verify` queues the check and answers "pending", and `prefetch` asks the thread to read a
+//! requested block of a verified fragment (into a scratch buffer: what matters is that the
+//! page cache then holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when
+//! it is done. Prefetches wait in a queue of their own, unbounded here (the peer layer bounds
+//! how many it asks for ahead of what it sends), and the thread takes them before the next
+//! queued operation, so that the reactor never waits to ask for one. `read` then copies the
+//! block once, from the page cache into the transport's send buffer, on the reactor thread,
+//! through duplicated file descriptors (a fragment is verified only after the thread wrote it,
+//! so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
 //! thread wakes the driver (a [`Wake`]) after each one.
 //!
 //! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
@@ -15,7 +21,9 @@
 
 use std::io;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, channel, sync_channel};
+use std::sync::mpsc::{
+    Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel,
+};
 use std::thread::JoinHandle;
 
 use super::Storage;
@@ -36,7 +44,16 @@ enum Op {
     Verify(u32),
     Sync,
     Finish,
+    /// Prefetches wait in their own queue: this wakes the thread to take them.
+    Prefetch,
 }
+
+/// A range to read ahead: fragment, offset, length.
+type Range = (u32, u32, u32);
+
+/// Largest read of a prefetch (a block is at most 256 KiB): the size of the thread's reused
+/// buffer.
+const PREFETCH_CHUNK: u32 = 256 * 1024;
 
 /// Most operations queued to the disk thread: with blocks of at most 256 KiB, at most 16 MiB
 /// of written data wait in memory.
@@ -45,6 +62,8 @@ pub const QUEUE: usize = 64;
 /// The reactor's handle on the disk thread.
 pub struct DiskThread {
     tx: Option<SyncSender<Op>>,
+    /// Ranges to read ahead, taken by the thread before its next queued operation.
+    prefetch: Sender<Range>,
     rx: Receiver<Done>,
     /// Reads and the verified set, on the reactor thread.
     reader: Storage,
@@ -74,11 +93,13 @@ impl DiskThread {
         let (tx, ops) = sync_channel::<Op>(QUEUE);
         let (done, rx) = channel::<Done>();
         let (back, spent) = channel::<Vec<u8>>();
+        let (prefetch, ahead) = channel::<Range>();
         let join = std::thread::Builder::new()
             .name("st-disk".into())
-            .spawn(move || run(storage, &ops, &done, &back, waker.as_ref()))?;
+            .spawn(move || run(storage, &ops, &ahead, &done, &back, waker.as_ref()))?;
         Ok(DiskThread {
             tx: Some(tx),
+            prefetch,
             rx,
             reader,
             join: Some(join),
@@ -264,63 +285,123 @@ impl Store for DiskThread {
         self.pending += 1;
         Ok(None)
     }
+
+    /// Never waits: the range goes to the thread's prefetch queue (unbounded), and a wake-up
+    /// to the operation queue only if it has room; when it is full, the thread is busy with
+    /// the operations in it and takes the prefetches after the one it is at. If the thread is
+    /// gone, the range is "readable now": the read on the reactor thread then tries it.
+    fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        let Some(tx) = &self.tx else {
+            return true;
+        };
+        if self.prefetch.send((fragment, offset, len)).is_err() {
+            return true;
+        }
+        match tx.try_send(Op::Prefetch) {
+            Ok(()) | Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Disconnected(_)) => true,
+        }
+    }
 }
 
-/// The thread: runs the operations in order until the reactor side hangs up.
+/// The thread: runs the operations in order until the reactor side hangs up, and after each
+/// one the prefetches asked for meanwhile.
 fn run(
     mut storage: Storage,
     ops: &Receiver<Op>,
-    done: &std::sync::mpsc::Sender<Done>,
-    back: &std::sync::mpsc::Sender<Vec<u8>>,
+    ahead: &Receiver<Range>,
+    done: &Sender<Done>,
+    back: &Sender<Vec<u8>>,
     waker: &dyn Wake,
 ) -> Storage {
     let mut failed = false;
+    let mut scratch = Vec::new();
     while let Ok(op) = ops.recv() {
-        let out = match op {
-            Op::Write {
-                fragment,
-                offset,
-                data,
-                start,
-                recycle,
-            } => {
-                if failed {
-                    continue;
-                }
-                let r = storage.write(fragment, offset, data.get(start..).unwrap_or_default());
-                if recycle {
-                    // The reactor reuses the buffer (it may have gone: then it is dropped).
-                    let _ = back.send(data);
-                }
-                match r {
-                    Ok(()) => continue,
-                    Err(e) => {
-                        failed = true;
-                        Done::Failed(e.into())
-                    }
-                }
+        if let Some(out) = apply(&mut storage, op, &mut failed, back) {
+            if done.send(out).is_err() {
+                break;
             }
-            Op::Verify(i) => {
-                if failed {
-                    continue;
-                }
-                match storage.verify(i) {
-                    Ok(ok) => Done::Verified(i, ok),
-                    Err(e) => {
-                        failed = true;
-                        Done::Failed(e.into())
-                    }
-                }
-            }
-            Op::Sync => Done::Synced(storage.sync_resume().map_err(io::Error::from)),
-            Op::Finish => Done::Finished(storage.finish().map_err(io::Error::from)),
-        };
-        if done.send(out).is_err() {
-            break;
+            waker.wake();
         }
-        waker.wake();
+        // A peer waits for each of these: they go before the next queued operation.
+        while let Ok((fragment, offset, len)) = ahead.try_recv() {
+            warm(&storage, &mut scratch, fragment, offset, len);
+            if done
+                .send(Done::Prefetched {
+                    fragment,
+                    offset,
+                    len,
+                })
+                .is_err()
+            {
+                return storage;
+            }
+            waker.wake();
+        }
     }
     storage
+}
+
+/// Runs one operation; returns its result, if it has one to report.
+fn apply(storage: &mut Storage, op: Op, failed: &mut bool, back: &Sender<Vec<u8>>) -> Option<Done> {
+    match op {
+        Op::Write {
+            fragment,
+            offset,
+            data,
+            start,
+            recycle,
+        } => {
+            if *failed {
+                return None;
+            }
+            let r = storage.write(fragment, offset, data.get(start..).unwrap_or_default());
+            if recycle {
+                // The reactor reuses the buffer (it may have gone: then it is dropped).
+                let _ = back.send(data);
+            }
+            r.err().map(|e| {
+                *failed = true;
+                Done::Failed(e.into())
+            })
+        }
+        Op::Verify(i) => {
+            if *failed {
+                return None;
+            }
+            Some(match storage.verify(i) {
+                Ok(ok) => Done::Verified(i, ok),
+                Err(e) => {
+                    *failed = true;
+                    Done::Failed(e.into())
+                }
+            })
+        }
+        Op::Sync => Some(Done::Synced(storage.sync_resume().map_err(io::Error::from))),
+        Op::Finish => Some(Done::Finished(storage.finish().map_err(io::Error::from))),
+        Op::Prefetch => None,
+    }
+}
+
+/// Reads a range into the page cache (through `scratch`, at most [`PREFETCH_CHUNK`] at a
+/// time). A failure is only logged: the read on the reactor thread meets it again and reports
+/// it the usual way.
+fn warm(storage: &Storage, scratch: &mut Vec<u8>, fragment: u32, offset: u32, len: u32) {
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(PREFETCH_CHUNK);
+        if scratch.len() < n as usize {
+            scratch.resize(n as usize, 0);
+        }
+        let Some(o) = offset.checked_add(at) else {
+            return;
+        };
+        if let Err(e) = storage.read(fragment, o, &mut scratch[..n as usize]) {
+            log::debug!("prefetch of fragment {fragment} at {o}: {e}");
+            return;
+        }
+        at += n;
+    }
 }
 
 impl SwarmStore for DiskThread {

@@ -331,6 +331,9 @@ impl<S: Store> Store for Shared<S> {
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
         self.0.borrow_mut().verify(i)
     }
+    fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        self.0.borrow_mut().prefetch(fragment, offset, len)
+    }
 }
 
 impl<S: SwarmStore> SwarmStore for Shared<S> {
@@ -358,6 +361,10 @@ pub struct Faults {
     /// A slow disk: each verification's result comes back (through `poll_done`, as from a
     /// disk thread) this long after it was asked, on the clock the test advances.
     pub slow_verify: Option<(Duration, Rc<Cell<Time>>)>,
+    /// A slow disk for reads: each prefetch ([`Store::prefetch`]) is answered (through
+    /// `poll_done`, as [`Done::Prefetched`], as from a disk thread) this long after it was
+    /// asked, on the clock the test advances.
+    pub slow_reads: Option<(Duration, Rc<Cell<Time>>)>,
 }
 
 /// A store with disk faults ([`Faults`]) in front of another.
@@ -371,6 +378,8 @@ pub struct Faulty<S> {
     pub failed_reads: u64,
     /// Verifications held back by `slow_verify`: when due, and which fragment.
     held: VecDeque<(Time, u32)>,
+    /// Prefetches held back by `slow_reads`: when due, and the range.
+    held_reads: VecDeque<(Time, u32, u32, u32)>,
     released: VecDeque<Done>,
 }
 
@@ -383,6 +392,7 @@ impl<S> Faulty<S> {
             written: 0,
             failed_reads: 0,
             held: VecDeque::new(),
+            held_reads: VecDeque::new(),
             released: VecDeque::new(),
         }
     }
@@ -422,6 +432,14 @@ impl<S: Store> Store for Faulty<S> {
         }
         self.inner.verify(i)
     }
+    fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        if let Some((delay, clock)) = &self.faults.slow_reads {
+            let due = clock.get() + *delay;
+            self.held_reads.push_back((due, fragment, offset, len));
+            return false;
+        }
+        self.inner.prefetch(fragment, offset, len)
+    }
 }
 
 impl<S: SwarmStore> SwarmStore for Faulty<S> {
@@ -443,6 +461,21 @@ impl<S: SwarmStore> SwarmStore for Faulty<S> {
             .slow_verify
             .as_ref()
             .map_or(Time::MAX, |(_, c)| c.get());
+        let now_reads = self
+            .faults
+            .slow_reads
+            .as_ref()
+            .map_or(Time::MAX, |(_, c)| c.get());
+        while let Some(&(due, fragment, offset, len)) = self.held_reads.front()
+            && due <= now_reads
+        {
+            self.held_reads.pop_front();
+            self.released.push_back(Done::Prefetched {
+                fragment,
+                offset,
+                len,
+            });
+        }
         while self.held.front().is_some_and(|(due, _)| *due <= now) {
             let (_, i) = self.held.pop_front()?;
             let d = match self.inner.verify(i) {

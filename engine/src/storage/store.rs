@@ -28,6 +28,15 @@ pub trait Store {
     /// if it matches, `Some(false)` if not, `None` if the check runs elsewhere (a disk thread)
     /// and its result comes back later as [`Done::Verified`].
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>>;
+    /// Readies `len` bytes at `offset` of `fragment` (a verified fragment) for a [`Store::read`]
+    /// soon: true if they can be read now without waiting for a disk (memory, or a store read
+    /// on the calling thread anyway), false if the store brings them in elsewhere (the disk
+    /// thread reads them into the page cache) and says so later as [`Done::Prefetched`]. A
+    /// failure is reported as prefetched too: the read that follows fails the usual way.
+    fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        let _ = (fragment, offset, len);
+        true
+    }
 }
 
 /// A result of storage work that ran elsewhere (the disk thread) or was deferred.
@@ -40,6 +49,16 @@ pub enum Done {
     Synced(io::Result<usize>),
     /// [`SwarmStore::finish`] finished: the files are in place, or why not.
     Finished(io::Result<()>),
+    /// The range asked for by [`Store::prefetch`] can be read without waiting for the disk (or
+    /// could not be read: the read that follows says why).
+    Prefetched {
+        /// The fragment asked for.
+        fragment: u32,
+        /// The offset in it.
+        offset: u32,
+        /// The length.
+        len: u32,
+    },
     /// A write (or the read-back of a verification) failed. Later writes are skipped and later
     /// verifications are not answered: the fetch must stop (verified data and the resume
     /// state are kept).

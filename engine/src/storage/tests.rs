@@ -445,6 +445,106 @@ fn the_disk_thread_takes_message_buffers_and_hands_them_back_for_reuse() {
     assert!(matches!(next_result(&mut t), Done::Verified(1, true)));
 }
 
+/// A waker that holds the disk thread (it wakes the driver after each result) until the test
+/// opens it: the thread's operation queue can then be filled.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn set(&self, open: bool) {
+        *self.open.lock().unwrap() = open;
+        self.cv.notify_all();
+    }
+}
+
+impl crate::driver::Wake for Gate {
+    fn wake(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_disk_thread_reads_ahead_for_the_caller_without_making_it_wait() {
+    use crate::storage::Store;
+    use disk::{DiskThread, QUEUE};
+    use std::sync::Arc;
+    let d = Scratch::new("disk-thread-prefetch");
+    let all = data(50_000, 8);
+    let info = info_for("blob.bin", &all, None);
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let gate = Arc::new(Gate::default());
+    gate.set(true);
+    let mut t = DiskThread::spawn(s, gate.clone()).unwrap();
+    for i in 0..info.hashes.len() as u32 {
+        t.write(i, 0, fragment(&all, i)).unwrap();
+        assert_eq!(t.verify(i).unwrap(), None);
+        assert!(matches!(next_result(&mut t), Done::Verified(_, true)));
+    }
+    // A prefetch is the thread's work: "not yet", then its result.
+    assert!(!t.prefetch(1, 100, 5000));
+    match next_result(&mut t) {
+        Done::Prefetched {
+            fragment: 1,
+            offset: 100,
+            len: 5000,
+        } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut buf = vec![0u8; 5000];
+    t.read(1, 100, &mut buf).unwrap();
+    assert_eq!(buf, fragment(&all, 1)[100..5100]);
+    // One that fails (past the end of the fragment) is reported as done all the same: the
+    // read that follows fails the usual way, and nothing else stops.
+    assert!(!t.prefetch(3, 0, 16384));
+    assert!(matches!(
+        next_result(&mut t),
+        Done::Prefetched { fragment: 3, .. }
+    ));
+    assert!(t.read(3, 0, &mut vec![0u8; 16384]).is_err());
+    // With the thread held and its operation queue full, a prefetch still answers at once.
+    gate.set(false);
+    assert_eq!(t.verify(0).unwrap(), None);
+    for _ in 0..QUEUE {
+        assert_eq!(t.verify(0).unwrap(), None);
+    }
+    // (Should a prefetch block, the watchdog opens the gate, and the test fails below.)
+    let late = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog = {
+        let (gate, late) = (gate.clone(), late.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            late.store(true, std::sync::atomic::Ordering::SeqCst);
+            gate.set(true);
+        })
+    };
+    for k in 0..100 {
+        assert!(!t.prefetch(k % 3, 0, 16384));
+    }
+    assert!(
+        !late.load(std::sync::atomic::Ordering::SeqCst),
+        "a prefetch waited for the disk thread"
+    );
+    gate.set(true);
+    let (mut verified, mut prefetched) = (0, 0);
+    while verified + prefetched < QUEUE + 1 + 100 {
+        match next_result(&mut t) {
+            Done::Verified(0, true) => verified += 1,
+            Done::Prefetched { len: 16384, .. } => prefetched += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((verified, prefetched), (QUEUE + 1, 100));
+    drop(t);
+    // The watchdog's sleep is not waited for: it only opens a gate nobody uses any more.
+    drop(watchdog);
+}
+
 #[test]
 fn a_storage_error_keeps_its_kind_and_names_the_file() {
     let e = StorageError::File {

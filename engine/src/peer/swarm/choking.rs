@@ -25,7 +25,7 @@ impl SwarmCore {
             s.choking = true;
             // Fragments asked of us but not served yet go back to the unclaimed set too.
             let mut back = std::mem::take(&mut s.offered);
-            back.extend(s.serving.drain(..).map(|b| b.fragment));
+            back.extend(s.serving.drain(..).map(|x| x.block.fragment));
             Self::send(ep, h, s, &Message::Choke);
             self.unclaim(back);
         }

@@ -1,5 +1,8 @@
 //! Serving: queued messages and requested blocks, read from the store straight into the
-//! transport's send buffer, within the upload allowance.
+//! transport's send buffer, within the upload allowance. A block is read only once the store
+//! says it can be without waiting for a disk ([`Store::prefetch`], asked [`READ_AHEAD`] bytes
+//! ahead of the sending); until then it, and that peer's requests behind it, wait, while other
+//! peers are served (`spec/peer.md` §8.2).
 
 use super::*;
 
@@ -22,10 +25,17 @@ impl SwarmCore {
             }
         }
         // DATA is read from the store straight into the transport's send buffer; a block the
-        // transport cannot take now stays in `serving`, unread.
-        while let Some(b) = s.serving.pop_front() {
+        // transport cannot take now, or that the store is still bringing in, stays in
+        // `serving`, unread.
+        loop {
+            Self::read_ahead(store, s);
+            let Some(&Serve { block: b, ahead }) = s.serving.front() else {
+                return;
+            };
+            if ahead != Ahead::Ready {
+                return;
+            }
             if self.up_allow.is_some_and(|a| a < u64::from(b.length)) {
-                s.serving.push_front(b);
                 self.throttled = true;
                 return;
             }
@@ -37,6 +47,10 @@ impl SwarmCore {
                 }
                 Ok::<(), io::Error>(())
             });
+            if let Err(SendError::Blocked) = sent {
+                return;
+            }
+            s.serving.pop_front();
             match sent {
                 Ok(Ok(())) => {
                     // Only what was sent is charged to the upload allowance.
@@ -51,12 +65,65 @@ impl SwarmCore {
                 // Unreadable (it was verified, so the disk failed): skip it; the peer asks
                 // elsewhere when its request times out.
                 Ok(Err(_)) => {}
-                Err(SendError::Blocked) => {
-                    s.serving.push_front(b);
-                    return;
-                }
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Asks the store to ready the blocks in the first [`READ_AHEAD`] bytes of the session's
+    /// queue that it was not asked for yet (at least the first block).
+    fn read_ahead(store: &mut dyn Store, s: &mut Session) {
+        let mut bytes = 0u64;
+        for x in s.serving.iter_mut() {
+            if bytes >= READ_AHEAD {
+                break;
+            }
+            if x.ahead == Ahead::No {
+                let b = x.block;
+                x.ahead = if store.prefetch(b.fragment, b.offset, b.length) {
+                    Ahead::Ready
+                } else {
+                    Ahead::Asked
+                };
+            }
+            bytes += u64::from(x.block.length);
+        }
+    }
+
+    /// The store readied `len` bytes at `offset` of `fragment`, asked for by
+    /// [`Store::prefetch`] ([`crate::storage::Done::Prefetched`]): the blocks queued in that
+    /// range, of every session, are ready, and the sessions they head are served. A range no
+    /// longer queued (cancelled, choked, closed) is ignored.
+    pub fn prefetched(
+        &mut self,
+        ep: &mut Endpoint,
+        store: &mut dyn Store,
+        fragment: u32,
+        offset: u32,
+        len: u32,
+    ) {
+        let end = u64::from(offset) + u64::from(len);
+        let mut hit = Vec::new();
+        for (&h, s) in &mut self.sessions {
+            let mut any = false;
+            // Only the head of a queue was asked for.
+            for x in s.serving.iter_mut().take_while(|x| x.ahead != Ahead::No) {
+                let b = x.block;
+                if x.ahead == Ahead::Asked
+                    && b.fragment == fragment
+                    && b.offset >= offset
+                    && u64::from(b.offset) + u64::from(b.length) <= end
+                {
+                    x.ahead = Ahead::Ready;
+                    any = true;
+                }
+            }
+            if any {
+                hit.push(h);
+            }
+        }
+        for h in hit {
+            self.pump(ep, store, h);
         }
     }
 
@@ -81,11 +148,16 @@ impl SwarmCore {
         if s.choking || !self.picker.has(f) {
             Self::send(ep, h, s, &Message::Reject(b));
         } else {
-            s.serving.push_back(Block {
-                fragment: f,
-                offset: o,
-                length: l,
+            s.serving.push_back(Serve {
+                block: Block {
+                    fragment: f,
+                    offset: o,
+                    length: l,
+                },
+                ahead: Ahead::No,
             });
+            // The disk starts on it now, even if the transport cannot take more yet.
+            Self::read_ahead(store, s);
             // A suggestion taken up: the fragment is spoken for; suggest another.
             let took = s.offered.iter().position(|&x| x == f);
             if let Some(k) = took {
@@ -105,6 +177,6 @@ impl SwarmCore {
             return;
         };
         let target = block_of(b);
-        s.serving.retain(|x| *x != target);
+        s.serving.retain(|x| x.block != target);
     }
 }

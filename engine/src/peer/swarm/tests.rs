@@ -101,6 +101,33 @@ fn run_swarm_sized(
     pipe: PipeConfig,
     limit: Duration,
 ) -> (Vec<Node>, Vec<u8>, Sim) {
+    let (mut nodes, data, mut sim) = build_swarm(cfg, seed, size, frag, fetchers, liar, pipe);
+    let end = sim.now() + limit;
+    while sim.now() < end
+        && !nodes
+            .iter()
+            .skip(1)
+            .filter(|n| !n.store.liar)
+            .all(|n| n.core.complete())
+    {
+        turn(
+            &mut sim,
+            nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+        );
+    }
+    (nodes, data, sim)
+}
+
+/// The nodes of [`run_swarm_sized`], not run yet.
+fn build_swarm(
+    cfg: SwarmConfig,
+    seed: u64,
+    size: usize,
+    frag: u32,
+    fetchers: usize,
+    liar: bool,
+    pipe: PipeConfig,
+) -> (Vec<Node>, Vec<u8>, Sim) {
     let data = payload(size, seed);
     let hashes: Vec<[u8; 32]> = data
         .chunks(frag as usize)
@@ -150,19 +177,6 @@ fn run_swarm_sized(
         if !roles[k].0 {
             n.core.add_peers(&others);
         }
-    }
-    let end = sim.now() + limit;
-    while sim.now() < end
-        && !nodes
-            .iter()
-            .skip(1)
-            .filter(|n| !n.store.liar)
-            .all(|n| n.core.complete())
-    {
-        turn(
-            &mut sim,
-            nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
-        );
     }
     (nodes, data, sim)
 }
@@ -467,5 +481,200 @@ fn a_slot_that_comes_free_is_given_at_once_not_at_the_next_choke_round() {
                 if leaves { "left" } else { "lost interest" }
             );
         });
+    }
+}
+
+/// A store whose blocks must come from a disk first: `prefetch` answers "not yet" and notes the
+/// range, which the test completes when it likes ([`SwarmCore::prefetched`], as the peer node
+/// does on [`crate::storage::Done::Prefetched`]). Reading a range before its prefetch
+/// completed panics: the reactor must not wait for the disk.
+struct Gated {
+    mem: MemStore,
+    gated: bool,
+    /// Prefetches asked for and not completed yet.
+    asked: Vec<(u32, u32, u32)>,
+    /// Prefetches completed.
+    ready: Vec<(u32, u32, u32)>,
+}
+
+impl Store for Gated {
+    fn read(&mut self, fragment: u32, offset: u32, buf: &mut [u8]) -> io::Result<()> {
+        let end = offset as usize + buf.len();
+        assert!(
+            !self.gated
+                || self
+                    .ready
+                    .iter()
+                    .any(|&(f, o, l)| f == fragment && o <= offset && end <= (o + l) as usize),
+            "fragment {fragment} at {offset} read before its prefetch completed"
+        );
+        self.mem.read(fragment, offset, buf)
+    }
+    fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> io::Result<()> {
+        self.mem.write(fragment, offset, data)
+    }
+    fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
+        self.mem.verify(i)
+    }
+    fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        if self.gated {
+            self.asked.push((fragment, offset, len));
+        }
+        !self.gated
+    }
+}
+
+struct GatedNode {
+    id: crate::sim::NodeId,
+    core: SwarmCore,
+    store: Gated,
+}
+
+impl GatedNode {
+    /// Completes the prefetches asked for that `pick` accepts, as the disk thread would.
+    fn complete(&mut self, sim: &mut Sim, mut pick: impl FnMut(&(u32, u32, u32)) -> bool) {
+        let (done, left): (Vec<_>, Vec<_>) = self.store.asked.drain(..).partition(|r| pick(r));
+        self.store.asked = left;
+        let ep = sim.endpoint(self.id).expect("up");
+        for (f, o, l) in done {
+            self.store.ready.push((f, o, l));
+            self.core.prefetched(ep, &mut self.store, f, o, l);
+        }
+    }
+}
+
+#[test]
+fn a_block_waits_for_its_prefetch_while_other_peers_are_served() {
+    let pipe = PipeConfig {
+        latency: Duration::from_millis(5),
+        ..PipeConfig::default()
+    };
+    let size = 1 << 20;
+    let (nodes, data, mut sim) = build_swarm(SwarmConfig::default(), 9, size, FRAG, 2, false, pipe);
+    // The seed's blocks come from a slow disk; the fetchers' from memory.
+    let mut nodes: Vec<GatedNode> = nodes
+        .into_iter()
+        .enumerate()
+        .map(|(k, n)| GatedNode {
+            id: n.id,
+            core: n.core,
+            store: Gated {
+                mem: n.store,
+                gated: k == 0,
+                asked: Vec::new(),
+                ready: Vec::new(),
+            },
+        })
+        .collect();
+    let step = |sim: &mut Sim, nodes: &mut Vec<GatedNode>| {
+        turn(
+            sim,
+            nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+        )
+    };
+    let asking = |nodes: &[GatedNode]| -> Vec<ConnHandle> {
+        nodes[0]
+            .core
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.serving.is_empty())
+            .map(|(h, _)| *h)
+            .collect()
+    };
+    // Both fetchers ask the seed for blocks; while its disk answers nothing, nothing is sent
+    // (and nothing read: `Gated::read` would panic), but every request reached the disk.
+    let mut waited = 0;
+    while asking(&nodes).len() < 2 {
+        step(&mut sim, &mut nodes);
+        waited += 1;
+        assert!(waited < 200, "the fetchers never asked the seed");
+    }
+    for _ in 0..10 {
+        step(&mut sim, &mut nodes);
+    }
+    let seed = &nodes[0];
+    assert_eq!(
+        seed.core.stats().uploaded,
+        0,
+        "sent before the disk answered"
+    );
+    for s in seed.core.sessions.values() {
+        assert!(s.serving.iter().all(|x| x.ahead == Ahead::Asked));
+    }
+    // The disk answers for one peer's blocks: they go at once, the other peer's wait.
+    let hs = asking(&nodes);
+    let (a, b) = (hs[0], hs[1]);
+    let blocks = |h: ConnHandle| -> Vec<Block> {
+        nodes[0].core.sessions[&h]
+            .serving
+            .iter()
+            .map(|x| x.block)
+            .collect()
+    };
+    let b_blocks = blocks(b);
+    let a_only: Vec<Block> = blocks(a)
+        .into_iter()
+        .filter(|x| !b_blocks.contains(x))
+        .collect();
+    assert!(!a_only.is_empty());
+    nodes[0].complete(&mut sim, |&(f, o, l)| {
+        a_only.contains(&Block {
+            fragment: f,
+            offset: o,
+            length: l,
+        })
+    });
+    let sent = nodes[0].core.stats().uploaded;
+    assert!(
+        sent > 0,
+        "the completed prefetches did not start the sending"
+    );
+    for _ in 0..10 {
+        step(&mut sim, &mut nodes);
+    }
+    let seed = &nodes[0];
+    let a_bytes: u64 = a_only.iter().map(|x| u64::from(x.length)).sum();
+    assert_eq!(
+        seed.core.stats().uploaded,
+        a_bytes,
+        "only the ready blocks went"
+    );
+    for x in &b_blocks {
+        assert_eq!(seed.core.served()[x.fragment as usize], 0);
+    }
+    assert_eq!(
+        seed.core.sessions[&b]
+            .serving
+            .iter()
+            .map(|x| x.block)
+            .take(b_blocks.len())
+            .collect::<Vec<_>>(),
+        b_blocks,
+        "the other peer's requests still wait, in order"
+    );
+    // A completion for a block no longer queued is ignored.
+    let ep = sim.endpoint(nodes[0].id).expect("up");
+    let b0 = b_blocks[0];
+    nodes[0].core.on_cancel(
+        b,
+        peer::BlockRef {
+            fragment: b0.fragment.into(),
+            offset: b0.offset.into(),
+            length: b0.length.into(),
+        },
+    );
+    let seed = &mut nodes[0];
+    seed.core
+        .prefetched(ep, &mut seed.store, b0.fragment, b0.offset, b0.length);
+    assert_eq!(nodes[0].core.stats().uploaded, a_bytes);
+    // Then the disk answers everything as it comes: the fetch completes.
+    let end = sim.now() + Duration::from_secs(60);
+    while !nodes.iter().skip(1).all(|n| n.core.complete()) {
+        assert!(sim.now() < end, "the fetchers did not complete");
+        nodes[0].complete(&mut sim, |_| true);
+        step(&mut sim, &mut nodes);
+    }
+    for n in nodes.iter().skip(1) {
+        assert!(n.store.mem.data == data);
     }
 }
