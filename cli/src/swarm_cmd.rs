@@ -23,7 +23,7 @@ use st_engine::discovery::lan::LanConfig;
 use st_engine::node::{NodeConfig, NodeEvent, PeerNode, SwarmPhase, SwarmSpec};
 use st_engine::reactor::{Reactor, ReactorConfig, Wake};
 use st_engine::storage::disk::DiskThread;
-use st_engine::storage::{Inline, Storage, SwarmStore, seed_state};
+use st_engine::storage::{Storage, SwarmStore, seed_state};
 use st_engine::time::Time;
 use st_engine::transport;
 use st_proto::st_file::{Host, StFile};
@@ -265,12 +265,14 @@ struct SeedReady {
     st_path: PathBuf,
 }
 
-impl From<SeedReady> for Prepared {
-    fn from(r: SeedReady) -> Prepared {
+impl SeedReady {
+    /// The swarm to add: its data is read on a disk thread, started when a peer first asks
+    /// for a block (spec peer.md §8.2), which wakes the reactor through `waker`.
+    fn prepared(self, waker: &Arc<dyn Wake>) -> Prepared {
         Prepared {
-            spec: r.spec,
-            store: Box::new(Inline::new(r.storage)),
-            st_path: r.st_path,
+            spec: self.spec,
+            store: Box::new(DiskThread::on_demand(self.storage, Arc::clone(waker))),
+            st_path: self.st_path,
         }
     }
 }
@@ -754,6 +756,8 @@ struct Library {
     jobs: std::sync::mpsc::Sender<(PathBuf, Option<std::time::SystemTime>)>,
     results: std::sync::mpsc::Receiver<Checked>,
     check: CheckFn,
+    /// Wakes the reactor (for the disk threads of the swarms served).
+    waker: Arc<dyn Wake>,
 }
 
 /// Checks one `.st` file of a library (of the given modification time) and its data.
@@ -793,6 +797,7 @@ impl Library {
         let (jobs, rx) = std::sync::mpsc::channel::<(PathBuf, Option<std::time::SystemTime>)>();
         let (tx, results) = std::sync::mpsc::channel();
         let worker = Arc::clone(&check);
+        let wake_reactor = Arc::clone(&waker);
         // The checking thread ends when the library (its job sender) goes.
         let spawned = std::thread::Builder::new()
             .name("st-check".into())
@@ -817,6 +822,7 @@ impl Library {
             jobs,
             results,
             check,
+            waker: wake_reactor,
         }
     }
 
@@ -881,7 +887,14 @@ impl Library {
             Ok(ready) => {
                 self.refused.remove(&c.path);
                 let id = ready.spec.id;
-                if add_swarm(node, now, ready.into(), view, self.lan_on, self.dht_on) {
+                if add_swarm(
+                    node,
+                    now,
+                    ready.prepared(&self.waker),
+                    view,
+                    self.lan_on,
+                    self.dht_on,
+                ) {
                     self.served.insert(c.path, id);
                 } else {
                     self.refused.insert(c.path, (c.mtime, false));
@@ -1034,7 +1047,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
             }
             // Served while the others are fetched (and after, with --seed).
             for ready in adopted {
-                add(&mut node, reactor.now(), (*ready).into(), &mut view);
+                add(&mut node, reactor.now(), ready.prepared(&waker), &mut view);
             }
         }
         Mode::Seed if !args.dir => {
@@ -1048,7 +1061,7 @@ pub fn run(ctx: Ctx, args: SwarmArgs) -> CliResult<()> {
                     *id,
                     &args.path,
                 )?;
-                add(&mut node, reactor.now(), ready.into(), &mut view);
+                add(&mut node, reactor.now(), ready.prepared(&waker), &mut view);
             }
         }
         Mode::Seed => {}

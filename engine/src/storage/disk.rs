@@ -16,6 +16,10 @@
 //! so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
 //! thread wakes the driver (a [`Wake`]) after each one.
 //!
+//! A seed's store is a disk thread too, made with [`DiskThread::on_demand`]: its thread starts
+//! with the first prefetch, so that the swarms of a large library that nobody asks for cost no
+//! thread.
+//!
 //! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
 //! only fragments that the thread itself verified and fsynced (module `storage`).
 
@@ -68,6 +72,8 @@ pub struct DiskThread {
     /// Reads and the verified set, on the reactor thread.
     reader: Storage,
     join: Option<JoinHandle<Storage>>,
+    /// The thread's ends while it is not started ([`DiskThread::on_demand`]).
+    parked: Option<Parked>,
     /// Verifications queued and not answered yet.
     pending: usize,
     /// Write buffers the thread is done with, for the next messages.
@@ -86,28 +92,86 @@ impl std::fmt::Debug for DiskThread {
     }
 }
 
+/// The thread's ends of the channels, until it starts ([`DiskThread::on_demand`]).
+struct Parked {
+    ops: Receiver<Op>,
+    ahead: Receiver<Range>,
+    done: Sender<Done>,
+    back: Sender<Vec<u8>>,
+    waker: Arc<dyn Wake>,
+}
+
 impl DiskThread {
     /// Moves `storage` to a new thread, which calls `waker` after each result.
     pub fn spawn(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<DiskThread> {
         let reader = storage.reader().map_err(io::Error::from)?;
+        let (mut t, parked) = DiskThread::with(reader, waker);
+        let join = std::thread::Builder::new()
+            .name("st-disk".into())
+            .spawn(move || parked.run(storage))?;
+        t.join = Some(join);
+        Ok(t)
+    }
+
+    /// A disk thread for a store that is only read (a seed's: its fragments are verified
+    /// before it is made, and it is neither written nor synced): the thread, and the second
+    /// set of file descriptors it reads through, are made when it is first needed (a peer's
+    /// first request), so that a seed of many swarms spends neither on those nobody asks for.
+    /// Should that fail, the store reads on the calling thread, as [`super::Inline`] does.
+    pub fn on_demand(storage: Storage, waker: Arc<dyn Wake>) -> DiskThread {
+        let (mut t, parked) = DiskThread::with(storage, waker);
+        t.parked = Some(parked);
+        t
+    }
+
+    /// The reactor's side, reading through `reader`, and the thread's ends.
+    fn with(reader: Storage, waker: Arc<dyn Wake>) -> (DiskThread, Parked) {
         let (tx, ops) = sync_channel::<Op>(QUEUE);
         let (done, rx) = channel::<Done>();
         let (back, spent) = channel::<Vec<u8>>();
         let (prefetch, ahead) = channel::<Range>();
-        let join = std::thread::Builder::new()
-            .name("st-disk".into())
-            .spawn(move || run(storage, &ops, &ahead, &done, &back, waker.as_ref()))?;
-        Ok(DiskThread {
+        let t = DiskThread {
             tx: Some(tx),
             prefetch,
             rx,
             reader,
-            join: Some(join),
+            join: None,
+            parked: None,
             pending: 0,
             spent,
             syncs: 0,
             gone_reported: false,
-        })
+        };
+        let parked = Parked {
+            ops,
+            ahead,
+            done,
+            back,
+            waker,
+        };
+        (t, parked)
+    }
+
+    /// Starts the thread of [`DiskThread::on_demand`] if it is not running yet. On failure
+    /// (no descriptor or thread to be had) the store reads on the calling thread from then on.
+    fn start(&mut self) {
+        let Some(parked) = self.parked.take() else {
+            return;
+        };
+        let started = self.reader.reader().map_err(io::Error::from).and_then(|s| {
+            std::thread::Builder::new()
+                .name("st-disk".into())
+                .spawn(move || parked.run(s))
+        });
+        match started {
+            Ok(join) => self.join = Some(join),
+            Err(e) => {
+                log::warn!("cannot start a disk thread ({e}): reading on the network thread");
+                self.tx = None;
+                // Not an error of the store's: it reads as before.
+                self.gone_reported = true;
+            }
+        }
     }
 
     /// The reactor-side view: verified set, lengths, paths (reads go through it too).
@@ -121,6 +185,7 @@ impl DiskThread {
     }
 
     fn send(&mut self, op: Op) -> io::Result<()> {
+        self.start();
         let gone = || io::Error::other("the disk thread stopped");
         self.tx
             .as_ref()
@@ -291,6 +356,7 @@ impl Store for DiskThread {
     /// the operations in it and takes the prefetches after the one it is at. If the thread is
     /// gone, the range is "readable now": the read on the reactor thread then tries it.
     fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        self.start();
         let Some(tx) = &self.tx else {
             return true;
         };
@@ -304,42 +370,44 @@ impl Store for DiskThread {
     }
 }
 
-/// The thread: runs the operations in order until the reactor side hangs up, and after each
-/// one the prefetches asked for meanwhile.
-fn run(
-    mut storage: Storage,
-    ops: &Receiver<Op>,
-    ahead: &Receiver<Range>,
-    done: &Sender<Done>,
-    back: &Sender<Vec<u8>>,
-    waker: &dyn Wake,
-) -> Storage {
-    let mut failed = false;
-    let mut scratch = Vec::new();
-    while let Ok(op) = ops.recv() {
-        if let Some(out) = apply(&mut storage, op, &mut failed, back) {
-            if done.send(out).is_err() {
-                break;
+impl Parked {
+    /// The thread: runs the operations in order until the reactor side hangs up, and after
+    /// each one the prefetches asked for meanwhile.
+    fn run(self, mut storage: Storage) -> Storage {
+        let Parked {
+            ops,
+            ahead,
+            done,
+            back,
+            waker,
+        } = self;
+        let mut failed = false;
+        let mut scratch = Vec::new();
+        while let Ok(op) = ops.recv() {
+            if let Some(out) = apply(&mut storage, op, &mut failed, &back) {
+                if done.send(out).is_err() {
+                    break;
+                }
+                waker.wake();
             }
-            waker.wake();
-        }
-        // A peer waits for each of these: they go before the next queued operation.
-        while let Ok((fragment, offset, len)) = ahead.try_recv() {
-            warm(&storage, &mut scratch, fragment, offset, len);
-            if done
-                .send(Done::Prefetched {
-                    fragment,
-                    offset,
-                    len,
-                })
-                .is_err()
-            {
-                return storage;
+            // A peer waits for each of these: they go before the next queued operation.
+            while let Ok((fragment, offset, len)) = ahead.try_recv() {
+                warm(&storage, &mut scratch, fragment, offset, len);
+                if done
+                    .send(Done::Prefetched {
+                        fragment,
+                        offset,
+                        len,
+                    })
+                    .is_err()
+                {
+                    return storage;
+                }
+                waker.wake();
             }
-            waker.wake();
         }
+        storage
     }
-    storage
 }
 
 /// Runs one operation; returns its result, if it has one to report.

@@ -546,6 +546,42 @@ fn the_disk_thread_reads_ahead_for_the_caller_without_making_it_wait() {
 }
 
 #[test]
+fn a_seeds_disk_thread_starts_with_the_first_prefetch() {
+    use crate::driver::NoWake;
+    use crate::storage::{Store, SwarmStore};
+    use disk::DiskThread;
+    let d = Scratch::new("disk-thread-seed");
+    let all = data(50_000, 9);
+    let info = info_for("blob.bin", &all, None);
+    fs::write(d.0.join("blob.bin"), &all).unwrap();
+    let mut s = Storage::open_for_seed(&info, [9; 32], &d.0.join("blob.bin")).unwrap();
+    for i in 0..info.hashes.len() as u32 {
+        assert!(s.verify(i).unwrap());
+    }
+    let mut t = DiskThread::on_demand(s, std::sync::Arc::new(NoWake));
+    // Before: reads and the verified set work, and nothing is reported.
+    assert!(t.is_verified(2));
+    let mut buf = vec![0u8; 1000];
+    t.read(2, 10, &mut buf).unwrap();
+    assert_eq!(buf, fragment(&all, 2)[10..1010]);
+    assert!(t.poll().is_none(), "no thread, no result, no failure");
+    // The first prefetch starts the thread, which answers.
+    assert!(!t.prefetch(0, 0, 16384));
+    assert!(matches!(
+        next_result(&mut t),
+        Done::Prefetched {
+            fragment: 0,
+            offset: 0,
+            len: 16384
+        }
+    ));
+    t.read(0, 0, &mut buf).unwrap();
+    assert_eq!(buf, fragment(&all, 0)[..1000]);
+    let s = t.shut_down().expect("the thread returns its storage");
+    assert!(s.has(3));
+}
+
+#[test]
 fn a_storage_error_keeps_its_kind_and_names_the_file() {
     let e = StorageError::File {
         what: "write",
