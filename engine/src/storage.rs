@@ -353,6 +353,18 @@ impl Storage {
         Ok(())
     }
 
+    /// True if the page cache holds every byte of `len` bytes at `offset` of `fragment` now,
+    /// so that [`Storage::read`] copies them without waiting for a disk; false if not, or if
+    /// the kernel cannot say (`cachestat(2)`, Linux 6.5 and later).
+    pub fn cached(&self, fragment: u32, offset: u32, len: u32) -> bool {
+        self.spans(fragment, offset, len as usize)
+            .is_ok_and(|spans| {
+                spans
+                    .iter()
+                    .all(|s| page_cache::holds(&self.files[s.file], s.offset, s.len))
+            })
+    }
+
     /// Checks fragment `i`'s SHA-256 over its bytes on disk; marks it verified if it matches.
     /// The prefix hashed as it was written is not read again, the rest is read back.
     pub fn verify(&mut self, i: u32) -> Result<bool, StorageError> {
@@ -771,6 +783,90 @@ fn preallocate(f: &File, len: u64) -> io::Result<()> {
         libc::ENOSPC => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
         // Filesystems without fallocate: a sparse file of the right size.
         _ => f.set_len(len),
+    }
+}
+
+/// What the page cache holds of a file, by `cachestat(2)` (Linux 6.5; its number is 451 in the
+/// table these architectures share). Elsewhere, and on a kernel without it, nothing is known
+/// to be held.
+mod page_cache {
+    use std::fs::File;
+
+    /// True if every page of `len` bytes at `offset` of `f` is in the page cache.
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            all(target_arch = "x86_64", target_pointer_width = "64"),
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64"
+        )
+    ))]
+    pub(super) fn holds(f: &File, offset: u64, len: u64) -> bool {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        const SYS_CACHESTAT: libc::c_long = 451;
+        /// The kernel has no cachestat: not asked again.
+        static MISSING: AtomicBool = AtomicBool::new(false);
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            nr_cache: u64,
+            nr_dirty: u64,
+            nr_writeback: u64,
+            nr_evicted: u64,
+            nr_recently_evicted: u64,
+        }
+        if len == 0 {
+            return true;
+        }
+        if MISSING.load(Ordering::Relaxed) {
+            return false;
+        }
+        let range = Range { off: offset, len };
+        let mut stat = Stat::default();
+        // SAFETY: cachestat(fd, *const range, *mut stat, flags 0) on a descriptor we own, with
+        // both structures laid out as the kernel's (struct cachestat_range, struct cachestat).
+        let rc = unsafe {
+            libc::syscall(
+                SYS_CACHESTAT,
+                f.as_raw_fd(),
+                &range as *const Range,
+                &mut stat as *mut Stat,
+                0 as libc::c_uint,
+            )
+        };
+        if rc != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+                MISSING.store(true, Ordering::Relaxed);
+            }
+            return false;
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(4096);
+        let pages = (offset + len).div_ceil(page) - offset / page;
+        stat.nr_cache >= pages
+    }
+
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            all(target_arch = "x86_64", target_pointer_width = "64"),
+            target_arch = "aarch64",
+            target_arch = "riscv64",
+            target_arch = "loongarch64"
+        )
+    )))]
+    pub(super) fn holds(_: &File, _: u64, _: u64) -> bool {
+        false
     }
 }
 

@@ -5,10 +5,10 @@
 //! The reactor side ([`DiskThread`]) is a [`Store`]: `write` hands the block to the thread
 //! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
 //! back-pressure of a disk slower than the network, and it bounds the memory held in flight),
-//! `verify` queues the check and answers "pending", and `prefetch` asks the thread to read a
-//! requested block of a verified fragment (into a scratch buffer: what matters is that the
-//! page cache then holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when
-//! it is done. Prefetches wait in a queue of their own, unbounded here (the peer layer bounds
+//! `verify` queues the check and answers "pending", and `prefetch` (of a requested block of a
+//! verified fragment) answers "ready" if the page cache holds the block (`cachestat(2)`), else
+//! asks the thread to read it (into a scratch buffer: what matters is that the page cache then
+//! holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when it is done. Prefetches wait in a queue of their own, unbounded here (the peer layer bounds
 //! how many it asks for ahead of what it sends), and the thread takes them before the next
 //! queued operation, so that the reactor never waits to ask for one. `read` then copies the
 //! block once, from the page cache into the transport's send buffer, on the reactor thread,
@@ -17,8 +17,8 @@
 //! thread wakes the driver (a [`Wake`]) after each one.
 //!
 //! A seed's store is a disk thread too, made with [`DiskThread::on_demand`]: its thread starts
-//! with the first prefetch, so that the swarms of a large library that nobody asks for cost no
-//! thread.
+//! with the first prefetch the page cache cannot answer, so that the swarms of a large library
+//! that nobody asks for (or whose data is in memory) cost no thread.
 //!
 //! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
 //! only fragments that the thread itself verified and fsynced (module `storage`).
@@ -74,6 +74,9 @@ pub struct DiskThread {
     join: Option<JoinHandle<Storage>>,
     /// The thread's ends while it is not started ([`DiskThread::on_demand`]).
     parked: Option<Parked>,
+    /// A prefetch of a range the page cache holds answers "ready" at once (off in tests of
+    /// the thread's side).
+    look_in_cache: bool,
     /// Verifications queued and not answered yet.
     pending: usize,
     /// Write buffers the thread is done with, for the next messages.
@@ -137,6 +140,7 @@ impl DiskThread {
             reader,
             join: None,
             parked: None,
+            look_in_cache: true,
             pending: 0,
             spent,
             syncs: 0,
@@ -172,6 +176,12 @@ impl DiskThread {
                 self.gone_reported = true;
             }
         }
+    }
+
+    /// Sends every prefetch to the thread, even of a range the page cache holds.
+    #[cfg(test)]
+    pub(crate) fn always_prefetch(&mut self) {
+        self.look_in_cache = false;
     }
 
     /// The reactor-side view: verified set, lengths, paths (reads go through it too).
@@ -351,11 +361,16 @@ impl Store for DiskThread {
         Ok(None)
     }
 
-    /// Never waits: the range goes to the thread's prefetch queue (unbounded), and a wake-up
+    /// Never waits: a range the page cache holds is ready at once; any other goes to the thread's prefetch queue (unbounded), and a wake-up
     /// to the operation queue only if it has room; when it is full, the thread is busy with
     /// the operations in it and takes the prefetches after the one it is at. If the thread is
     /// gone, the range is "readable now": the read on the reactor thread then tries it.
     fn prefetch(&mut self, fragment: u32, offset: u32, len: u32) -> bool {
+        // Already in the page cache: the reactor copies it at once (no second copy, no round
+        // trip to the thread, and a seed's thread is not started for it).
+        if self.look_in_cache && self.reader.cached(fragment, offset, len) {
+            return true;
+        }
         self.start();
         let Some(tx) = &self.tx else {
             return true;

@@ -481,6 +481,8 @@ fn the_disk_thread_reads_ahead_for_the_caller_without_making_it_wait() {
     let gate = Arc::new(Gate::default());
     gate.set(true);
     let mut t = DiskThread::spawn(s, gate.clone()).unwrap();
+    // What is just written is in the page cache: the thread would not be asked.
+    t.always_prefetch();
     for i in 0..info.hashes.len() as u32 {
         t.write(i, 0, fragment(&all, i)).unwrap();
         assert_eq!(t.verify(i).unwrap(), None);
@@ -559,6 +561,7 @@ fn a_seeds_disk_thread_starts_with_the_first_prefetch() {
         assert!(s.verify(i).unwrap());
     }
     let mut t = DiskThread::on_demand(s, std::sync::Arc::new(NoWake));
+    t.always_prefetch();
     // Before: reads and the verified set work, and nothing is reported.
     assert!(t.is_verified(2));
     let mut buf = vec![0u8; 1000];
@@ -579,6 +582,52 @@ fn a_seeds_disk_thread_starts_with_the_first_prefetch() {
     assert_eq!(buf, fragment(&all, 0)[..1000]);
     let s = t.shut_down().expect("the thread returns its storage");
     assert!(s.has(3));
+}
+
+#[test]
+fn a_block_in_the_page_cache_is_ready_at_once_and_one_on_disk_is_read_by_the_thread() {
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
+    use std::os::fd::AsRawFd;
+    let d = Scratch::new("disk-thread-cache");
+    let all = data(50_000, 10);
+    let info = info_for("blob.bin", &all, None);
+    let path = d.0.join("blob.bin");
+    fs::write(&path, &all).unwrap();
+    let mut s = Storage::open_for_seed(&info, [9; 32], &path).unwrap();
+    for i in 0..info.hashes.len() as u32 {
+        assert!(s.verify(i).unwrap());
+    }
+    if !s.cached(1, 0, 16384) {
+        eprintln!("cachestat(2) unavailable (Linux < 6.5?): every prefetch goes to the thread");
+        return;
+    }
+    let mut t = DiskThread::on_demand(s, std::sync::Arc::new(NoWake));
+    assert!(
+        t.prefetch(1, 0, 16384),
+        "held by the page cache: ready at once"
+    );
+    assert!(t.poll().is_none());
+    // Out of the page cache (where the file system lets it go: not tmpfs), the block is the
+    // thread's, which brings it back in.
+    let f = fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: posix_fadvise on a descriptor we own.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if t.view().cached(2, 0, 16384) {
+        eprintln!("the page cache kept the file (tmpfs?): the cold case is not tested here");
+        return;
+    }
+    assert!(!t.prefetch(2, 0, 16384));
+    assert!(matches!(
+        next_result(&mut t),
+        Done::Prefetched { fragment: 2, .. }
+    ));
+    assert!(
+        t.view().cached(2, 0, 16384),
+        "the thread's read left it cached"
+    );
 }
 
 #[test]
