@@ -250,25 +250,17 @@ impl Endpoint {
                 if let Some(k) = known(self) {
                     self.conns[k].handle_data(now, &hdr, frames);
                     self.flush(k);
-                } else if self.by_cid.contains_key(&hdr.dcid) {
-                    // A live cid from another address (spoofed, or a NAT rebinding): dropped
-                    // silently; a RESET would leak the live token and kill the connection.
-                    self.stats.wrong_address += 1;
                 } else {
-                    self.stats.unknown_cid += 1;
-                    self.maybe_reset(remote, &hdr, data.len());
+                    self.unroutable(remote, &hdr, data.len());
                 }
             }
             Packet::Close { code, reason, .. } => {
                 if let Some(k) = known(self) {
                     self.conns[k].handle_close(now, code, reason);
                     self.flush(k);
-                } else if self.by_cid.contains_key(&hdr.dcid) {
-                    self.stats.wrong_address += 1;
                 } else {
                     // Spec §7.2: a CLOSE to an unknown cid is answered like DATA.
-                    self.stats.unknown_cid += 1;
-                    self.maybe_reset(remote, &hdr, data.len());
+                    self.unroutable(remote, &hdr, data.len());
                 }
             }
             Packet::Reset { token, .. } => {
@@ -283,6 +275,18 @@ impl Endpoint {
                     self.events.push_back(ev);
                 }
             }
+        }
+    }
+
+    /// A DATA or CLOSE that no connection takes from `remote`. A live cid from another address
+    /// (spoofed, or a NAT rebinding) is dropped silently: a RESET would leak the live token
+    /// and kill the connection. An unknown cid may get a stateless reset (spec §7.2).
+    fn unroutable(&mut self, remote: SocketAddr, hdr: &packet::Header, len: usize) {
+        if self.by_cid.contains_key(&hdr.dcid) {
+            self.stats.wrong_address += 1;
+        } else {
+            self.stats.unknown_cid += 1;
+            self.maybe_reset(remote, hdr, len);
         }
     }
 
