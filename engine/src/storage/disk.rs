@@ -118,8 +118,9 @@ impl DiskThread {
 
     /// A disk thread for a store that is only read (a seed's: its fragments are verified
     /// before it is made, and it is neither written nor synced): the thread, and the second
-    /// set of file descriptors it reads through, are made when it is first needed (a peer's
-    /// first request), so that a seed of many swarms spends neither on those nobody asks for.
+    /// set of file descriptors it reads through, are made when it is first needed (the first
+    /// prefetch of a block the page cache does not hold, or any other operation), so that a
+    /// seed of many swarms spends neither on those nobody asks for.
     /// Should that fail, the store reads on the calling thread, as [`super::Inline`] does.
     pub fn on_demand(storage: Storage, waker: Arc<dyn Wake>) -> DiskThread {
         let (mut t, parked) = DiskThread::with(storage, waker);
