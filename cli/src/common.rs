@@ -125,23 +125,19 @@ impl Drop for Progress {
 }
 
 /// `N` bytes from the OS's random source (peer ids, DHT secrets, the tracker's connection-id
-/// keys, the node's RNG seed). If /dev/urandom cannot be read (never on Linux), the time and
-/// the PID stand in: unpredictable enough for keys that live minutes.
+/// keys, the node's RNG seed). If /dev/urandom cannot be read (never on Linux), std's hasher
+/// keys stand in: the standard library seeds them from the OS per process, with no clock read.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use std::hash::BuildHasher;
     let mut b = [0u8; N];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
         .is_err()
     {
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "a seed for randomness, not a clock for a network rule"
-        )]
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, x) in b.iter_mut().enumerate() {
-            *x = (t >> ((i % 16) * 8)) as u8 ^ std::process::id() as u8;
+        let keys = std::hash::RandomState::new();
+        for (i, chunk) in b.chunks_mut(8).enumerate() {
+            let v = keys.hash_one(i).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
     b
