@@ -9,6 +9,11 @@
 #                     removes DATA.
 #   ticks PID         user + system CPU ticks of a process (0 once it is gone).
 #   now               wall clock, seconds with nanoseconds.
+#   warm_memory BYTES FETCHERS
+#                     touches and frees in tmpfs as much memory as a run will write (BYTES of
+#                     data, plus 64 MiB per process), so that no tool's CPU pays for the VM's
+#                     first touch of cold pages (see "Memory state" in swarm.sh). WARM=cold
+#                     waits 5 s instead, WARM=0 does neither.
 # Expects ROOT_DIR (the repository) to be set.
 
 bench_cleanup() {
@@ -25,8 +30,11 @@ bench_init() {
   PIDS=()
   trap bench_cleanup EXIT
   need aria2c aria2; need mktorrent mktorrent; need opentracker opentracker; need curl curl
-  (cd "$ROOT_DIR" && cargo build --release -q -p st-cli)
-  ST="$ROOT_DIR/target/release/st"
+  # ST_BIN runs another build of st (a profiling build, an older commit's) instead.
+  if [ -n "${ST_BIN:-}" ]; then ST=$ST_BIN; else
+    (cd "$ROOT_DIR" && cargo build --release -q -p st-cli)
+    ST="$ROOT_DIR/target/release/st"
+  fi
   HZ=$(getconf CLK_TCK)
   ARIA="--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false
  --disable-ipv6=true --file-allocation=none --summary-interval=0 --console-log-level=warn
@@ -35,3 +43,11 @@ bench_init() {
 
 ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 now() { date +%s.%N; }
+warm_memory() {
+  case "${WARM:-1}" in
+    0) return ;;
+    cold) sleep 5; return ;;
+  esac
+  head -c $(( $1 + ($2 + 4) * (64 << 20) )) /dev/zero > "$DATA/warm"
+  rm -f "$DATA/warm"
+}

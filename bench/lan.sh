@@ -10,8 +10,11 @@
 # Reports, per case: wall time from starting the fetchers to the last completion, and CPU
 # seconds (fetchers + seed). Hosts are network namespaces on one bridge (bench/netns.sh,
 # 10.78.0.0/24, created and removed here); data lives on /dev/shm. Target (issue #6): st-lan
-# within 10 % of st-tracker. Seeds run without `timeout` (`ip netns exec` execs them, so
-# the PID whose CPU is counted is the seed's); the exit trap stops them.
+# within 10 % of st-tracker. As in bench/swarm.sh ("Memory state"), every run first touches
+# and frees as much tmpfs memory as it will write (`warm_memory`; WARM=0 skips it), and the
+# order of the cases rotates from round to round: use RUNS a multiple of the number of cases.
+# Seeds run without `timeout` (`ip netns exec` execs them, so the PID whose CPU is counted is
+# the seed's); the exit trap stops them.
 set -euo pipefail
 RUNS=${1:-1}
 SIZE=${2:-256M}
@@ -32,6 +35,7 @@ want=$(sha256sum < "$DATA/src/blob.bin" | awk '{print $1}')
 # Starts the fetch command "$@" (with %K% replaced by the host number) on hosts 1..N, waits, prints "wall cpu".
 fetch_all() { # $1 work dir, $2 seed pid, rest: command template
   local w=$1 seed=$2 pids=() k; shift 2
+  warm_memory $(( N * $(stat -c %s "$DATA/src/blob.bin") )) "$N"
   local s0; s0=$(ticks "$seed")
   local t0; t0=$(now)
   for k in $(seq "$N"); do
@@ -84,8 +88,11 @@ run_aria() {
 echo "$("$ST" --version); $(aria2c --version | head -1); $SIZE, 1 seed -> $N hosts, namespace LAN"
 : > "$DATA/results"
 CASES=${CASES:-"st-lan st-tracker aria2"}
+read -ra cases <<< "$CASES"
 for i in $(seq "$RUNS"); do
-  for c in $CASES; do
+  # Round i starts at case i (rotating): what a run leaves behind weighs on each case alike.
+  for j in "${!cases[@]}"; do
+    c=${cases[$(( (j + i - 1) % ${#cases[@]} ))]}
     case $c in
       st-lan) echo "st-lan $(run_st_lan)" ;;
       st-tracker) echo "st-tracker $(run_st_tracker)" ;;

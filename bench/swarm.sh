@@ -39,15 +39,6 @@ sum1g=$(sha256sum < "$DATA/src/big1g.bin" | awk '{print $1}')
 sum256=$(sha256sum < "$DATA/src/big256m.bin" | awk '{print $1}')
 
 # ---------- st ----------
-warm_memory() { # $1 source file, $2 fetchers: what the run writes, touched in tmpfs and freed (see the header)
-  case "${WARM:-1}" in
-    0) return ;;
-    cold) sleep 5; return ;;
-  esac
-  head -c $(( $2 * $(stat -c %s "$DATA/src/$1") + ($2 + 4) * (64 << 20) )) /dev/zero > "$DATA/warm"
-  rm -f "$DATA/warm"
-}
-
 run_st() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   local f=$1 n=$2 want=$3 w="$DATA/st" pids=() k
   rm -rf "$w"; mkdir -p "$w"
@@ -57,7 +48,7 @@ run_st() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
   "$ST" -q create "$DATA/src/$f" -t "udp://127.0.0.1:$tp" -o "$w/x.st" > /dev/null
   "$ST" -q seed "$w/x.st" "$DATA/src/$f" --bind 127.0.0.1 --no-lan > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   for _ in $(seq 600); do grep -q listening "$w/seed.out" && break; sleep 0.05; done
-  warm_memory "$f" "$n"
+  warm_memory $(( n * $(stat -c %s "$DATA/src/$f") )) "$n"
   local s0; s0=$(ticks $seed)
   local t0; t0=$(now)
   for k in $(seq "$n"); do
@@ -89,7 +80,7 @@ run_aria() { # $1 file, $2 fetchers, $3 expected sha256 -> "wall cpu"
     -d "$w/seed" "$w/x.torrent" > "$w/seed.out" 2>&1 & PIDS+=($!); local seed=$!
   for _ in $(seq 600); do grep -q 'Verification finished\|seeding' "$w/seed.log" 2>/dev/null && break; sleep 0.05; done
   sleep 0.5
-  warm_memory "$f" "$n"
+  warm_memory $(( n * $(stat -c %s "$DATA/src/$f") )) "$n"
   local s0; s0=$(ticks $seed)
   local t0; t0=$(now)
   for k in $(seq "$n"); do
