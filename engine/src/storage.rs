@@ -43,6 +43,9 @@ pub struct Storage {
     /// Where each file is while incomplete (equal to `finals` when seeding).
     parts: Vec<PathBuf>,
     files: Vec<File>,
+    /// Per file: it lives in memory (tmpfs, ramfs), so its pages need no look in the page
+    /// cache ([`Storage::cached`]).
+    in_memory: Vec<bool>,
     /// Fragments verified in memory.
     verified: Vec<bool>,
     /// Fragments recorded in the resume file (a subset of `verified`).
@@ -210,6 +213,7 @@ impl Storage {
             lengths,
             finals,
             parts,
+            in_memory: page_cache::in_memory(&files),
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
@@ -252,6 +256,7 @@ impl Storage {
             lengths,
             parts: finals.clone(),
             finals,
+            in_memory: page_cache::in_memory(&files),
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
@@ -355,13 +360,15 @@ impl Storage {
 
     /// True if the page cache holds every byte of `len` bytes at `offset` of `fragment` now,
     /// so that [`Storage::read`] copies them without waiting for a disk; false if not, or if
-    /// the kernel cannot say (`cachestat(2)`, Linux 6.5 and later).
+    /// the kernel cannot say (`cachestat(2)`, Linux 6.5 and later). A file on tmpfs or ramfs
+    /// is held without asking: its pages are the page cache (a swapped-out tmpfs page is the
+    /// one exception, and then the read waits for the swap).
     pub fn cached(&self, fragment: u32, offset: u32, len: u32) -> bool {
         self.spans(fragment, offset, len as usize)
             .is_ok_and(|spans| {
-                spans
-                    .iter()
-                    .all(|s| page_cache::holds(&self.files[s.file], s.offset, s.len))
+                spans.iter().all(|s| {
+                    self.in_memory[s.file] || page_cache::holds(&self.files[s.file], s.offset, s.len)
+                })
             })
     }
 
@@ -551,6 +558,7 @@ impl Storage {
             lengths: self.lengths.clone(),
             finals: self.finals.clone(),
             parts: self.parts.clone(),
+            in_memory: self.in_memory.clone(),
             files,
             verified: self.verified.clone(),
             recorded: self.recorded.clone(),
@@ -791,6 +799,33 @@ fn preallocate(f: &File, len: u64) -> io::Result<()> {
 /// to be held.
 mod page_cache {
     use std::fs::File;
+
+    /// Per file: true if it lives on a file system held in memory (tmpfs, ramfs), by
+    /// `fstatfs(2)`; false where that is not known.
+    #[cfg(target_os = "linux")]
+    pub(super) fn in_memory(files: &[File]) -> Vec<bool> {
+        use std::os::fd::AsRawFd;
+        /// `f_type` of tmpfs and ramfs (linux/magic.h).
+        const TMPFS_MAGIC: u32 = 0x0102_1994;
+        const RAMFS_MAGIC: u32 = 0x8584_58f6;
+        files
+            .iter()
+            .map(|f| {
+                // SAFETY: an all-zero statfs is a valid value of the plain C struct.
+                let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+                // SAFETY: fstatfs on a descriptor we own, writing into a statfs we own.
+                let rc = unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) };
+                // f_type is signed, of 32 or 64 bits by target: its low 32 bits are the magic.
+                let kind = st.f_type as u32;
+                rc == 0 && (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
+            })
+            .collect()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn in_memory(files: &[File]) -> Vec<bool> {
+        vec![false; files.len()]
+    }
 
     /// True if every page of `len` bytes at `offset` of `f` is in the page cache.
     #[cfg(all(

@@ -6,7 +6,7 @@
 //! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
 //! back-pressure of a disk slower than the network, and it bounds the memory held in flight),
 //! `verify` queues the check and answers "pending", and `prefetch` (of a requested block of a
-//! verified fragment) answers "ready" if the page cache holds the block (`cachestat(2)`), else
+//! verified fragment) answers "ready" if the page cache holds the block ([`Storage::cached`]), else
 //! asks the thread to read it (into a scratch buffer: what matters is that the page cache then
 //! holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when it is done. Prefetches wait in a queue of their own, unbounded here (the peer layer bounds
 //! how many it asks for ahead of what it sends), and the thread takes them before the next

@@ -630,6 +630,35 @@ fn a_block_in_the_page_cache_is_ready_at_once_and_one_on_disk_is_read_by_the_thr
     );
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_file_in_memory_is_cached_without_asking_the_page_cache() {
+    // procfs is not held in memory as tmpfs is: its files are asked about.
+    let proc = fs::File::open("/proc/self/stat").unwrap();
+    assert_eq!(super::page_cache::in_memory(&[proc]), vec![false]);
+    let shm = Path::new("/dev/shm");
+    let Ok(f) = fs::File::open(shm) else {
+        eprintln!("no /dev/shm: the tmpfs case is not tested here");
+        return;
+    };
+    if super::page_cache::in_memory(&[f]) != vec![true] {
+        eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
+        return;
+    }
+    let dir = shm.join(format!("st-storage-in-memory-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let all = data(50_000, 10);
+    let info = info_for("blob.bin", &all, None);
+    let path = dir.join("blob.bin");
+    fs::write(&path, &all).unwrap();
+    let s = Storage::open_for_seed(&info, [9; 32], &path).unwrap();
+    // Every fragment, and the reader's view too, without a cachestat(2) (which kernels
+    // before 6.5 lack: there this is what makes a tmpfs seed serve without its disk thread).
+    assert!((0..info.hashes.len() as u32).all(|i| s.cached(i, 0, s.fragment_len(i))));
+    assert!(s.reader().unwrap().cached(1, 0, 16384));
+    fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_storage_error_keeps_its_kind_and_names_the_file() {
     let e = StorageError::File {
