@@ -17,7 +17,6 @@
 //! write has just failed for lack of space. A data file that cannot be preallocated for lack
 //! of space is opened sparse instead, and the caller is told (`spec/peer.md` §8).
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -54,11 +53,9 @@ pub struct Storage {
     /// The preallocated file the next resume state is written into (see the module doc).
     resume_spare: Option<File>,
     complete: bool,
-    /// Fragments being written: a SHA-256 of the prefix written so far in order, and its
-    /// length. Verifying reads back only the rest (see [`Storage::verify`]).
-    hashing: HashMap<u32, (Sha256, u32)>,
-    /// Read-back buffer of [`Storage::verify`], kept between calls.
-    scratch: Vec<u8>,
+    /// The in-order prefix hashes of the fragments being written here (see
+    /// [`Storage::write`]; a disk thread with a hash thread keeps them there instead).
+    prefixes: Prefixes,
 }
 
 /// What opening for a fetch found.
@@ -192,7 +189,7 @@ impl Storage {
             if f.metadata()?.len() > len {
                 f.set_len(len).map_err(file_err("size", p))?;
             }
-            match preallocate(&f, len) {
+            match preallocate(&f, len, page_cache::in_memory(&f)) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     // Fetch what fits: verified fragments are kept and a re-run continues.
@@ -213,15 +210,14 @@ impl Storage {
             lengths,
             finals,
             parts,
-            in_memory: page_cache::in_memory(&files),
+            in_memory: files.iter().map(page_cache::in_memory).collect(),
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
             resume_path: Some(resume_path),
             resume_spare: Some(resume_spare),
             complete: false,
-            hashing: HashMap::new(),
-            scratch: Vec::new(),
+            prefixes: Prefixes::default(),
         };
         let mut state = s.load_resume();
         state.not_preallocated = not_preallocated;
@@ -256,15 +252,14 @@ impl Storage {
             lengths,
             parts: finals.clone(),
             finals,
-            in_memory: page_cache::in_memory(&files),
+            in_memory: files.iter().map(page_cache::in_memory).collect(),
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
             resume_path: None,
             resume_spare: None,
             complete: false,
-            hashing: HashMap::new(),
-            scratch: Vec::new(),
+            prefixes: Prefixes::default(),
         })
     }
 
@@ -314,26 +309,21 @@ impl Storage {
     /// Writes `data` at `offset` of `fragment`, across file boundaries. A write that continues
     /// the fragment's in-order prefix is hashed on the way (the buffer is hot), so that
     /// [`Storage::verify`] reads back only what came out of order; a write over the hashed
-    /// prefix voids it (the bytes on disk are what counts).
+    /// prefix voids it (the bytes on disk are what counts; module `hashing`).
     pub fn write(&mut self, fragment: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
-        let mut hashed = self.hashing.get(&fragment).map_or(0, |e| e.1);
-        if offset < hashed {
-            self.hashing.remove(&fragment);
-            hashed = 0;
-        }
-        self.write_raw(fragment, offset, data)?;
-        if offset == hashed && !data.is_empty() {
-            let e = self
-                .hashing
-                .entry(fragment)
-                .or_insert_with(|| (Sha256::new(), 0));
-            e.0.update(data);
-            e.1 += data.len() as u32;
-        }
+        self.write_unhashed(fragment, offset, data)?;
+        self.prefixes.written(fragment, offset, data);
         Ok(())
     }
 
-    fn write_raw(&mut self, fragment: u32, offset: u32, data: &[u8]) -> Result<(), StorageError> {
+    /// Writes as [`Storage::write`] does, without hashing: the caller hashes the block
+    /// elsewhere (the disk thread's hash thread), or checks the fragment whole.
+    pub(crate) fn write_unhashed(
+        &mut self,
+        fragment: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
         let mut at = 0usize;
         for s in self.spans(fragment, offset, data.len())? {
             let chunk = &data[at..at + s.len as usize];
@@ -367,7 +357,8 @@ impl Storage {
         self.spans(fragment, offset, len as usize)
             .is_ok_and(|spans| {
                 spans.iter().all(|s| {
-                    self.in_memory[s.file] || page_cache::holds(&self.files[s.file], s.offset, s.len)
+                    self.in_memory[s.file]
+                        || page_cache::holds(&self.files[s.file], s.offset, s.len)
                 })
             })
     }
@@ -375,35 +366,13 @@ impl Storage {
     /// Checks fragment `i`'s SHA-256 over its bytes on disk; marks it verified if it matches.
     /// The prefix hashed as it was written is not read again, the rest is read back.
     pub fn verify(&mut self, i: u32) -> Result<bool, StorageError> {
-        let Some(&want) = self.hashes.get(i as usize) else {
-            return Err(StorageError::NoSuchFragment(i));
-        };
-        let len = self.fragment_len(i);
-        let (mut h, mut at) = self.hashing.remove(&i).unwrap_or_default();
-        if at > len {
-            (h, at) = (Sha256::new(), 0);
-        }
-        // The buffer only grows (to at most 1 MiB), so it is zeroed once, not per fragment.
-        let mut buf = std::mem::take(&mut self.scratch);
-        let size = ((len - at) as usize).min(1 << 20);
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
-        while at < len {
-            let n = ((len - at) as usize).min(buf.len());
-            if let Err(e) = Storage::read(self, i, at, &mut buf[..n]) {
-                self.scratch = buf;
-                return Err(e);
-            }
-            h.update(&buf[..n]);
-            at += n as u32;
-        }
-        self.scratch = buf;
-        let ok = <[u8; 32]>::from(h.finalize()) == want;
-        if ok {
+        let mut prefixes = std::mem::take(&mut self.prefixes);
+        let ok = prefixes.check(self, i);
+        self.prefixes = prefixes;
+        if ok.as_ref().is_ok_and(|ok| *ok) {
             self.verified[i as usize] = true;
         }
-        Ok(ok)
+        ok
     }
 
     /// Records fragment `i` as verified after the caller checked its hash itself (the
@@ -422,8 +391,8 @@ impl Storage {
         {
             return Ok(false);
         }
-        self.hashing.remove(&i);
-        self.write_raw(i, 0, data)?;
+        self.prefixes.forget(i);
+        self.write_unhashed(i, 0, data)?;
         self.verified[i as usize] = true;
         Ok(true)
     }
@@ -565,8 +534,7 @@ impl Storage {
             resume_path: None,
             resume_spare: None,
             complete: self.complete,
-            hashing: HashMap::new(),
-            scratch: Vec::new(),
+            prefixes: Prefixes::default(),
         })
     }
 
@@ -776,14 +744,34 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError>
 
 /// Allocates the blocks of `f` up to `len` (extending it to `len`). A file whose blocks
 /// already cover `len` is left alone; a sparse one (a fetch that started short of space) gets
-/// its holes filled.
-fn preallocate(f: &File, len: u64) -> io::Result<()> {
+/// its holes filled. A file `in_memory` (tmpfs, ramfs) is only extended, once the file system
+/// has the room (`spec/peer.md` §8.1).
+fn preallocate(f: &File, len: u64, in_memory: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata()?;
-    if len == 0 || (m.len() >= len && m.blocks().saturating_mul(512) >= len) {
+    let held = m.blocks().saturating_mul(512);
+    if len == 0 || (m.len() >= len && held >= len) {
         return Ok(());
     }
-    use std::os::fd::AsRawFd;
+    if in_memory {
+        // tmpfs or ramfs: allocating ahead gains no layout and would take every page of the
+        // file at once (0.11 s per GiB, before the first block is asked for); the room is
+        // checked instead, and the file is made sparse.
+        // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatvfs on a descriptor we own, writing into a statvfs we own.
+        let rc = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) };
+        // ramfs has no limit and says 0 blocks.
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+        #[allow(clippy::unnecessary_cast)]
+        let limited = st.f_blocks as u64 > 0;
+        if rc == 0 && limited && free < len - held.min(len) {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        return f.set_len(len);
+    }
     // SAFETY: fallocate on an fd we own, with in-range arguments.
     let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
     match rc {
@@ -800,31 +788,26 @@ fn preallocate(f: &File, len: u64) -> io::Result<()> {
 mod page_cache {
     use std::fs::File;
 
-    /// Per file: true if it lives on a file system held in memory (tmpfs, ramfs), by
-    /// `fstatfs(2)`; false where that is not known.
+    /// True if `f` lives on a file system held in memory (tmpfs, ramfs), by `fstatfs(2)`;
+    /// false where that is not known.
     #[cfg(target_os = "linux")]
-    pub(super) fn in_memory(files: &[File]) -> Vec<bool> {
+    pub(super) fn in_memory(f: &File) -> bool {
         use std::os::fd::AsRawFd;
         /// `f_type` of tmpfs and ramfs (linux/magic.h).
         const TMPFS_MAGIC: u32 = 0x0102_1994;
         const RAMFS_MAGIC: u32 = 0x8584_58f6;
-        files
-            .iter()
-            .map(|f| {
-                // SAFETY: an all-zero statfs is a valid value of the plain C struct.
-                let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-                // SAFETY: fstatfs on a descriptor we own, writing into a statfs we own.
-                let rc = unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) };
-                // f_type is signed, of 32 or 64 bits by target: its low 32 bits are the magic.
-                let kind = st.f_type as u32;
-                rc == 0 && (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
-            })
-            .collect()
+        // SAFETY: an all-zero statfs is a valid value of the plain C struct.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs on a descriptor we own, writing into a statfs we own.
+        let rc = unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) };
+        // f_type is signed, of 32 or 64 bits by target: its low 32 bits are the magic.
+        let kind = st.f_type as u32;
+        rc == 0 && (kind == TMPFS_MAGIC || kind == RAMFS_MAGIC)
     }
 
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn in_memory(files: &[File]) -> Vec<bool> {
-        vec![false; files.len()]
+    pub(super) fn in_memory(_: &File) -> bool {
+        false
     }
 
     /// True if every page of `len` bytes at `offset` of `f` is in the page cache.
@@ -929,7 +912,8 @@ fn open_spare(path: &Path, len: u64) -> Result<File, StorageError> {
     if f.metadata()?.len() != len {
         f.set_len(len).map_err(file_err("size", path))?;
     }
-    preallocate(&f, len).map_err(file_err("reserve room for", path))?;
+    // Allocated even on tmpfs: this room is what saves the resume state on a full disk.
+    preallocate(&f, len, false).map_err(file_err("reserve room for", path))?;
     Ok(f)
 }
 
@@ -989,11 +973,13 @@ fn decode_resume(bytes: &[u8], swarm_id: &Hash, n: usize) -> Result<Vec<bool>, S
 }
 
 pub mod disk;
+mod hashing;
 #[cfg(any(test, feature = "sim"))]
 pub mod mem;
 pub mod seed_state;
 pub mod store;
 
+use hashing::Prefixes;
 pub use store::{Done, Inline, Store, SwarmStore};
 
 #[cfg(test)]

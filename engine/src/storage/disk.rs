@@ -1,27 +1,34 @@
 //! The disk thread (`spec/peer.md` §8): a fetch's writes, the read-back that verifies each
 //! fragment, the fsyncs of the resume file and the disk reads of the blocks a peer asked for
-//! run on their own thread, so that a slow disk never stalls the network reactor.
+//! run on their own thread, so that a slow disk never stalls the network reactor. The SHA-256
+//! of the blocks written runs on a second thread, the hash thread (started with the first
+//! write or check), which takes each block after its write, in order, and answers the checks
+//! (module `hashing`): hashing is most of a fetch's disk work, and so it overlaps the writes.
 //!
 //! The reactor side ([`DiskThread`]) is a [`Store`]: `write` hands the block to the thread
 //! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
-//! back-pressure of a disk slower than the network, and it bounds the memory held in flight),
+//! back-pressure of a disk slower than the network, and it bounds the memory held in flight;
+//! the hash thread's queue is bounded alike, and a full one makes the disk thread wait),
 //! `verify` queues the check and answers "pending", and `prefetch` (of a requested block of a
-//! verified fragment) answers "ready" if the page cache holds the block ([`Storage::cached`]), else
-//! asks the thread to read it (into a scratch buffer: what matters is that the page cache then
-//! holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when it is done. Prefetches wait in a queue of their own, unbounded here (the peer layer bounds
-//! how many it asks for ahead of what it sends), and the thread takes them before the next
-//! queued operation, so that the reactor never waits to ask for one. `read` then copies the
+//! verified fragment) answers "ready" if the page cache holds the block ([`Storage::cached`]),
+//! else asks the thread to read it (into a scratch buffer: what matters is that the page cache
+//! then holds it) and answers "not yet"; the thread says [`Done::Prefetched`] when it is done.
+//! Prefetches wait in a queue of their own, unbounded here (the peer layer bounds how many it
+//! asks for ahead of what it sends), and the thread takes them before the next queued
+//! operation, so that the reactor never waits to ask for one. `read` then copies the
 //! block once, from the page cache into the transport's send buffer, on the reactor thread,
 //! through duplicated file descriptors (a fragment is verified only after the thread wrote it,
 //! so what is read is what was hashed). Results come back through [`DiskThread::poll`]; the
-//! thread wakes the driver (a [`Wake`]) after each one.
+//! threads wake the driver (a [`Wake`]) after each one.
 //!
 //! A seed's store is a disk thread too, made with [`DiskThread::on_demand`]: its thread starts
 //! with the first prefetch the page cache cannot answer, so that the swarms of a large library
 //! that nobody asks for (or whose data is in memory) cost no thread.
 //!
-//! Durability is unchanged: the thread owns the [`Storage`], so the resume file still records
-//! only fragments that the thread itself verified and fsynced (module `storage`).
+//! Durability is unchanged: the disk thread owns the [`Storage`], so the resume file still
+//! records only fragments that were verified (the hash thread tells the disk thread before it
+//! tells the reactor, and a sync first waits for the checks queued before it) and fsynced by
+//! the disk thread (module `storage`).
 
 use std::io;
 use std::sync::Arc;
@@ -31,6 +38,7 @@ use std::sync::mpsc::{
 use std::thread::JoinHandle;
 
 use super::Storage;
+use super::hashing::Prefixes;
 use super::store::{Done, Store, SwarmStore};
 use crate::driver::Wake;
 
@@ -59,8 +67,8 @@ type Range = (u32, u32, u32);
 /// buffer.
 const PREFETCH_CHUNK: u32 = 256 * 1024;
 
-/// Most operations queued to the disk thread: with blocks of at most 256 KiB, at most 16 MiB
-/// of written data wait in memory.
+/// Most operations queued to the disk thread, and most blocks queued to the hash thread: with
+/// blocks of at most 256 KiB, at most 32 MiB of written data wait in memory.
 pub const QUEUE: usize = 64;
 
 /// The reactor's handle on the disk thread.
@@ -389,7 +397,7 @@ impl Store for DiskThread {
 impl Parked {
     /// The thread: runs the operations in order until the reactor side hangs up, and after
     /// each one the prefetches asked for meanwhile.
-    fn run(self, mut storage: Storage) -> Storage {
+    fn run(self, storage: Storage) -> Storage {
         let Parked {
             ops,
             ahead,
@@ -397,19 +405,26 @@ impl Parked {
             back,
             waker,
         } = self;
-        let mut failed = false;
+        let mut w = Writer {
+            storage,
+            failed: false,
+            hasher: Hasher::Idle,
+            done,
+            back,
+            waker,
+        };
         let mut scratch = Vec::new();
         while let Ok(op) = ops.recv() {
-            if let Some(out) = apply(&mut storage, op, &mut failed, &back) {
-                if done.send(out).is_err() {
+            if let Some(out) = w.apply(op) {
+                if w.done.send(out).is_err() {
                     break;
                 }
-                waker.wake();
+                w.waker.wake();
             }
             // A peer waits for each of these: they go before the next queued operation.
             while let Ok((fragment, offset, len)) = ahead.try_recv() {
-                warm(&storage, &mut scratch, fragment, offset, len);
-                if done
+                warm(&w.storage, &mut scratch, fragment, offset, len);
+                if w.done
                     .send(Done::Prefetched {
                         fragment,
                         offset,
@@ -417,53 +432,277 @@ impl Parked {
                     })
                     .is_err()
                 {
-                    return storage;
+                    return w.stop();
                 }
-                waker.wake();
+                w.waker.wake();
             }
         }
-        storage
+        w.stop()
     }
 }
 
-/// Runs one operation; returns its result, if it has one to report.
-fn apply(storage: &mut Storage, op: Op, failed: &mut bool, back: &Sender<Vec<u8>>) -> Option<Done> {
-    match op {
-        Op::Write {
-            fragment,
-            offset,
-            data,
-            start,
-            recycle,
-        } => {
-            if *failed {
-                return None;
-            }
-            let r = storage.write(fragment, offset, data.get(start..).unwrap_or_default());
-            if recycle {
-                // The reactor reuses the buffer (it may have gone: then it is dropped).
-                let _ = back.send(data);
-            }
-            r.err().map(|e| {
-                *failed = true;
-                Done::Failed(e.into())
-            })
-        }
-        Op::Verify(i) => {
-            if *failed {
-                return None;
-            }
-            Some(match storage.verify(i) {
-                Ok(ok) => Done::Verified(i, ok),
-                Err(e) => {
-                    *failed = true;
-                    Done::Failed(e.into())
+/// Work for the hash thread, in the order the disk thread did it.
+enum HashOp {
+    /// A block the disk thread wrote: `data[start..]` at `offset` of `fragment`; the buffer
+    /// goes back to the reactor afterwards if `recycle`.
+    Block {
+        fragment: u32,
+        offset: u32,
+        data: Vec<u8>,
+        start: usize,
+        recycle: bool,
+    },
+    /// Check fragment `i` (every block of it was written before).
+    Verify(u32),
+    /// Say [`Hashed::Barrier`] once everything before is done.
+    Barrier,
+}
+
+/// From the hash thread back to the disk thread.
+enum Hashed {
+    /// Fragment `i` matched its hash (the disk thread records it at the next sync).
+    Verified(u32),
+    /// A [`HashOp::Barrier`] was reached.
+    Barrier,
+}
+
+/// Where the blocks the disk thread writes are hashed.
+enum Hasher {
+    /// Nowhere yet: nothing was written or checked (a seed's thread only reads).
+    Idle,
+    /// On a thread of its own, started at the first write or check: hashing is most of a
+    /// fetch's disk work (SHA-256 runs at about the speed of the network on loopback), so
+    /// the disk thread writes the next blocks meanwhile.
+    Thread {
+        tx: SyncSender<HashOp>,
+        rx: Receiver<Hashed>,
+        join: JoinHandle<()>,
+    },
+    /// On the disk thread itself ([`Storage::write`], [`Storage::verify`]): the hash thread
+    /// could not be started.
+    Here,
+}
+
+/// The disk thread's state.
+struct Writer {
+    storage: Storage,
+    /// A write failed (or the hash thread went away): later writes are skipped and later
+    /// checks not answered.
+    failed: bool,
+    hasher: Hasher,
+    done: Sender<Done>,
+    back: Sender<Vec<u8>>,
+    waker: Arc<dyn Wake>,
+}
+
+impl Writer {
+    /// Runs one operation; returns its result, if it has one to report now.
+    fn apply(&mut self, op: Op) -> Option<Done> {
+        self.take_hashed();
+        match op {
+            Op::Write {
+                fragment,
+                offset,
+                data,
+                start,
+                recycle,
+            } => {
+                if self.failed {
+                    return None;
                 }
-            })
+                self.start_hasher();
+                let block = data.get(start..).unwrap_or_default();
+                let r = match self.hasher {
+                    Hasher::Here => self.storage.write(fragment, offset, block),
+                    _ => self.storage.write_unhashed(fragment, offset, block),
+                };
+                if let (Ok(()), Hasher::Thread { tx, .. }) = (&r, &self.hasher) {
+                    let op = HashOp::Block {
+                        fragment,
+                        offset,
+                        data,
+                        start,
+                        recycle,
+                    };
+                    if tx.send(op).is_err() {
+                        return self.hasher_gone();
+                    }
+                } else if recycle {
+                    // The reactor reuses the buffer (it may have gone: then it is dropped).
+                    let _ = self.back.send(data);
+                }
+                r.err().map(|e| {
+                    self.failed = true;
+                    Done::Failed(e.into())
+                })
+            }
+            Op::Verify(i) => {
+                if self.failed {
+                    return None;
+                }
+                self.start_hasher();
+                if let Hasher::Thread { tx, .. } = &self.hasher {
+                    // The hash thread answers.
+                    return tx
+                        .send(HashOp::Verify(i))
+                        .err()
+                        .and_then(|_| self.hasher_gone());
+                }
+                Some(match self.storage.verify(i) {
+                    Ok(ok) => Done::Verified(i, ok),
+                    Err(e) => {
+                        self.failed = true;
+                        Done::Failed(e.into())
+                    }
+                })
+            }
+            Op::Sync => {
+                // Every check asked for before the sync is answered first, so that the
+                // resume file records each fragment verified so far.
+                self.drain_hasher();
+                Some(Done::Synced(
+                    self.storage.sync_resume().map_err(io::Error::from),
+                ))
+            }
+            Op::Finish => {
+                self.drain_hasher();
+                Some(Done::Finished(
+                    self.storage.finish().map_err(io::Error::from),
+                ))
+            }
+            Op::Prefetch => None,
         }
-        Op::Sync => Some(Done::Synced(storage.sync_resume().map_err(io::Error::from))),
-        Op::Finish => Some(Done::Finished(storage.finish().map_err(io::Error::from))),
-        Op::Prefetch => None,
+    }
+
+    /// Starts the hash thread if nothing was hashed yet; hashes here if it cannot start.
+    fn start_hasher(&mut self) {
+        if !matches!(self.hasher, Hasher::Idle) {
+            return;
+        }
+        let (tx, ops) = sync_channel::<HashOp>(QUEUE);
+        let (hashed, rx) = channel::<Hashed>();
+        let (done, back, waker) = (self.done.clone(), self.back.clone(), self.waker.clone());
+        let started = self
+            .storage
+            .reader()
+            .map_err(io::Error::from)
+            .and_then(|reader| {
+                std::thread::Builder::new()
+                    .name("st-hash".into())
+                    .spawn(move || hash_run(&reader, &ops, &hashed, &done, &back, &*waker))
+            });
+        self.hasher = match started {
+            Ok(join) => Hasher::Thread { tx, rx, join },
+            Err(e) => {
+                log::warn!("cannot start a hash thread ({e}): hashing on the disk thread");
+                Hasher::Here
+            }
+        };
+    }
+
+    /// Records the fragments the hash thread verified since the last look.
+    fn take_hashed(&mut self) {
+        if let Hasher::Thread { rx, .. } = &self.hasher {
+            while let Ok(h) = rx.try_recv() {
+                if let Hashed::Verified(i) = h {
+                    self.storage.mark_verified(i);
+                }
+            }
+        }
+    }
+
+    /// Waits until the hash thread has done everything handed to it, recording what it
+    /// verified.
+    fn drain_hasher(&mut self) {
+        let Hasher::Thread { tx, rx, .. } = &self.hasher else {
+            return;
+        };
+        if tx.send(HashOp::Barrier).is_err() {
+            return;
+        }
+        while let Ok(h) = rx.recv() {
+            match h {
+                Hashed::Verified(i) => self.storage.mark_verified(i),
+                Hashed::Barrier => return,
+            }
+        }
+    }
+
+    /// The hash thread is gone (it cannot be, short of a panic): the fetch must stop.
+    fn hasher_gone(&mut self) -> Option<Done> {
+        self.failed = true;
+        Some(Done::Failed(io::Error::other("the hash thread stopped")))
+    }
+
+    /// Ends the hash thread after what it holds is done, and gives the storage back with
+    /// everything it verified recorded.
+    fn stop(mut self) -> Storage {
+        if let Hasher::Thread { tx, rx, join } = std::mem::replace(&mut self.hasher, Hasher::Idle) {
+            drop(tx);
+            let _ = join.join();
+            for h in rx.try_iter() {
+                if let Hashed::Verified(i) = h {
+                    self.storage.mark_verified(i);
+                }
+            }
+        }
+        self.storage
+    }
+}
+
+/// The hash thread: hashes the blocks the disk thread wrote, in the order written, and
+/// answers the checks (reading back through `reader` what was not hashed on the way).
+fn hash_run(
+    reader: &Storage,
+    ops: &Receiver<HashOp>,
+    hashed: &Sender<Hashed>,
+    done: &Sender<Done>,
+    back: &Sender<Vec<u8>>,
+    waker: &dyn Wake,
+) {
+    let mut prefixes = Prefixes::default();
+    let mut failed = false;
+    while let Ok(op) = ops.recv() {
+        match op {
+            HashOp::Block {
+                fragment,
+                offset,
+                data,
+                start,
+                recycle,
+            } => {
+                prefixes.written(fragment, offset, data.get(start..).unwrap_or_default());
+                if recycle {
+                    let _ = back.send(data);
+                }
+            }
+            HashOp::Verify(i) => {
+                if failed {
+                    continue;
+                }
+                let out = match prefixes.check(reader, i) {
+                    Ok(ok) => {
+                        if ok {
+                            // Before the reactor hears of it: a sync or finish it asks for
+                            // next finds the fragment recorded.
+                            let _ = hashed.send(Hashed::Verified(i));
+                        }
+                        Done::Verified(i, ok)
+                    }
+                    Err(e) => {
+                        failed = true;
+                        Done::Failed(e.into())
+                    }
+                };
+                if done.send(out).is_err() {
+                    return;
+                }
+                waker.wake();
+            }
+            HashOp::Barrier => {
+                let _ = hashed.send(Hashed::Barrier);
+            }
+        }
     }
 }
 

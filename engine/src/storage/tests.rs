@@ -116,7 +116,7 @@ fn verify_hashes_in_order_writes_and_reads_back_the_rest() {
     // What was hashed on the way: all of 0; the first three quarters of 1 (its last quarter
     // came first, out of order, and is read back); 2 and 3 from their last write at offset 0
     // on; all of 4.
-    let hashed = |i: u32| s.hashing.get(&i).map(|e| e.1);
+    let hashed = |i: u32| s.prefixes.hashed(i);
     assert_eq!(hashed(0), Some(16384));
     assert_eq!(hashed(1), Some(3 * q as u32), "the in-order prefix only");
     assert_eq!(hashed(2), Some(q as u32));
@@ -374,6 +374,56 @@ fn the_disk_thread_writes_verifies_syncs_and_finishes_off_the_caller() {
     assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
     assert!(!d.0.join("blob.bin.part").exists());
     assert!(!resume_name(&d.0, "blob.bin").exists());
+}
+
+#[test]
+fn a_sync_records_every_fragment_whose_check_was_queued_before_it() {
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
+    let d = Scratch::new("disk-thread-hash");
+    let all = data(200_000, 6);
+    let info = info_for("blob.bin", &all, None);
+    let n = info.hashes.len() as u32;
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    // Blocks of 4 KiB; odd fragments' blocks in reverse, so that the hash thread reads them
+    // back, even ones in order, hashed on the way.
+    for i in 0..n {
+        let f = fragment(&all, i);
+        let mut blocks: Vec<(usize, &[u8])> = f
+            .chunks(4096)
+            .enumerate()
+            .map(|(k, b)| (k * 4096, b))
+            .collect();
+        if i % 2 == 1 {
+            blocks.reverse();
+        }
+        for (at, b) in blocks {
+            t.write(i, at as u32, b).unwrap();
+        }
+        assert_eq!(t.verify(i).unwrap(), None);
+    }
+    // No result taken yet: the sync still records every fragment, as it waits for the checks
+    // queued before it.
+    let (synced, failed) = t.sync_and_wait();
+    assert!(failed.is_none());
+    assert_eq!(synced.unwrap(), n as usize);
+    // The waiting applied the checks' results (every one a match) to the view.
+    assert_eq!(t.pending(), 0);
+    assert!((0..n).all(|i| t.view().has(i)));
+    // Shut down with more checks in flight: the storage comes back with them recorded.
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    assert!(s.missing().next().is_none(), "the resume file trusted all");
+    let d2 = Scratch::new("disk-thread-hash-2");
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d2.0).unwrap();
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    for i in 0..n {
+        t.write(i, 0, fragment(&all, i)).unwrap();
+        t.verify(i).unwrap();
+    }
+    let s = t.shut_down().expect("the thread returns the storage");
+    assert!(s.missing().next().is_none());
 }
 
 #[test]
@@ -635,13 +685,13 @@ fn a_block_in_the_page_cache_is_ready_at_once_and_one_on_disk_is_read_by_the_thr
 fn a_file_in_memory_is_cached_without_asking_the_page_cache() {
     // procfs is not held in memory as tmpfs is: its files are asked about.
     let proc = fs::File::open("/proc/self/stat").unwrap();
-    assert_eq!(super::page_cache::in_memory(&[proc]), vec![false]);
+    assert!(!super::page_cache::in_memory(&proc));
     let shm = Path::new("/dev/shm");
     let Ok(f) = fs::File::open(shm) else {
         eprintln!("no /dev/shm: the tmpfs case is not tested here");
         return;
     };
-    if super::page_cache::in_memory(&[f]) != vec![true] {
+    if !super::page_cache::in_memory(&f) {
         eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
         return;
     }
@@ -656,6 +706,21 @@ fn a_file_in_memory_is_cached_without_asking_the_page_cache() {
     // before 6.5 lack: there this is what makes a tmpfs seed serve without its disk thread).
     assert!((0..info.hashes.len() as u32).all(|i| s.cached(i, 0, s.fragment_len(i))));
     assert!(s.reader().unwrap().cached(1, 0, 16384));
+    // A fetch there is not preallocated page by page: the file is extended (sparse), after
+    // a check of the room, and a file larger than the room is refused as a disk would.
+    let out = dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let (mut f, state) = Storage::open_for_fetch(&info, [9; 32], &out).unwrap();
+    assert_eq!(state.not_preallocated, None);
+    let part = fs::metadata(out.join("blob.bin.part")).unwrap();
+    assert_eq!(part.len(), all.len() as u64);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(part.blocks(), 0, "nothing allocated ahead");
+    f.write(0, 0, fragment(&all, 0)).unwrap();
+    assert!(f.verify(0).unwrap());
+    let big = fs::File::create(dir.join("big")).unwrap();
+    let e = super::preallocate(&big, 1 << 60, true).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     fs::remove_dir_all(&dir).unwrap();
 }
 
