@@ -247,6 +247,14 @@ fn main() {
         seed_up as f64 / size as f64,
         wasted >> 20
     );
+    let mut order: Vec<(usize, f64)> = s.nodes[1..]
+        .iter()
+        .enumerate()
+        .filter_map(|(k, n)| n.completed_at.map(|t| (k + 1, (t - start).as_secs_f64())))
+        .collect();
+    order.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let line: Vec<String> = order.iter().map(|(k, t)| format!("{k}:{t:.2}")).collect();
+    println!("completions (node:s): {}", line.join(" "));
     if !done {
         println!(
             "RESULT incomplete after {limit_s} s of virtual time ({} of {peers} done)",
