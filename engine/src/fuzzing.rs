@@ -348,7 +348,7 @@ pub fn tracker_check(data: &[u8]) -> Result<(), String> {
         // Patch in a valid id from a connect of the same source.
         let mut d = data.to_vec();
         let mut c = [0u8; 16];
-        wire::emit_bep15_connect(&mut c, 1).ok_or("connect")?;
+        wire::emit_bep15_connect(&mut c, 1).map_err(|e| format!("connect: {e}"))?;
         let id = match t.handle(later, src, &c, &mut out) {
             Outcome::Reply(16) => out[8..16].to_vec(),
             Outcome::Reply(n) => return Err(format!("a connect answered with {n} bytes")),

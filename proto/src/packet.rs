@@ -6,9 +6,11 @@
 //! and unknown versions, packet types and frame types are errors, never panics.
 //!
 //! Fixed layouts are `zerocopy` structs (`#[repr(C)]`, unaligned, network byte order). Writers
-//! take a `&mut [u8]` and return the number of bytes written, or `None` when the buffer is too
-//! small; [`seal`] fills in the checksum last.
+//! take a `&mut [u8]` and return the number of bytes written (or the new end), or
+//! [`BufferTooShort`] when the buffer is too small; [`seal`] fills in the checksum last.
+//! [`write_ack`] and [`write_frame`] also refuse inputs they cannot encode and return `None`.
 
+use crate::BufferTooShort;
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -278,18 +280,21 @@ pub enum Packet<'a> {
 }
 
 impl Packet<'_> {
-    /// Bytes [`emit`] writes for this packet: the header and the body (spec §3).
+    /// Bytes [`emit`] writes for this packet: the header and the body (spec §3), a CLOSE
+    /// reason cut to [`MAX_REASON_LEN`]. Saturates at `usize::MAX` (an INITIAL with absurd
+    /// padding), which no buffer holds.
     pub fn buffer_len(&self) -> usize {
-        HEADER_LEN
-            + match self {
-                Packet::Initial { padding, .. } => COOKIE_LEN + PARAMS_LEN + padding,
-                Packet::Retry { .. } => COOKIE_LEN,
-                Packet::Accept { .. } => PARAMS_LEN,
-                Packet::Data { frames, .. } => frames.len(),
-                Packet::Close { reason, .. } => core::mem::size_of::<WireClose>() + reason.len(),
-                Packet::Reset { .. } => TOKEN_LEN,
-                Packet::Request { payload, .. } | Packet::Response { payload, .. } => payload.len(),
+        HEADER_LEN.saturating_add(match self {
+            Packet::Initial { padding, .. } => (COOKIE_LEN + PARAMS_LEN).saturating_add(*padding),
+            Packet::Retry { .. } => COOKIE_LEN,
+            Packet::Accept { .. } => PARAMS_LEN,
+            Packet::Data { frames, .. } => frames.len(),
+            Packet::Close { reason, .. } => {
+                core::mem::size_of::<WireClose>() + reason.len().min(MAX_REASON_LEN)
             }
+            Packet::Reset { .. } => TOKEN_LEN,
+            Packet::Request { payload, .. } | Packet::Response { payload, .. } => payload.len(),
+        })
     }
 
     /// The header of any packet.
@@ -404,9 +409,9 @@ pub fn parse(datagram: &[u8]) -> Result<Packet<'_>, PacketError> {
     })
 }
 
-/// Writes a common header with a zero checksum. Returns [`HEADER_LEN`], or `None` if `buf` is
-/// too small.
-pub fn write_header(buf: &mut [u8], h: &Header) -> Option<usize> {
+/// Writes a common header with a zero checksum. Returns [`HEADER_LEN`], or [`BufferTooShort`]
+/// if `buf` is shorter.
+pub fn write_header(buf: &mut [u8], h: &Header) -> Result<usize, BufferTooShort> {
     let w = WireHeader {
         magic: MAGIC,
         version: VERSION,
@@ -416,19 +421,39 @@ pub fn write_header(buf: &mut [u8], h: &Header) -> Option<usize> {
         pn: U64::new(h.pn),
         checksum: U32::new(0),
     };
-    w.write_to_prefix(buf).ok()?;
-    Some(HEADER_LEN)
+    w.write_to_prefix(buf).map_err(|_| BufferTooShort {
+        need: HEADER_LEN,
+        have: buf.len(),
+    })?;
+    Ok(HEADER_LEN)
 }
 
-fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Option<usize> {
-    let end = at.checked_add(bytes.len())?;
-    buf.get_mut(at..end)?.copy_from_slice(bytes);
-    Some(end)
+/// `buf[at..at + len]`, or [`BufferTooShort`] naming the end that did not fit.
+fn room(buf: &mut [u8], at: usize, len: usize) -> Result<&mut [u8], BufferTooShort> {
+    let have = buf.len();
+    let need = at.saturating_add(len);
+    match at.checked_add(len) {
+        Some(end) if end <= have => Ok(&mut buf[at..end]),
+        _ => Err(BufferTooShort { need, have }),
+    }
 }
 
-/// Emits `p` into `buf` (header, body, checksum). Returns the datagram length, or `None` if
-/// `buf` is too small or a field is out of range (reason longer than 256 bytes).
-pub fn emit(p: &Packet<'_>, buf: &mut [u8]) -> Option<usize> {
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) -> Result<usize, BufferTooShort> {
+    room(buf, at, bytes.len())?.copy_from_slice(bytes);
+    Ok(at + bytes.len())
+}
+
+/// Emits `p` into `buf` (header, body, checksum). Returns the datagram length
+/// ([`Packet::buffer_len`]), or [`BufferTooShort`] with nothing useful written. A CLOSE reason
+/// longer than [`MAX_REASON_LEN`] is cut rather than sent malformed (callers keep to it).
+pub fn emit(p: &Packet<'_>, buf: &mut [u8]) -> Result<usize, BufferTooShort> {
+    let need = p.buffer_len();
+    if buf.len() < need {
+        return Err(BufferTooShort {
+            need,
+            have: buf.len(),
+        });
+    }
     let mut n = write_header(buf, p.header())?;
     match p {
         Packet::Initial {
@@ -439,17 +464,13 @@ pub fn emit(p: &Packet<'_>, buf: &mut [u8]) -> Option<usize> {
         } => {
             n = put(buf, n, cookie)?;
             n = put(buf, n, params.to_wire().as_bytes())?;
-            let end = n.checked_add(*padding)?;
-            buf.get_mut(n..end)?.fill(0);
-            n = end;
+            n = write_padding(buf, n, *padding)?;
         }
         Packet::Retry { cookie, .. } => n = put(buf, n, cookie)?,
         Packet::Accept { params, .. } => n = put(buf, n, params.to_wire().as_bytes())?,
         Packet::Data { frames, .. } => n = put(buf, n, frames)?,
         Packet::Close { code, reason, .. } => {
-            if reason.len() > MAX_REASON_LEN {
-                return None;
-            }
+            let reason = &reason[..reason.len().min(MAX_REASON_LEN)];
             let c = WireClose {
                 code: U32::new(*code),
                 reason_len: U16::new(reason.len() as u16),
@@ -463,7 +484,7 @@ pub fn emit(p: &Packet<'_>, buf: &mut [u8]) -> Option<usize> {
         }
     }
     seal(&mut buf[..n]);
-    Some(n)
+    Ok(n)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -672,40 +693,50 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
-/// Writes a PING frame at `buf[at..]`; returns the new end.
-pub fn write_ping(buf: &mut [u8], at: usize) -> Option<usize> {
+/// Writes a PING frame at `buf[at..]`; returns the new end, or [`BufferTooShort`].
+pub fn write_ping(buf: &mut [u8], at: usize) -> Result<usize, BufferTooShort> {
     put(buf, at, &[frame_type::PING])
 }
 
-/// Writes `n` bytes of padding at `buf[at..]`; returns the new end.
-pub fn write_padding(buf: &mut [u8], at: usize, n: usize) -> Option<usize> {
-    let end = at.checked_add(n)?;
-    buf.get_mut(at..end)?.fill(0);
-    Some(end)
+/// Writes `n` bytes of padding at `buf[at..]`; returns the new end, or [`BufferTooShort`].
+pub fn write_padding(buf: &mut [u8], at: usize, n: usize) -> Result<usize, BufferTooShort> {
+    room(buf, at, n)?.fill(0);
+    Ok(at + n)
 }
 
-/// Writes a MAX_DATA or DATA_BLOCKED frame.
-pub fn write_u64_frame(buf: &mut [u8], at: usize, ty: u8, v: u64) -> Option<usize> {
-    let n = put(buf, at, &[ty])?;
-    put(buf, n, &v.to_be_bytes())
+/// Writes a MAX_DATA or DATA_BLOCKED frame at `buf[at..]`; returns the new end, or
+/// [`BufferTooShort`] with nothing written.
+pub fn write_u64_frame(buf: &mut [u8], at: usize, ty: u8, v: u64) -> Result<usize, BufferTooShort> {
+    let out = room(buf, at, 1 + 8)?;
+    out[0] = ty;
+    out[1..].copy_from_slice(&v.to_be_bytes());
+    Ok(at + 1 + 8)
 }
 
 /// Writes a STREAM frame header for `len` bytes at `offset`; the caller copies the data to
-/// `buf[ret..ret + len]`. Returns the index where the data starts.
-pub fn write_stream_header(buf: &mut [u8], at: usize, offset: u64, len: u16) -> Option<usize> {
-    let n = put(buf, at, &[frame_type::STREAM])?;
+/// `buf[ret..ret + len]`. Returns the index where the data starts, or [`BufferTooShort`] (with
+/// nothing written) if the header and the `len` data bytes do not both fit.
+pub fn write_stream_header(
+    buf: &mut [u8],
+    at: usize,
+    offset: u64,
+    len: u16,
+) -> Result<usize, BufferTooShort> {
     let w = WireStream {
         offset: U64::new(offset),
         len: U16::new(len),
     };
-    let end = n.checked_add(core::mem::size_of::<WireStream>())?;
-    buf.get(n..end.checked_add(usize::from(len))?)?;
-    put(buf, n, w.as_bytes())
+    let frame = room(buf, at, STREAM_OVERHEAD + usize::from(len))?;
+    frame[0] = frame_type::STREAM;
+    frame[1..STREAM_OVERHEAD].copy_from_slice(w.as_bytes());
+    Ok(at + STREAM_OVERHEAD)
 }
 
 /// Writes an ACK frame from inclusive ranges given highest first (as a receiver keeps them).
 /// Writes at most [`MAX_ACK_RANGES`] extra ranges and no more than fit in `buf`. Returns the new
 /// end, or `None` if not even the base frame fits or `ranges` is empty or not descending.
+/// (`None` rather than [`BufferTooShort`]: an unencodable first range is not a buffer
+/// problem.)
 pub fn write_ack(
     buf: &mut [u8],
     at: usize,
@@ -755,11 +786,13 @@ pub fn write_ack(
     Some(n)
 }
 
-/// Emits one parsed frame (used by round-trip checks). Returns the new end.
+/// Emits one parsed frame (used by round-trip checks). Returns the new end, or `None` if `buf`
+/// is too small or the frame has no exact encoding (an ACK that [`write_ack`] would cut, a
+/// STREAM of more than 65535 bytes).
 pub fn write_frame(buf: &mut [u8], at: usize, f: &Frame<'_>) -> Option<usize> {
     match f {
-        Frame::Padding(n) => write_padding(buf, at, *n),
-        Frame::Ping => write_ping(buf, at),
+        Frame::Padding(n) => write_padding(buf, at, *n).ok(),
+        Frame::Ping => write_ping(buf, at).ok(),
         Frame::Ack(a) => {
             let n = write_ack(buf, at, a.delay_us, a.iter())?;
             // write_ack stops early on odd inputs; require an exact re-encoding.
@@ -767,11 +800,11 @@ pub fn write_frame(buf: &mut [u8], at: usize, f: &Frame<'_>) -> Option<usize> {
         }
         Frame::Stream { offset, data } => {
             let len = u16::try_from(data.len()).ok()?;
-            let n = write_stream_header(buf, at, *offset, len)?;
-            put(buf, n, data)
+            let n = write_stream_header(buf, at, *offset, len).ok()?;
+            put(buf, n, data).ok()
         }
-        Frame::MaxData(v) => write_u64_frame(buf, at, frame_type::MAX_DATA, *v),
-        Frame::DataBlocked(v) => write_u64_frame(buf, at, frame_type::DATA_BLOCKED, *v),
+        Frame::MaxData(v) => write_u64_frame(buf, at, frame_type::MAX_DATA, *v).ok(),
+        Frame::DataBlocked(v) => write_u64_frame(buf, at, frame_type::DATA_BLOCKED, *v).ok(),
     }
 }
 
@@ -785,7 +818,7 @@ pub fn roundtrip_check(data: &[u8]) -> Result<bool, String> {
         return Ok(false);
     };
     let mut buf = vec![0u8; data.len() + 64];
-    let n = emit(&p, &mut buf).ok_or("emit failed on a parsed packet")?;
+    let n = emit(&p, &mut buf).map_err(|e| format!("emit failed on a parsed packet: {e}"))?;
     if buf[..n] != *data {
         return Err(format!("emit differs from input: {:?}", p));
     }

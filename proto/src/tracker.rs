@@ -4,8 +4,11 @@
 //!
 //! Fixed parts are zerocopy structs of network-endian fields; every parser checks the length
 //! before it reads a field and returns `None` (drop, no reply) on anything malformed. Emitters
-//! write into a caller's buffer and never allocate, so the tracker's hot path does not either.
+//! write into a caller's buffer and never allocate, so the tracker's hot path does not either;
+//! they return the length written, or [`BufferTooShort`] (the two that also refuse arguments
+//! out of range, [`emit_padded_announce_request`] and [`emit_scrape_request`], return `None`).
 
+use crate::BufferTooShort;
 use zerocopy::byteorder::network_endian::{I32, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -234,8 +237,8 @@ pub fn parse_native_request(buf: &[u8]) -> Option<NativeRequest<'_>> {
     }
 }
 
-/// Writes a native CONNECT request.
-pub fn emit_connect_request(out: &mut [u8]) -> Option<usize> {
+/// Writes a native CONNECT request (16 bytes), or returns [`BufferTooShort`].
+pub fn emit_connect_request(out: &mut [u8]) -> Result<usize, BufferTooShort> {
     let req = ConnectRequest {
         kind: kind::CONNECT,
         reserved: [0; 15],
@@ -243,8 +246,8 @@ pub fn emit_connect_request(out: &mut [u8]) -> Option<usize> {
     write(out, req.as_bytes())
 }
 
-/// Writes a native CONNECT response.
-pub fn emit_connect_response(out: &mut [u8], connection_id: u64) -> Option<usize> {
+/// Writes a native CONNECT response (16 bytes), or returns [`BufferTooShort`].
+pub fn emit_connect_response(out: &mut [u8], connection_id: u64) -> Result<usize, BufferTooShort> {
     let resp = ConnectResponse {
         kind: kind::CONNECTED,
         reserved: [0; 7],
@@ -306,8 +309,8 @@ pub struct Announce {
     pub downloaded: u64,
 }
 
-/// Writes a native ANNOUNCE request.
-pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Option<usize> {
+/// Writes a native ANNOUNCE request ([`ANNOUNCE_LEN`] bytes), or returns [`BufferTooShort`].
+pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Result<usize, BufferTooShort> {
     let req = AnnounceRequest {
         kind: kind::ANNOUNCE,
         event: a.event.native(),
@@ -325,17 +328,20 @@ pub fn emit_announce_request(out: &mut [u8], a: &Announce) -> Option<usize> {
 }
 
 /// Writes a native ANNOUNCE request padded with zeros to `len` bytes (at least the fixed 88,
-/// at most [`MAX_ANNOUNCE_LEN`]; see [`announce_len_for`]).
+/// at most [`MAX_ANNOUNCE_LEN`]; see [`announce_len_for`]). `None` if `len` is out of that
+/// range or `out` is shorter than `len` (an `Option`, not [`BufferTooShort`], because of the
+/// first).
 pub fn emit_padded_announce_request(out: &mut [u8], a: &Announce, len: usize) -> Option<usize> {
     if !(ANNOUNCE_LEN..=MAX_ANNOUNCE_LEN).contains(&len) {
         return None;
     }
-    let n = emit_announce_request(out, a)?;
+    let n = emit_announce_request(out, a).ok()?;
     out.get_mut(n..len)?.fill(0);
     Some(len)
 }
 
-/// Writes a native SCRAPE request for up to [`MAX_SCRAPE`] swarms.
+/// Writes a native SCRAPE request for 1 to [`MAX_SCRAPE`] swarms. `None` if `ids` is empty or
+/// longer, or `out` is too short (an `Option`, not [`BufferTooShort`], because of the first).
 pub fn emit_scrape_request(
     out: &mut [u8],
     connection_id: u64,
@@ -350,8 +356,8 @@ pub fn emit_scrape_request(
         reserved: [0; 6],
         connection_id: connection_id.into(),
     };
-    let n = write(out, head.as_bytes())?;
-    let m = write(&mut out[n..], ids.as_bytes())?;
+    let n = write(out, head.as_bytes()).ok()?;
+    let m = write(&mut out[n..], ids.as_bytes()).ok()?;
     Some(n + m)
 }
 
@@ -400,14 +406,20 @@ pub fn parse_native_response(buf: &[u8]) -> Option<NativeResponse<'_>> {
 }
 
 /// Writes a native ERROR response: kind, code, message length, message (truncated to fit).
-pub fn emit_native_error(out: &mut [u8], code: u8, msg: &str) -> Option<usize> {
-    let room = out.len().checked_sub(4)?;
+/// [`BufferTooShort`] only if `out` cannot hold the 4 bytes before the message.
+pub fn emit_native_error(out: &mut [u8], code: u8, msg: &str) -> Result<usize, BufferTooShort> {
+    let Some(room) = out.len().checked_sub(4) else {
+        return Err(BufferTooShort {
+            need: 4,
+            have: out.len(),
+        });
+    };
     let m = &msg.as_bytes()[..msg.len().min(room)];
     out[0] = kind::ERROR;
     out[1] = code;
     out[2..4].copy_from_slice(&(m.len() as u16).to_be_bytes());
     out[4..4 + m.len()].copy_from_slice(m);
-    Some(4 + m.len())
+    Ok(4 + m.len())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -571,12 +583,12 @@ pub fn parse_bep15_request(buf: &[u8]) -> Option<Bep15Request<'_>> {
     }
 }
 
-/// Writes a BEP 15 connect response.
+/// Writes a BEP 15 connect response (16 bytes), or returns [`BufferTooShort`].
 pub fn emit_bep15_connected(
     out: &mut [u8],
     transaction_id: u32,
     connection_id: u64,
-) -> Option<usize> {
+) -> Result<usize, BufferTooShort> {
     let r = Bep15Connected {
         action: action::CONNECT.into(),
         transaction_id: transaction_id.into(),
@@ -586,7 +598,12 @@ pub fn emit_bep15_connected(
 }
 
 /// Writes a BEP 15 error (action 3) with a message truncated to fit `out`.
-pub fn emit_bep15_error(out: &mut [u8], transaction_id: u32, msg: &str) -> Option<usize> {
+/// [`BufferTooShort`] only if `out` cannot hold the 8 bytes before the message.
+pub fn emit_bep15_error(
+    out: &mut [u8],
+    transaction_id: u32,
+    msg: &str,
+) -> Result<usize, BufferTooShort> {
     let head = Bep15Head {
         action: action::ERROR.into(),
         transaction_id: transaction_id.into(),
@@ -594,11 +611,12 @@ pub fn emit_bep15_error(out: &mut [u8], transaction_id: u32, msg: &str) -> Optio
     let n = write(out, head.as_bytes())?;
     let m = msg.len().min(out.len() - n);
     out[n..n + m].copy_from_slice(&msg.as_bytes()[..m]);
-    Some(n + m)
+    Ok(n + m)
 }
 
-/// Writes a BEP 15 connect request (for clients and tests).
-pub fn emit_bep15_connect(out: &mut [u8], transaction_id: u32) -> Option<usize> {
+/// Writes a BEP 15 connect request (16 bytes; for clients and tests), or returns
+/// [`BufferTooShort`].
+pub fn emit_bep15_connect(out: &mut [u8], transaction_id: u32) -> Result<usize, BufferTooShort> {
     let c = Bep15Connect {
         protocol_id: BEP15_PROTOCOL_ID.into(),
         action: action::CONNECT.into(),
@@ -612,10 +630,18 @@ pub fn bep15_event(e: Event) -> u32 {
     e.bep15()
 }
 
-/// Copies `bytes` to the front of `out`; `None` if it does not fit.
-pub fn write(out: &mut [u8], bytes: &[u8]) -> Option<usize> {
-    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
-    Some(bytes.len())
+/// Copies `bytes` to the front of `out` and returns their length; [`BufferTooShort`] (nothing
+/// written) if they do not fit.
+pub fn write(out: &mut [u8], bytes: &[u8]) -> Result<usize, BufferTooShort> {
+    let have = out.len();
+    let Some(out) = out.get_mut(..bytes.len()) else {
+        return Err(BufferTooShort {
+            need: bytes.len(),
+            have,
+        });
+    };
+    out.copy_from_slice(bytes);
+    Ok(bytes.len())
 }
 
 /// The `tracker` fuzz target's check (also run by the corpus replay in `cargo test`): a
@@ -647,7 +673,7 @@ pub fn fuzz_check(data: &[u8]) -> Result<bool, String> {
 fn native_round_trip(p: &[u8], req: &NativeRequest<'_>) -> Result<(), String> {
     let mut buf = [0u8; 16 + MAX_SCRAPE * SWARM_ID_LEN];
     let n = match *req {
-        NativeRequest::Connect => emit_connect_request(&mut buf),
+        NativeRequest::Connect => emit_connect_request(&mut buf).ok(),
         NativeRequest::Announce(a, event) => {
             let fields = Announce {
                 connection_id: a.connection_id.get(),
@@ -690,11 +716,11 @@ fn bep15_round_trip(data: &[u8], req: &Bep15Request<'_>) -> Result<(), String> {
                 transaction_id: tid.into(),
             };
             let n = write(&mut buf, head.as_bytes())
-                .and_then(|n| Some(n + write(&mut buf[n..], hashes.as_bytes())?));
+                .and_then(|n| Ok(n + write(&mut buf[n..], hashes.as_bytes())?));
             (n, &data[..16 + hashes.len() * INFO_HASH_LEN])
         }
     };
-    let n = n.ok_or("a parsed BEP 15 request does not re-encode")?;
+    let n = n.map_err(|e| format!("a parsed BEP 15 request does not re-encode: {e}"))?;
     if &buf[..n] != original {
         return Err(format!("BEP 15 request re-encodes differently: {req:?}"));
     }
@@ -794,6 +820,38 @@ mod tests {
         ));
         assert!(emit_padded_announce_request(&mut buf, &a, 87).is_none());
         assert!(emit_padded_announce_request(&mut buf, &a, MAX_ANNOUNCE_LEN + 1).is_none());
+    }
+
+    #[test]
+    fn emitters_report_need_and_have() {
+        let short = |need, have| Err(BufferTooShort { need, have });
+        let mut b = [0u8; 15];
+        assert_eq!(emit_connect_request(&mut b), short(16, 15));
+        assert_eq!(emit_connect_response(&mut b, 1), short(16, 15));
+        assert_eq!(emit_bep15_connect(&mut b, 1), short(16, 15));
+        assert_eq!(emit_bep15_connected(&mut b, 1, 2), short(16, 15));
+        assert_eq!(write(&mut b, &[1; 16]), short(16, 15));
+        assert_eq!(emit_native_error(&mut b[..3], 1, "no"), short(4, 3));
+        assert_eq!(emit_native_error(&mut b[..5], 1, "no"), Ok(5));
+        assert_eq!(emit_bep15_error(&mut b[..7], 1, "no"), short(8, 7));
+        assert_eq!(emit_bep15_error(&mut b, 1, "no"), Ok(10));
+        let a = Announce {
+            connection_id: 1,
+            swarm_id: [0; 32],
+            peer_id: [0; 16],
+            event: Event::Started,
+            port: 1,
+            numwant: 1,
+            left: 1,
+            uploaded: 0,
+            downloaded: 0,
+        };
+        let mut big = [0u8; ANNOUNCE_LEN];
+        assert_eq!(
+            emit_announce_request(&mut big[..ANNOUNCE_LEN - 1], &a),
+            short(ANNOUNCE_LEN, ANNOUNCE_LEN - 1)
+        );
+        assert_eq!(emit_announce_request(&mut big, &a), Ok(ANNOUNCE_LEN));
     }
 
     #[test]

@@ -258,7 +258,7 @@ impl TrackerClient {
                     .map(|(id, _)| id);
             let mut buf = [0u8; wire::MAX_ANNOUNCE_LEN];
             let (pending, n) = match id {
-                None => (Pending::Connect, wire::emit_connect_request(&mut buf)?),
+                None => (Pending::Connect, wire::emit_connect_request(&mut buf).ok()?),
                 Some(connection_id) => {
                     let event = if stopping {
                         Event::Stopped

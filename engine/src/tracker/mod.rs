@@ -223,7 +223,7 @@ impl Tracker {
                 // Header (32) + 16 ≤ the request's own header + 16: never an amplifier.
                 self.stats.connects += 1;
                 let id = self.ids.mint(now, src);
-                let n = wire::emit_connect_response(out, id)?;
+                let n = wire::emit_connect_response(out, id).ok()?;
                 // The anti-amplification rule, checked rather than assumed.
                 (packet::HEADER_LEN + n <= request_len).then_some(n)
             }
@@ -276,7 +276,7 @@ impl Tracker {
                 for id in ids {
                     let mut key = [0u8; INFO_HASH_LEN];
                     key.copy_from_slice(&id[..INFO_HASH_LEN]);
-                    at += wire::write(&mut out[at..], self.scrape_entry(&key).as_bytes())?;
+                    at += wire::write(&mut out[at..], self.scrape_entry(&key).as_bytes()).ok()?;
                 }
                 Some(at)
             }
@@ -292,7 +292,7 @@ impl Tracker {
             Bep15Request::Connect(tid) => {
                 self.stats.connects += 1;
                 let id = self.ids.mint(now, src);
-                wire::emit_bep15_connected(out, tid, id)
+                wire::emit_bep15_connected(out, tid, id).ok()
             }
             Bep15Request::Announce(a, event) => {
                 if !self.check_connection_id(now, src, a.connection_id.get()) {
@@ -351,7 +351,7 @@ impl Tracker {
                 for h in hashes.iter().take(MAX_SCRAPE) {
                     let e = self.scrape_entry(h);
                     // BEP 15 order: seeders, completed, leechers (same as ours).
-                    let Some(n) = wire::write(&mut out[at..], e.as_bytes()) else {
+                    let Ok(n) = wire::write(&mut out[at..], e.as_bytes()) else {
                         break;
                     };
                     at += n;

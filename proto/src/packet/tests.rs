@@ -113,7 +113,10 @@ pub(super) fn golden_packets() -> Vec<(&'static str, Vec<u8>)> {
         assert_eq!(n, p.buffer_len(), "{name}");
         assert_eq!(
             emit(&p, &mut vec![0; n - 1]),
-            None,
+            Err(BufferTooShort {
+                need: n,
+                have: n - 1
+            }),
             "{name}: one byte short"
         );
         out.push((name, buf[..n].to_vec()));
@@ -299,3 +302,52 @@ fn golden_initial() {
 }
 
 const INITIAL_PREFIX: &str = "5354010100000000000000000102030405060708000000000000000113f6a62b0000000000000000000000000000000000400000000000000080000000007530001905c0aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[test]
+fn writers_report_need_and_have() {
+    let short = |need, have| Err(BufferTooShort { need, have });
+    let h = hdr(PacketType::Data, 1, 2, 3);
+    assert_eq!(write_header(&mut [0; 31], &h), short(HEADER_LEN, 31));
+    let mut f = [0u8; 20];
+    assert_eq!(write_ping(&mut f, 20), short(21, 20));
+    assert_eq!(write_padding(&mut f, 15, 6), short(21, 20));
+    assert_eq!(write_padding(&mut f, 1, usize::MAX), short(usize::MAX, 20));
+    assert_eq!(
+        write_u64_frame(&mut f, 12, frame_type::MAX_DATA, 7),
+        short(21, 20)
+    );
+    assert_eq!(write_u64_frame(&mut f, 11, frame_type::MAX_DATA, 7), Ok(20));
+    // The header fits but the data would not: refused, nothing written.
+    let mut f = [0xEEu8; 20];
+    assert_eq!(write_stream_header(&mut f, 2, 0, 8), short(21, 20));
+    assert_eq!(f, [0xEE; 20]);
+    assert_eq!(
+        write_stream_header(&mut f, 2, 0, 7),
+        Ok(2 + STREAM_OVERHEAD)
+    );
+    // An INITIAL whose padding no buffer holds.
+    let p = Packet::Initial {
+        hdr: hdr(PacketType::Initial, 0, 1, 1),
+        cookie: [0; 16],
+        params: params(),
+        padding: usize::MAX,
+    };
+    assert_eq!(emit(&p, &mut [0; 64]), short(usize::MAX, 64));
+}
+
+#[test]
+fn a_long_close_reason_is_cut() {
+    let long = [b'x'; MAX_REASON_LEN + 10];
+    let p = Packet::Close {
+        hdr: hdr(PacketType::Close, 1, 2, 3),
+        code: 0,
+        reason: &long,
+    };
+    let mut buf = vec![0u8; 512];
+    let n = emit(&p, &mut buf).unwrap();
+    assert_eq!(n, p.buffer_len());
+    match parse(&buf[..n]) {
+        Ok(Packet::Close { reason, .. }) => assert_eq!(reason, &long[..MAX_REASON_LEN]),
+        other => panic!("{other:?}"),
+    }
+}

@@ -34,9 +34,9 @@ impl Connection {
         }
         self.mtu.probe_starting();
         let pn = self.recovery.take_pn();
-        let mut n = packet::write_header(buf, &self.header(PacketType::Data, pn))?;
-        n = packet::write_ping(buf, n)?;
-        n = packet::write_padding(buf, n, size - n)?;
+        let mut n = packet::write_header(buf, &self.header(PacketType::Data, pn)).ok()?;
+        n = packet::write_ping(buf, n).ok()?;
+        n = packet::write_padding(buf, n, size - n).ok()?;
         packet::seal(&mut buf[..n]);
         self.mtu.probe_sent(pn, size);
         let mut sent = Sent::new(pn, now);
@@ -92,7 +92,7 @@ impl Connection {
             return None;
         }
         let pn = self.recovery.take_pn();
-        let mut n = packet::write_header(out, &self.header(PacketType::Data, pn))?;
+        let mut n = packet::write_header(out, &self.header(PacketType::Data, pn)).ok()?;
         if send_ack && let Some(m) = self.ack.write_frame(out, n, now) {
             n = m;
             self.timers.clear(Timer::Ack);
@@ -106,7 +106,8 @@ impl Connection {
         let mut sent = Sent::new(pn, now);
         let mut elicit = false;
         if self.recv.max_data_pending() && out.len() - n >= 9 {
-            n = packet::write_u64_frame(out, n, frame_type::MAX_DATA, self.recv.local_max_data())?;
+            n = packet::write_u64_frame(out, n, frame_type::MAX_DATA, self.recv.local_max_data())
+                .ok()?;
             self.recv.max_data_sent();
             sent.max_data = true;
             elicit = true;
@@ -117,7 +118,8 @@ impl Connection {
                 n,
                 frame_type::DATA_BLOCKED,
                 self.send.peer_max_data(),
-            )?;
+            )
+            .ok()?;
             self.send.data_blocked_sent();
             elicit = true;
         }
@@ -131,14 +133,14 @@ impl Connection {
                 self.stats.stream_bytes_retransmitted += e - s;
             }
             let len = (e - s) as usize;
-            let d = packet::write_stream_header(out, n, s, len as u16)?;
+            let d = packet::write_stream_header(out, n, s, len as u16).ok()?;
             self.send.read_at(s, &mut out[d..d + len]);
             n = d + len;
             sent.stream = Some((s, len as u32));
             elicit = true;
         }
         if !elicit {
-            n = packet::write_ping(out, n)?;
+            n = packet::write_ping(out, n).ok()?;
         }
         packet::seal(&mut out[..n]);
         sent.size = n as u32;

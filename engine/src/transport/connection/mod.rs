@@ -849,7 +849,7 @@ impl Connection {
                     code,
                     reason: &reason,
                 };
-                return packet::emit(&p, buf).map(|n| (n, None));
+                return packet::emit(&p, buf).ok().map(|n| (n, None));
             }
             State::Handshake => {
                 if self.side != Side::Client || !self.initial_pending {
@@ -870,7 +870,7 @@ impl Connection {
                     padding: MIN_INITIAL_LEN - HEADER_LEN - 16 - PARAMS_LEN,
                 };
                 self.set_loss_timer();
-                return packet::emit(&p, buf).map(|n| (n, None));
+                return packet::emit(&p, buf).ok().map(|n| (n, None));
             }
             State::Established => {}
         }
@@ -880,7 +880,7 @@ impl Connection {
                 hdr: self.header(PacketType::Accept, 0),
                 params: self.local_params,
             };
-            return packet::emit(&p, buf).map(|n| (n, None));
+            return packet::emit(&p, buf).ok().map(|n| (n, None));
         }
         // Flow-control blocked? (spec §4.2)
         self.send.check_blocked();

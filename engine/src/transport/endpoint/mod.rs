@@ -132,7 +132,7 @@ impl Endpoint {
             return false;
         }
         let mut buf = vec![0u8; p.buffer_len()];
-        if let Some(n) = packet::emit(p, &mut buf) {
+        if let Ok(n) = packet::emit(p, &mut buf) {
             buf.truncate(n);
             self.stateless.push_back((remote, buf));
             true

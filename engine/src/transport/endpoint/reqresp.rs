@@ -48,7 +48,7 @@ pub fn respond(
         scid: 0,
         pn: request.pn,
     };
-    packet::write_header(out, &hdr)?;
+    packet::write_header(out, &hdr).ok()?;
     packet::seal(&mut out[..end]);
     Some(end)
 }
@@ -146,7 +146,7 @@ impl Requests {
             },
             payload: &r.payload,
         };
-        let n = packet::emit(&p, buf)?;
+        let n = packet::emit(&p, buf).ok()?;
         Some(Transmit {
             remote: r.remote,
             len: n,
