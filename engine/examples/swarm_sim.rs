@@ -209,7 +209,9 @@ fn main() {
                 core.stats().uploaded
             );
         }
-        s.all_up_complete()
+        // Every fetcher's data verified is not enough: its completion time is taken when its
+        // node reports the swarm complete (files in place), which may come a turn later.
+        s.all_up_complete() && s.nodes[1..].iter().all(|n| n.completed_at.is_some())
     });
     let wall = wall.elapsed();
     let m = size.div_ceil(u64::from(fragment)) as f64;

@@ -718,6 +718,13 @@ fn a_file_in_memory_is_cached_without_asking_the_page_cache() {
     assert_eq!(part.blocks(), 0, "nothing allocated ahead");
     f.write(0, 0, fragment(&all, 0)).unwrap();
     assert!(f.verify(0).unwrap());
+    // The first write allocated its chunk (here the whole file) in one go.
+    let part = fs::metadata(out.join("blob.bin.part")).unwrap();
+    assert!(
+        part.blocks() * 512 >= all.len() as u64,
+        "{} blocks",
+        part.blocks()
+    );
     let big = fs::File::create(dir.join("big")).unwrap();
     let e = super::preallocate(&big, 1 << 60, true).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
