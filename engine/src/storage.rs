@@ -184,6 +184,7 @@ impl Storage {
         let resume_spare = open_spare(&part_name(&resume_path), resume_len(n))?;
         let mut not_preallocated = None;
         let mut files = Vec::with_capacity(parts.len());
+        let mut in_memory = Vec::with_capacity(parts.len());
         for (p, &len) in parts.iter().zip(&lengths) {
             ensure_parent_inside(out_dir, p)?;
             let f = open_rw_nofollow(p)?;
@@ -192,7 +193,9 @@ impl Storage {
             if f.metadata()?.len() > len {
                 f.set_len(len).map_err(file_err("size", p))?;
             }
-            match preallocate(&f, len, page_cache::in_memory(&f)) {
+            let held = page_cache::in_memory(&f);
+            in_memory.push(held);
+            match preallocate(&f, len, held) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                     // Fetch what fits: verified fragments are kept and a re-run continues.
@@ -205,16 +208,19 @@ impl Storage {
             }
             files.push(f);
         }
-        let chunks = files
+        // One flag per chunk of each file held in memory (see `Storage::allocate`).
+        let chunks = in_memory
             .iter()
             .zip(&lengths)
-            .map(|(f, &len)| {
-                let n = if page_cache::in_memory(f) {
-                    len.div_ceil(ALLOC_CHUNK)
-                } else {
-                    0
-                };
-                vec![false; n as usize]
+            .map(|(&held, &len)| {
+                vec![
+                    false;
+                    if held {
+                        len.div_ceil(ALLOC_CHUNK) as usize
+                    } else {
+                        0
+                    }
+                ]
             })
             .collect();
         let mut s = Storage {
@@ -225,7 +231,7 @@ impl Storage {
             lengths,
             finals,
             parts,
-            in_memory: files.iter().map(page_cache::in_memory).collect(),
+            in_memory,
             chunks,
             files,
             verified: vec![false; n],
