@@ -67,7 +67,9 @@ fn main() {
             "--quantum-ms" => quantum_ms = v().parse().expect("--quantum-ms N"),
             "--seed" => seed = v().parse().expect("--seed N"),
             "--limit-s" => limit_s = v().parse().expect("--limit-s N"),
-            "--report-s" => report = Duration::from_secs(v().parse().expect("--report-s N")),
+            "--report-s" => {
+                report = Duration::from_secs_f64(v().parse().expect("--report-s SECONDS"))
+            }
             "--dump" => dump = Some(v().parse().expect("--dump NODE")),
             "--no-suggest" => swarm.suggest = false,
             "--reciprocal" => swarm.reciprocal_slots = v().parse().expect("--reciprocal N"),
@@ -167,7 +169,7 @@ fn main() {
             );
             let pick = |q: f64| busy.get(((busy.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
             eprintln!(
-                "t={:.0} s: {:.1} % of {} copies, {finished} complete, uplinks {:.0} % busy (seed {:.0} %), downlinks {:.0}/{:.0}/{:.0} % (min/median/max), drops up {du} down {dd} (wall {:.0} s)",
+                "t={:.1} s: {:.1} % of {} copies, {finished} complete, uplinks {:.0} % busy (seed {:.0} %), downlinks {:.0}/{:.0}/{:.0} % (min/median/max), drops up {du} down {dd} (wall {:.0} s)",
                 (s.sim.now() - start).as_secs_f64(),
                 100.0 * (1.0 - left as f64 / (size as f64 * peers as f64)),
                 peers,
