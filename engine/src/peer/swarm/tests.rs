@@ -678,3 +678,47 @@ fn a_block_waits_for_its_prefetch_while_other_peers_are_served() {
         assert!(n.store.mem.data == data);
     }
 }
+
+#[test]
+fn a_new_connection_grows_its_request_pipeline_before_the_rate_is_measured() {
+    // One seed, one fetcher, a fast path (1 ms each way, no bottleneck), 16 MiB, and the cores
+    // run every 2 ms. Until the first rate window (250 ms) has measured the connection, a
+    // pipeline of one block moves one block per round trip: 6.75 MiB by 240 ms (measured
+    // without slow start). Request slow start (spec peer.md §5) doubles the pipeline every
+    // round trip: all 16 MiB arrive in the same time.
+    crate::sim::for_seeds(&[2, 3], |seed| {
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(1),
+            ..PipeConfig::default()
+        };
+        let size = 16 << 20;
+        let (mut nodes, data, mut sim) =
+            build_swarm(SwarmConfig::default(), seed, size, FRAG, 1, false, pipe);
+        let step = |sim: &mut Sim, nodes: &mut [Node]| {
+            let now = sim.now();
+            for n in nodes.iter_mut() {
+                let ep = sim.endpoint(n.id).expect("node up");
+                while let Some(ev) = ep.poll_event() {
+                    n.core.handle_event(now, ep, &mut n.store, &ev);
+                }
+                n.core.tick(now, ep);
+            }
+            let limit = now + Duration::from_millis(2);
+            while sim.step(limit) {}
+        };
+        let first_window_ends = sim.now() + Duration::from_millis(240);
+        while sim.now() < first_window_ends {
+            step(&mut sim, &mut nodes);
+        }
+        let got = nodes[1].core.stats().downloaded;
+        assert!(
+            got >= 12 << 20,
+            "{got} bytes in 240 ms: the request pipeline did not grow"
+        );
+        let end = sim.now() + Duration::from_secs(30);
+        while sim.now() < end && !nodes[1].core.complete() {
+            step(&mut sim, &mut nodes);
+        }
+        assert!(nodes[1].core.complete() && nodes[1].store.data == data);
+    });
+}
