@@ -174,11 +174,6 @@ struct Session {
     /// Bytes received from them in the current rate window, and the smoothed rate (B/s).
     window_bytes: u64,
     rate: f64,
-    /// Request slow start (spec `peer.md` §5): while `Some`, the pipeline target in bytes,
-    /// grown by each block received, until a rate window brings no more than the one before.
-    ramp: Option<u64>,
-    /// Bytes received in the previous rate window (to see the rate stop growing).
-    last_window: u64,
     /// Rate windows in a row in which requests timed out and nothing arrived.
     stalls: u8,
     /// The port their HANDSHAKE says they accept connections on.
@@ -243,8 +238,6 @@ impl Session {
             queued: VecDeque::new(),
             window_bytes: 0,
             rate: 0.0,
-            ramp: Some(0),
-            last_window: 0,
             stalls: 0,
             listen_port: 0,
             pex: false,

@@ -33,10 +33,6 @@ impl SwarmCore {
         s.outstanding.swap_remove(k);
         s.outstanding_bytes -= u64::from(b.length);
         s.window_bytes += u64::from(b.length);
-        // Request slow start: each block answered lets one more be asked (spec peer.md §5).
-        if let Some(r) = &mut s.ramp {
-            *r = (*r + u64::from(b.length)).min(self.cfg.max_outstanding);
-        }
         let addr = s.addr;
         match self.picker.received(b) {
             Received::Unneeded => self.stats.wasted += len as u64,
@@ -96,9 +92,7 @@ impl SwarmCore {
         let target = if s.stalls > 0 {
             u64::from(self.cfg.block).min(min)
         } else {
-            ((s.rate * 0.5) as u64)
-                .max(s.ramp.unwrap_or(0))
-                .clamp(min, max)
+            ((s.rate * 0.5) as u64).clamp(min, max)
         };
         // Refill in batches (a quarter of the target, at least a block) rather than one block
         // per DATA received: each pick scans the partial fragments and, when a peer has
@@ -198,14 +192,6 @@ impl SwarmCore {
             let s = self.sessions.get_mut(&h).expect("listed");
             let got = s.window_bytes;
             s.rate = 0.75 * s.rate + 0.25 * (got as f64 / secs);
-            // Request slow start ends (spec peer.md §5) when a window brings less than 5/4
-            // of the one before: the pipeline no longer limits the rate. The smoothed rate,
-            // still catching up, starts from this window's instead.
-            if s.ramp.is_some() && got > 0 && got * 4 < s.last_window * 5 {
-                s.ramp = None;
-                s.rate = s.rate.max(got as f64 / secs);
-            }
-            s.last_window = got;
             s.window_bytes = 0;
             let timeout = self.cfg.request_timeout;
             let (stale, keep): (Vec<_>, Vec<_>) = s
@@ -217,7 +203,6 @@ impl SwarmCore {
                 s.stalls = 0;
             } else if !stale.is_empty() {
                 s.stalls += 1;
-                s.ramp = None;
             }
             if s.stalls >= MAX_STALLS {
                 stalled.push(h);
