@@ -735,6 +735,21 @@ fn bep15_round_trip(data: &[u8], req: &Bep15Request<'_>) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A small announce, for the tests that check lengths and buffer sizes.
+    fn minimal_announce() -> Announce {
+        Announce {
+            connection_id: 1,
+            swarm_id: [0; 32],
+            peer_id: [0; 16],
+            event: Event::Started,
+            port: 1,
+            numwant: 1,
+            left: 1,
+            uploaded: 0,
+            downloaded: 0,
+        }
+    }
+
     #[test]
     fn native_sizes_match_the_spec() {
         assert_eq!(size_of::<ConnectRequest>(), 16);
@@ -800,17 +815,7 @@ mod tests {
             let reply = crate::packet::HEADER_LEN + 20 + usize::from(numwant) * peer;
             assert!(reply <= native_reply_budget(crate::packet::HEADER_LEN + len));
         }
-        let a = Announce {
-            connection_id: 1,
-            swarm_id: [0; 32],
-            peer_id: [0; 16],
-            event: Event::Started,
-            port: 1,
-            numwant: 1,
-            left: 1,
-            uploaded: 0,
-            downloaded: 0,
-        };
+        let a = minimal_announce();
         let mut buf = [0xEE; 400];
         let n = emit_padded_announce_request(&mut buf, &a, 286).unwrap();
         assert_eq!(n, 286);
@@ -835,17 +840,7 @@ mod tests {
         assert_eq!(emit_native_error(&mut b[..5], 1, "no"), Ok(5));
         assert_eq!(emit_bep15_error(&mut b[..7], 1, "no"), short(8, 7));
         assert_eq!(emit_bep15_error(&mut b, 1, "no"), Ok(10));
-        let a = Announce {
-            connection_id: 1,
-            swarm_id: [0; 32],
-            peer_id: [0; 16],
-            event: Event::Started,
-            port: 1,
-            numwant: 1,
-            left: 1,
-            uploaded: 0,
-            downloaded: 0,
-        };
+        let a = minimal_announce();
         let mut big = [0u8; ANNOUNCE_LEN];
         assert_eq!(
             emit_announce_request(&mut big[..ANNOUNCE_LEN - 1], &a),
@@ -864,17 +859,7 @@ mod tests {
             parse_native_request(&buf[..n]).is_none(),
             "reserved bytes must be zero"
         );
-        let a = Announce {
-            connection_id: 1,
-            swarm_id: [0; 32],
-            peer_id: [0; 16],
-            event: Event::Started,
-            port: 1,
-            numwant: 1,
-            left: 1,
-            uploaded: 0,
-            downloaded: 0,
-        };
+        let a = minimal_announce();
         let mut big = [0u8; MAX_ANNOUNCE_LEN + 1];
         let n = emit_announce_request(&mut big, &a).unwrap();
         assert!(
