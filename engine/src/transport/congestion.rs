@@ -159,9 +159,6 @@ impl HyStart {
 
     /// Slow start grows the window by this much for `bytes` acknowledged; `None` ends it.
     fn growth(&mut self, now: Time, sent: Time, bytes: u64, rtt: &RttEstimator) -> Option<u64> {
-        if std::env::var_os("ST_NO_HYSTART").is_some() {
-            return Some(bytes);
-        }
         match self.on_ack(now, sent, rtt) {
             SlowStartGrowth::Full => Some(bytes),
             SlowStartGrowth::Conservative => Some(bytes / CSS_GROWTH_DIVISOR),
