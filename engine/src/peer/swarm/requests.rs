@@ -278,7 +278,11 @@ impl SwarmCore {
                 s.wanted += u32::from(!self.picker.has(i));
             }
         }
+        let ask = s.wanted > 0;
         self.update_interest(ep, h);
+        if ask {
+            self.fill_requests(now, ep, h);
+        }
     }
 
     /// A HAVE: the peer holds fragment `i` now.
@@ -290,11 +294,18 @@ impl SwarmCore {
         if i >= n {
             return self.violation(ep, now, h, close_code::VIOLATION);
         }
+        let mut ask = false;
         if s.have.set(i) {
             self.picker.add_availability(i);
             s.wanted += u32::from(!self.picker.has(i));
+            ask = !self.picker.fully_requested(i);
         }
         self.update_interest(ep, h);
+        // Spec peer.md §5: a fragment we lack and have not asked for is asked at once, not at
+        // the next rate window; a connection with nothing outstanding would otherwise idle.
+        if ask {
+            self.fill_requests(now, ep, h);
+        }
         // A seed's suggestion of `i` to someone else is moot now that a peer has it:
         // they may never ask us for it, so it must not hold their suggestion slot.
         if self.picker.complete() {
