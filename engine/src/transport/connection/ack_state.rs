@@ -1,7 +1,8 @@
 //! The receive side's packet numbers and the ACK policy (spec §4.3): which packet numbers
 //! arrived (at most 64 ranges), duplicates (dropped and acknowledged at once), when an ACK is
 //! due (every [`ACK_EVERY`] ack-eliciting packets, at once on reordering, a duplicate or a
-//! PING, else after the ACK delay) and which ranges an ACK frame carries.
+//! PING, else after the ACK delay) and which ranges an ACK frame carries (not those the peer
+//! has seen in an ACK frame it acknowledged).
 //!
 //! The ACK delay timer itself lives in the connection's timer table; this part says when it is
 //! needed and how long it is.
@@ -16,10 +17,11 @@ use crate::transport::rtt::RttEstimator;
 
 /// Most ranges a receiver remembers (spec §4.3).
 const MAX_RECV_RANGES: usize = 64;
-/// Ranges put in one ACK frame: the newest 8, and more if more than that hold packets that
-/// arrived since the previous ACK. Each range is repeated in every ACK while it is among the
-/// newest, which is many times; sending all 64 would make every ACK of a connection that once
-/// saw 64 gaps about 550 bytes for the rest of its life (spec §4.3).
+/// Ranges put in one ACK frame: of those the peer may not have seen, the newest 8, and more
+/// if more than that hold packets that arrived since the previous ACK. Each range is repeated
+/// in every ACK while it is among the newest unseen, which is many times; sending all 64 would
+/// make every ACK of a connection that once saw 64 gaps about 550 bytes for the rest of its
+/// life (spec §4.3).
 pub(super) const ACK_RANGES_SENT: usize = 8;
 /// Ack-eliciting packets after which a receiver acknowledges at once (spec §4.3). At 1500-byte
 /// datagrams an ACK every 2 packets cost the receiver a datagram and the sender a wake-up per
@@ -36,6 +38,9 @@ pub(super) struct AckState {
     largest_recv: Option<(u64, Time)>,
     /// Packet numbers at or above this one arrived after the last ACK we sent.
     acked_below: u64,
+    /// The peer has seen every range that ends at or below this packet number: it
+    /// acknowledged a packet whose ACK frame went that high (spec §4.3).
+    seen_below: u64,
     ack_needed: bool,
     ack_now: bool,
     eliciting_since_ack: u32,
@@ -50,6 +55,7 @@ impl AckState {
             recv_pns: RangeSet::new(),
             largest_recv: None,
             acked_below: 0,
+            seen_below: 0,
             ack_needed: false,
             ack_now: false,
             eliciting_since_ack: 0,
@@ -123,10 +129,22 @@ impl AckState {
         self.ack_now || (self.ack_needed && may_elicit)
     }
 
+    /// The peer acknowledged a packet that carried an ACK frame whose largest packet number
+    /// was `largest`: it has seen the ranges up to there, which need not be repeated.
+    pub(super) fn on_ack_frame_seen(&mut self, largest: u64) {
+        self.seen_below = self.seen_below.max(largest + 1);
+    }
+
+    /// The largest packet number received, if any.
+    pub(super) fn largest(&self) -> Option<u64> {
+        self.largest_recv.map(|(pn, _)| pn)
+    }
+
     /// Writes an ACK frame at `out[n..]` (spec §4.3): every range holding a packet received
-    /// since the previous ACK, and at least the newest [`ACK_RANGES_SENT`]. Returns `None` if
-    /// nothing was ever received (nothing written, nothing changed), else the new end (`n` if
-    /// the frame did not fit) with the ACK counted as sent: the caller clears the ACK timer.
+    /// since the previous ACK, and up to [`ACK_RANGES_SENT`] of the newest ranges the peer may
+    /// not have seen yet (at least one range). Returns `None` if nothing was ever received
+    /// (nothing written, nothing changed), else the new end (`n` if the frame did not fit)
+    /// with the ACK counted as sent: the caller clears the ACK timer.
     pub(super) fn write_frame(&mut self, out: &mut [u8], n: usize, now: Time) -> Option<usize> {
         if self.recv_pns.is_empty() {
             return None;
@@ -141,11 +159,18 @@ impl AckState {
             .rev()
             .take_while(|&(_, e)| e > self.acked_below)
             .count();
+        // Ranges ending at or below `seen_below` were in a frame the peer acknowledged.
+        let unseen = self
+            .recv_pns
+            .iter()
+            .rev()
+            .take_while(|&(_, e)| e > self.seen_below)
+            .count();
         let ranges = self
             .recv_pns
             .iter()
             .rev()
-            .take(fresh.max(ACK_RANGES_SENT))
+            .take(fresh.max(unseen.min(ACK_RANGES_SENT)).max(1))
             .map(|(s, e)| (s, e - 1));
         if let Some(m) = packet::write_ack(out, n, delay, ranges) {
             n = m;

@@ -93,7 +93,11 @@ impl Connection {
         }
         let pn = self.recovery.take_pn();
         let mut n = packet::write_header(out, &self.header(PacketType::Data, pn)).ok()?;
+        let mut ack_largest = None;
         if send_ack && let Some(m) = self.ack.write_frame(out, n, now) {
+            if m > n {
+                ack_largest = self.ack.largest();
+            }
             n = m;
             self.timers.clear(Timer::Ack);
         }
@@ -104,6 +108,7 @@ impl Connection {
             return Some(n);
         }
         let mut sent = Sent::new(pn, now);
+        sent.ack_largest = ack_largest;
         let mut elicit = false;
         if self.recv.max_data_pending() && out.len() - n >= 9 {
             n = packet::write_u64_frame(out, n, frame_type::MAX_DATA, self.recv.local_max_data())

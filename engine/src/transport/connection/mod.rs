@@ -683,6 +683,9 @@ impl Connection {
     /// stream (its bytes). `Err` carries a CLOSE code.
     fn on_ack(&mut self, now: Time, ack: &AckFrame<'_>) -> Result<(), u32> {
         let newly = self.recovery.on_ack(now, ack, |p, rtt| {
+            if let Some(l) = p.ack_largest {
+                self.ack.on_ack_frame_seen(l);
+            }
             if p.mtu_probe {
                 if let Some(size) = self.mtu.on_probe_acked(p.pn) {
                     self.cc.on_mtu(size as u64);

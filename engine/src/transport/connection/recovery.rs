@@ -41,6 +41,9 @@ pub(super) struct Sent {
     /// Sent while the window was in use (in flight, this packet included, at least half the
     /// window): only such packets may grow the window when acknowledged (spec §8.1).
     pub(super) cwnd_limited: bool,
+    /// The largest packet number acknowledged by the ACK frame it carried, if it carried one:
+    /// once it is acknowledged, the peer has seen that frame's ranges (spec §4.3).
+    pub(super) ack_largest: Option<u64>,
 }
 
 impl Sent {
@@ -55,6 +58,7 @@ impl Sent {
             mtu_probe: false,
             done: false,
             cwnd_limited: false,
+            ack_largest: None,
         }
     }
 }

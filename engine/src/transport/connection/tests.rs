@@ -161,6 +161,49 @@ fn an_ack_carries_the_fresh_ranges_and_else_only_the_newest() {
     assert_eq!(ranges, want, "all 12 fresh ranges");
 }
 
+/// Ranges the peer has seen are not repeated (spec §4.3): once the peer acknowledges a packet
+/// that carried an ACK frame, the ranges at or below that frame's largest packet number leave
+/// later ACKs. The sender's skipped packet numbers (one in ~256, spec §7) left a gap each, so
+/// before this every ACK of a long connection carried 8 ranges (83 bytes, not 19): in a
+/// 16-host swarm at 100 Mbit/s, 1 % of each host's downlink went to ACKs of its uploads.
+#[test]
+fn ranges_the_peer_has_seen_leave_the_ack() {
+    let t0 = Time::ZERO;
+    let mut c = established(t0);
+    for k in 0..30u64 {
+        c.ack.insert_received(2 * k, 2 * k + 1);
+    }
+    c.ack.set_largest_recv(58, t0);
+    c.ack.set_acked_below(59);
+    c.ack.ack_immediately();
+    // The ACK rides on a packet of stream data, which the peer will acknowledge.
+    c.send(b"hello").expect("room");
+    let mut buf = vec![0u8; 65_536];
+    let (n, _) = c.poll_transmit(t0, &mut buf, 1).expect("a packet");
+    assert_eq!(ack_ranges(&buf[..n]).len(), ACK_RANGES_SENT);
+    let carrier = c.recovery.sent().back().expect("tracked").pn;
+    // Before the peer acknowledges it, the next ACK still repeats the newest ranges.
+    c.ack.insert_received(60, 61);
+    c.ack.set_largest_recv(60, t0);
+    c.ack.ack_immediately();
+    let (n, _) = c.poll_transmit(t0, &mut buf, 1).expect("an ACK");
+    assert_eq!(ack_ranges(&buf[..n]).len(), ACK_RANGES_SENT);
+    // The peer acknowledges the carrier: it saw every range up to 58. A new packet (62, after
+    // a gap) is acknowledged with its own range and 60's, which the peer has not seen in an
+    // acknowledged frame, and nothing older.
+    ack(&mut c, t0 + Duration::from_millis(1), carrier, carrier);
+    c.ack.insert_received(62, 63);
+    c.ack.set_largest_recv(62, t0);
+    c.ack.ack_immediately();
+    let (n, _) = c.poll_transmit(t0, &mut buf, 1).expect("an ACK");
+    assert_eq!(ack_ranges(&buf[..n]), vec![(62, 62), (60, 60)]);
+    assert_eq!(
+        c.ack.received_ranges(),
+        32,
+        "all ranges are still remembered"
+    );
+}
+
 /// A STREAM frame carrying `data` at `offset`.
 fn stream_frame(offset: u64, data: &[u8]) -> Vec<u8> {
     let mut f = vec![0u8; packet::STREAM_OVERHEAD + data.len()];
