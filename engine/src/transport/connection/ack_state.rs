@@ -153,19 +153,17 @@ impl AckState {
         let delay = self
             .largest_recv
             .map_or(0, |(_, t)| (now - t).as_micros() as u32);
-        let fresh = self
-            .recv_pns
-            .iter()
-            .rev()
-            .take_while(|&(_, e)| e > self.acked_below)
-            .count();
+        // How many of the newest ranges end above `floor`.
+        let above = |floor: u64| {
+            self.recv_pns
+                .iter()
+                .rev()
+                .take_while(|&(_, e)| e > floor)
+                .count()
+        };
+        let fresh = above(self.acked_below);
         // Ranges ending at or below `seen_below` were in a frame the peer acknowledged.
-        let unseen = self
-            .recv_pns
-            .iter()
-            .rev()
-            .take_while(|&(_, e)| e > self.seen_below)
-            .count();
+        let unseen = above(self.seen_below);
         let ranges = self
             .recv_pns
             .iter()
