@@ -38,8 +38,9 @@ pub(super) struct AckState {
     largest_recv: Option<(u64, Time)>,
     /// Packet numbers at or above this one arrived after the last ACK we sent.
     acked_below: u64,
-    /// The peer has seen every range that ends at or below this packet number: it
-    /// acknowledged a packet whose ACK frame went that high (spec §4.3).
+    /// Ranges that end at or below this packet number count as seen (spec §4.3): the peer
+    /// acknowledged a packet whose ACK frame went that high, which either carried such a
+    /// range or came after it had left the newest [`ACK_RANGES_SENT`] for good.
     seen_below: u64,
     ack_needed: bool,
     ack_now: bool,
@@ -130,7 +131,7 @@ impl AckState {
     }
 
     /// The peer acknowledged a packet that carried an ACK frame whose largest packet number
-    /// was `largest`: it has seen the ranges up to there, which need not be repeated.
+    /// was `largest`: the ranges up to there need not be repeated (spec §4.3).
     pub(super) fn on_ack_frame_seen(&mut self, largest: u64) {
         self.seen_below = self.seen_below.max(largest + 1);
     }

@@ -170,7 +170,7 @@ fn an_ack_carries_the_fresh_ranges_and_else_only_the_newest() {
 /// Ranges the peer has seen are not repeated (spec §4.3): once the peer acknowledges a packet
 /// that carried an ACK frame, the ranges at or below that frame's largest packet number leave
 /// later ACKs. The sender's skipped packet numbers (one in ~256, spec §7) left a gap each, so
-/// before this every ACK of a long connection carried 8 ranges (83 bytes, not 19): in a
+/// before this every ACK of a long connection carried 8 ranges (a 75-byte frame, not 19): in a
 /// 16-host swarm at 100 Mbit/s, 1 % of each host's downlink went to ACKs of its uploads.
 #[test]
 fn ranges_the_peer_has_seen_leave_the_ack() {
