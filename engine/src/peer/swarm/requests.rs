@@ -278,11 +278,9 @@ impl SwarmCore {
                 s.wanted += u32::from(!self.picker.has(i));
             }
         }
-        let ask = s.wanted > 0;
+        // No refill here: HAVE_MAP follows the HANDSHAKE (spec §3), before the peer can have
+        // unchoked us, and its UNCHOKE refills (spec §5).
         self.update_interest(ep, h);
-        if ask {
-            self.fill_requests(now, ep, h);
-        }
     }
 
     /// A HAVE: the peer holds fragment `i` now.
