@@ -4,8 +4,10 @@
 //! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
 //!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600] [--cc cubic]
 //!           [--report-s 10] [--slots 8] [--choke-s 10] [--no-suggest] [--dump NODE]
-//!           [--reciprocal 8] [--min-outstanding 128K] [--block 128K]
+//!           [--reciprocal 8] [--min-outstanding 128K] [--block 128K] [--overhead 0]
 //! ```
+//! `--overhead 42` makes every datagram occupy 42 more bytes of its links, the Ethernet, IPv4
+//! and UDP headers `tc` counts on the shaped veths of `st lab` (`sim::LinkConfig`).
 //! One seed and `--peers` fetchers, every node with `--mbit` of uplink AND of downlink (its
 //! access link, shared by all its connections; `sim::LinkConfig`), paths of `--latency-ms`
 //! one way, no loss. The data is synthetic (`sim::swarm::SyntheticStore`: no bytes kept), so
@@ -48,6 +50,7 @@ fn main() {
     let mut report = Duration::from_secs(10);
     let mut cc = CongestionKind::Cubic;
     let mut swarm = SwarmConfig::default();
+    let mut overhead = 0usize;
     let mut dump: Option<usize> = None;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut it = args.iter();
@@ -76,6 +79,7 @@ fn main() {
             "--slots" => swarm.upload_slots = v().parse().expect("--slots N"),
             "--min-outstanding" => swarm.min_outstanding = parse_size(&v()),
             "--block" => swarm.block = parse_size(&v()) as u32,
+            "--overhead" => overhead = v().parse().expect("--overhead BYTES"),
             "--choke-s" => {
                 swarm.choke_interval = Duration::from_secs(v().parse().expect("--choke-s N"))
             }
@@ -115,6 +119,7 @@ fn main() {
     let link = Some(LinkConfig {
         rate_bps: rate,
         queue_bytes: queue as usize,
+        overhead_bytes: overhead,
     });
     for k in 0..=peers {
         let k = s.join(SyntheticStore::new(seed, size, fragment, k == 0));
@@ -245,6 +250,15 @@ fn main() {
     println!(
         "block bytes sent {:.1} % of the bytes the uplinks carried (the rest: headers, acks, retransmissions)",
         100.0 * block_bytes as f64 / link_bytes.max(1) as f64
+    );
+    let (down_dgrams, down_bytes) = (1..s.nodes.len())
+        .map(|k| s.sim.downlink_stats(s.nodes[k].id))
+        .fold((0u64, 0u64), |(d, b), l| (d + l.datagrams, b + l.bytes));
+    let fetched = (size * peers as u64) as f64;
+    println!(
+        "fetchers' downlinks: {:.1} % of their bytes were the blocks they needed; {:.0} datagrams per MiB of them",
+        100.0 * fetched / down_bytes.max(1) as f64,
+        down_dgrams as f64 / (fetched / f64::from(1 << 20))
     );
     println!(
         "seed uploaded {:.2} copies; fetchers wasted {} MiB; link queue drops {drops}",

@@ -131,11 +131,15 @@ struct Pipe {
 /// An access link of a node in one direction: a FIFO serialisation queue at a fixed rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkConfig {
-    /// Rate in bits per second (UDP payload bytes count; no header overhead is added).
+    /// Rate in bits per second.
     pub rate_bps: u64,
     /// Drop-tail queue in front of the link, bytes (a datagram that would take the backlog
     /// above this is dropped).
     pub queue_bytes: usize,
+    /// Bytes each datagram occupies on the link beyond its UDP payload: the headers below
+    /// UDP, as a real link's shaper counts them. 42 for IPv4 over Ethernet (14 + 20 + 8, what
+    /// `tc` counts on a veth), 62 for IPv6; 0 counts UDP payload bytes alone.
+    pub overhead_bytes: usize,
 }
 
 /// Counters of a node's access link in one direction.
@@ -165,6 +169,7 @@ impl Link {
         let Some(cfg) = self.cfg else {
             return Some(at);
         };
+        let len = len + cfg.overhead_bytes;
         let rate = u128::from(cfg.rate_bps.max(1));
         let at_ns = u128::from(at.as_micros()) * 1000;
         let start = self.busy_until_ns.max(at_ns);
@@ -843,6 +848,7 @@ mod tests {
             cfg: Some(LinkConfig {
                 rate_bps: 10_000_000,
                 queue_bytes: 2500,
+                overhead_bytes: 0,
             }),
             ..Link::default()
         };
@@ -932,6 +938,7 @@ mod tests {
     const LINK: LinkConfig = LinkConfig {
         rate_bps: 4_000_000,
         queue_bytes: 50_000,
+        overhead_bytes: 0,
     };
 
     #[test]

@@ -747,6 +747,7 @@ fn randomized_whole_processes_with_crash_restart() {
                 Some(LinkConfig {
                     rate_bps: mbit * 1_000_000,
                     queue_bytes: 64 * 1024,
+                    overhead_bytes: 0,
                 }),
             );
         }

@@ -31,6 +31,7 @@ fn link(mbit: u64) -> Option<LinkConfig> {
     Some(LinkConfig {
         rate_bps: mbit * 1_000_000,
         queue_bytes: 64 * 1024,
+        overhead_bytes: 0,
     })
 }
 
@@ -368,6 +369,7 @@ fn a_slow_shaped_swarm_with_the_default_settings_ends_near_the_bound() {
     let link = Some(LinkConfig {
         rate_bps: mbit * 1_000_000,
         queue_bytes: 128 * 1024,
+        overhead_bytes: 0,
     });
     for k in 0..=8 {
         let store = if k == 0 {
