@@ -166,11 +166,13 @@ fn main() {
                 .map(|k| 100.0 * (1.0 - s.core(k).left() as f64 / size as f64))
                 .collect();
             prog.sort_by(f64::total_cmp);
+            let wasted: u64 = (1..s.nodes.len()).map(|k| s.core(k).stats().wasted).sum();
             eprintln!(
-                "  fetchers' progress {:.0}/{:.0}/{:.0} % (min/median/max)",
+                "  fetchers' progress {:.0}/{:.0}/{:.0} % (min/median/max), wasted {} KiB in all",
                 prog[0],
                 prog[prog.len() / 2],
-                prog[prog.len() - 1]
+                prog[prog.len() - 1],
+                wasted >> 10
             );
             let pick = |q: f64| busy.get(((busy.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0.0);
             eprintln!(

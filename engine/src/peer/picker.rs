@@ -8,7 +8,8 @@
 //!    holders among our peers, ties broken at random (so that fetchers of one seed spread over
 //!    different fragments);
 //! 3. **endgame**: when every block still missing is already requested, blocks may be asked of
-//!    a second peer; the first copy to arrive wins and the caller cancels the others.
+//!    a second peer (the caller says which: those whose request is overdue); the first copy to
+//!    arrive wins and the caller cancels the others.
 //!
 //! The picker counts requests per block but does not know which peer holds which request: the
 //! caller (the peer session) keeps its outstanding list, releases it when a peer goes, and
@@ -154,7 +155,7 @@ impl Picker {
         &mut self,
         prefer: &[u32],
         peer_has: impl Fn(u32) -> bool,
-        asked: impl Fn(Block) -> bool,
+        no_copy: impl Fn(Block) -> bool,
         max: usize,
     ) -> Vec<Block> {
         let mut out = Vec::new();
@@ -174,7 +175,11 @@ impl Picker {
         // yet: if the rest goes to the endgame (a suggestion took the last missing blocks),
         // they must not come back as copies for the same peer (spec §5: never twice of one
         // peer), or every one of them is sent twice.
-        let more = self.pick_excluding(peer_has, |b| asked(b) || out.contains(&b), max - out.len());
+        let more = self.pick_excluding(
+            peer_has,
+            |b| no_copy(b) || out.contains(&b),
+            max - out.len(),
+        );
         out.extend(more);
         out
     }
@@ -203,12 +208,13 @@ impl Picker {
         self.missing_blocks += n;
     }
 
-    /// [`Picker::pick`], never offering an endgame copy of a block `asked` says this peer was
-    /// already asked for (its copy could only arrive as waste).
+    /// [`Picker::pick`], never offering an endgame copy of a block `no_copy` rules out: one this
+    /// peer was already asked for (its copy could only arrive as waste), or, as the caller
+    /// decides, one whose request is not yet overdue.
     pub fn pick_excluding(
         &mut self,
         peer_has: impl Fn(u32) -> bool,
-        asked: impl Fn(Block) -> bool,
+        no_copy: impl Fn(Block) -> bool,
         max: usize,
     ) -> Vec<Block> {
         let mut out = Vec::new();
@@ -242,8 +248,7 @@ impl Picker {
         }
         // 3. Endgame: nothing is missing unrequested; duplicate requests of this peer's
         //    fragments, least-requested blocks first.
-        let endgame = self.missing_blocks == 0 && self.unstarted_missing() == 0;
-        if endgame {
+        if self.in_endgame() {
             let frags: Vec<u32> = self
                 .partial
                 .keys()
@@ -260,7 +265,7 @@ impl Picker {
                     if let Some(p) = self.partial.get_mut(&i)
                         && let State::Requested(c) = p.blocks[b]
                         && c < ENDGAME_COPIES
-                        && !asked(block)
+                        && !no_copy(block)
                     {
                         p.blocks[b] = State::Requested(c + 1);
                         out.push(block);
@@ -269,6 +274,11 @@ impl Picker {
             }
         }
         out
+    }
+
+    /// True in the endgame: every block still missing is requested (rule 3).
+    pub fn in_endgame(&self) -> bool {
+        !self.complete() && self.missing_blocks == 0 && self.unstarted_missing() == 0
     }
 
     fn unstarted_missing(&self) -> usize {

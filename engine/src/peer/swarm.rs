@@ -323,6 +323,10 @@ const MAX_STALLS: u8 = 2;
 /// Window over which per-peer receive rates are measured.
 const RATE_WINDOW: Duration = Duration::from_millis(250);
 
+/// The longest an endgame waits before it asks a second peer for a block (spec `peer.md` §5):
+/// the patience for a peer that has gone quiet, whose measured rate promises nothing.
+const ENDGAME_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Application error codes in CLOSE (spec `peer.md` §6).
 ///
 /// On the wire each is `0x100 + n`: the transport reserves codes below `0x100` for itself

@@ -80,12 +80,22 @@ impl SwarmCore {
     /// Keeps enough requests outstanding to cover the rate measured from this peer.
     pub(super) fn fill_requests(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
         let (min, max) = (self.cfg.min_outstanding, self.cfg.max_outstanding);
+        if self
+            .sessions
+            .get(&h)
+            .is_none_or(|s| s.choked || s.peer_id.is_none())
+        {
+            return;
+        }
+        // Endgame copies only of overdue requests (spec §5).
+        let overdue = if self.picker.in_endgame() {
+            self.overdue_requests(now)
+        } else {
+            Vec::new()
+        };
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        if s.choked || s.peer_id.is_none() {
-            return;
-        }
         // About half a second of data in flight at the measured rate; a peer whose last
         // requests timed out gets one probe block until it delivers again, so a dead or
         // stalled connection cannot keep re-taking the endgame's copies of the last blocks.
@@ -120,16 +130,17 @@ impl SwarmCore {
                     && (pinned.is_empty()
                         || pinned.get(&i).is_none_or(|p| p.is_none_or(|a| a == addr)))
             };
-            // In the endgame the picker offers blocks already asked of someone: never of this
-            // same peer again (the copy could only arrive as waste).
+            // In the endgame the picker offers blocks already asked of someone: only overdue
+            // ones, and never of this same peer again (the copy could only arrive as waste).
             let outstanding = &s.outstanding;
-            let asked = |b: Block| outstanding.iter().any(|(x, _)| *x == b);
+            let no_copy =
+                |b: Block| !overdue.contains(&b) || outstanding.iter().any(|(x, _)| *x == b);
             // A seed's suggestions first (spec §5), while they still have blocks to ask for.
             let picker = &self.picker;
             s.suggested.retain(|&i| !picker.fully_requested(i));
             let blocks = self
                 .picker
-                .pick_preferring(&s.suggested, may, asked, count.min(64));
+                .pick_preferring(&s.suggested, may, no_copy, count.min(64));
             if blocks.is_empty() {
                 break;
             }
@@ -152,6 +163,30 @@ impl SwarmCore {
                 );
             }
         }
+    }
+
+    /// Requests overdue for an endgame copy (spec §5): older than four times what their peer's
+    /// whole pipeline should take at the rate measured from it, and at least one rate window,
+    /// at most [`ENDGAME_PATIENCE`]. Copying every block still missing at once instead, as
+    /// BitTorrent's endgame does with 16 KiB blocks, spends the last half second of a
+    /// saturated downlink on whole-block duplicates that a CANCEL arrives too late to stop.
+    fn overdue_requests(&self, now: Time) -> Vec<Block> {
+        let (lo, hi) = (RATE_WINDOW.as_secs_f64(), ENDGAME_PATIENCE.as_secs_f64());
+        let mut out = Vec::new();
+        for s in self.sessions.values() {
+            let expect = if s.rate > 0.0 {
+                4.0 * s.outstanding_bytes as f64 / s.rate
+            } else {
+                hi
+            };
+            let patience = Duration::from_secs_f64(expect.clamp(lo, hi));
+            let late = s
+                .outstanding
+                .iter()
+                .filter(|(_, at)| now.saturating_since(*at) > patience);
+            out.extend(late.map(|(b, _)| *b));
+        }
+        out
     }
 
     /// A peer that choked us or left gives up its pinned fragments: the next peer asked takes

@@ -781,3 +781,122 @@ fn a_fragment_an_idle_peer_announces_is_asked_for_at_once() {
         );
     });
 }
+
+/// Two seeds and one fetcher: node 1 is built as the "liar" of [`build_swarm`] and made honest,
+/// so the fetcher has two full sources.
+fn two_seeds(
+    cfg: SwarmConfig,
+    seed: u64,
+    size: usize,
+    pipe: PipeConfig,
+) -> (Vec<Node>, Vec<u8>, Sim) {
+    let (mut nodes, data, sim) = build_swarm(cfg, seed, size, FRAG, 1, true, pipe);
+    nodes[1].store.liar = false;
+    (nodes, data, sim)
+}
+
+/// Spec §5: the endgame copies a block only when its request is overdue. Two healthy seeds
+/// and a fetcher whose pipelines are full when the last blocks are asked: nothing is overdue,
+/// so no block comes twice. (The endgame used to ask the other seed at once for every block
+/// still outstanding: each copy a whole block that a CANCEL reaches too late, the last half
+/// second of a saturated downlink in a 16-host lab spent on duplicates.)
+#[test]
+fn a_healthy_endgame_asks_for_no_copies() {
+    crate::sim::for_seeds(&[1, 2, 3], |seed| {
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            rate_bps: Some(20_000_000),
+            ..PipeConfig::default()
+        };
+        let cfg = SwarmConfig {
+            pex: false,
+            ..SwarmConfig::default()
+        };
+        let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 64 * FRAG as usize, pipe);
+        let mut endgame = false;
+        let end = sim.now() + Duration::from_secs(60);
+        while sim.now() < end && !nodes[2].core.complete() {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+            endgame |= nodes[2].core.picker.in_endgame();
+        }
+        // A second more: copies still on their way arrive and are counted.
+        for _ in 0..50 {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+        }
+        let f = &nodes[2];
+        assert!(
+            f.core.complete() && f.store.data == data,
+            "seed {seed}: incomplete"
+        );
+        assert!(endgame, "seed {seed}: the fetch never reached the endgame");
+        assert_eq!(f.core.stats().wasted, 0, "seed {seed}: duplicate blocks");
+    });
+}
+
+/// Spec §5: a block asked of a peer that falls silent in the endgame is asked of another once
+/// it is overdue, at most [`ENDGAME_PATIENCE`] later, without waiting for the request timeout.
+#[test]
+fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
+    crate::sim::for_seeds(&[1, 2, 3], |seed| {
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            rate_bps: Some(20_000_000),
+            ..PipeConfig::default()
+        };
+        // Requests time out only after a minute: only the endgame can rescue the blocks.
+        let cfg = SwarmConfig {
+            pex: false,
+            request_timeout: Duration::from_secs(60),
+            ..SwarmConfig::default()
+        };
+        let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 64 * FRAG as usize, pipe);
+        let s1_addr = sim.addr(nodes[1].id);
+        let stuck_at = |nodes: &[Node]| -> usize {
+            nodes[2]
+                .core
+                .sessions
+                .values()
+                .filter(|s| s.addr == s1_addr)
+                .map(|s| s.outstanding.len())
+                .sum()
+        };
+        // Into the endgame, with blocks asked of seed 1.
+        let mut turns = 0;
+        while !(nodes[2].core.picker.in_endgame() && stuck_at(&nodes) > 0) {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+            turns += 1;
+            assert!(
+                turns < 3000,
+                "seed {seed}: no endgame with blocks at seed 1"
+            );
+        }
+        // Seed 1 falls silent for good.
+        let cut = sim.now();
+        let (s1, f) = (nodes[1].id, nodes[2].id);
+        sim.partition(&[s1], &[f], cut, cut + Duration::from_secs(3600));
+        while !nodes[2].core.complete() && sim.now() < cut + Duration::from_secs(30) {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+        }
+        assert!(
+            nodes[2].core.complete() && nodes[2].store.data == data,
+            "seed {seed}: incomplete 30 s after seed 1 fell silent"
+        );
+        let took = sim.now() - cut;
+        assert!(
+            took <= ENDGAME_PATIENCE + Duration::from_secs(1),
+            "seed {seed}: the stuck blocks came {took:?} after seed 1 fell silent"
+        );
+    });
+}
