@@ -73,22 +73,20 @@ pub const QUEUE: usize = 64;
 
 /// The reactor's handle on the disk thread.
 pub struct DiskThread {
-    tx: Option<SyncSender<Op>>,
-    /// Ranges to read ahead, taken by the thread before its next queued operation.
-    prefetch: Sender<Range>,
-    rx: Receiver<Done>,
+    /// The reactor's ends of the channels: made with the thread, so that a swarm whose thread
+    /// never starts ([`DiskThread::on_demand`]) costs no channel either (their queues are
+    /// ~6 KB, 6 MB of a library of 1000 swarms). `None` before the start, or if it failed.
+    ends: Option<Ends>,
     /// Reads and the verified set, on the reactor thread.
     reader: Storage,
     join: Option<JoinHandle<Storage>>,
-    /// The thread's ends while it is not started ([`DiskThread::on_demand`]).
-    parked: Option<Parked>,
+    /// For the thread of [`DiskThread::on_demand`], until it starts.
+    waker: Option<Arc<dyn Wake>>,
     /// A prefetch of a range the page cache holds answers "ready" at once (off in tests of
     /// the thread's side).
     look_in_cache: bool,
     /// Verifications queued and not answered yet.
     pending: usize,
-    /// Write buffers the thread is done with, for the next messages.
-    spent: Receiver<Vec<u8>>,
     /// Syncs queued and not answered yet.
     syncs: usize,
     /// The thread's end was reported (as [`Done::Failed`]).
@@ -103,7 +101,18 @@ impl std::fmt::Debug for DiskThread {
     }
 }
 
-/// The thread's ends of the channels, until it starts ([`DiskThread::on_demand`]).
+/// The reactor's ends of the channels to and from the thread.
+struct Ends {
+    /// Operations, in order; `None` tells the thread to stop.
+    tx: Option<SyncSender<Op>>,
+    /// Ranges to read ahead, taken by the thread before its next queued operation.
+    prefetch: Sender<Range>,
+    rx: Receiver<Done>,
+    /// Write buffers the thread is done with, for the next messages.
+    spent: Receiver<Vec<u8>>,
+}
+
+/// The thread's ends of the channels.
 struct Parked {
     ops: Receiver<Op>,
     ahead: Receiver<Range>,
@@ -116,10 +125,12 @@ impl DiskThread {
     /// Moves `storage` to a new thread, which calls `waker` after each result.
     pub fn spawn(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<DiskThread> {
         let reader = storage.reader().map_err(io::Error::from)?;
-        let (mut t, parked) = DiskThread::with(reader, waker);
+        let (ends, parked) = channels(waker);
         let join = std::thread::Builder::new()
             .name("st-disk".into())
             .spawn(move || parked.run(storage))?;
+        let mut t = DiskThread::with(reader, None);
+        t.ends = Some(ends);
         t.join = Some(join);
         Ok(t)
     }
@@ -131,60 +142,52 @@ impl DiskThread {
     /// seed of many swarms spends neither on those nobody asks for.
     /// Should that fail, the store reads on the calling thread, as [`super::Inline`] does.
     pub fn on_demand(storage: Storage, waker: Arc<dyn Wake>) -> DiskThread {
-        let (mut t, parked) = DiskThread::with(storage, waker);
-        t.parked = Some(parked);
-        t
+        DiskThread::with(storage, Some(waker))
     }
 
-    /// The reactor's side, reading through `reader`, and the thread's ends.
-    fn with(reader: Storage, waker: Arc<dyn Wake>) -> (DiskThread, Parked) {
-        let (tx, ops) = sync_channel::<Op>(QUEUE);
-        let (done, rx) = channel::<Done>();
-        let (back, spent) = channel::<Vec<u8>>();
-        let (prefetch, ahead) = channel::<Range>();
-        let t = DiskThread {
-            tx: Some(tx),
-            prefetch,
-            rx,
+    /// The reactor's side, reading through `reader`, with no thread yet.
+    fn with(reader: Storage, waker: Option<Arc<dyn Wake>>) -> DiskThread {
+        DiskThread {
+            ends: None,
             reader,
             join: None,
-            parked: None,
+            waker,
             look_in_cache: true,
             pending: 0,
-            spent,
             syncs: 0,
             gone_reported: false,
-        };
-        let parked = Parked {
-            ops,
-            ahead,
-            done,
-            back,
-            waker,
-        };
-        (t, parked)
+        }
     }
 
     /// Starts the thread of [`DiskThread::on_demand`] if it is not running yet. On failure
     /// (no descriptor or thread to be had) the store reads on the calling thread from then on.
     fn start(&mut self) {
-        let Some(parked) = self.parked.take() else {
+        let Some(waker) = self.waker.take() else {
             return;
         };
+        let (ends, parked) = channels(waker);
         let started = self.reader.reader().map_err(io::Error::from).and_then(|s| {
             std::thread::Builder::new()
                 .name("st-disk".into())
                 .spawn(move || parked.run(s))
         });
         match started {
-            Ok(join) => self.join = Some(join),
+            Ok(join) => {
+                self.ends = Some(ends);
+                self.join = Some(join);
+            }
             Err(e) => {
                 log::warn!("cannot start a disk thread ({e}): reading on the network thread");
-                self.tx = None;
                 // Not an error of the store's: it reads as before.
                 self.gone_reported = true;
             }
         }
+    }
+
+    /// Whether the channels to the thread exist (they are made with it).
+    #[cfg(test)]
+    pub(crate) fn has_channels(&self) -> bool {
+        self.ends.is_some()
     }
 
     /// Sends every prefetch to the thread, even of a range the page cache holds.
@@ -206,8 +209,9 @@ impl DiskThread {
     fn send(&mut self, op: Op) -> io::Result<()> {
         self.start();
         let gone = || io::Error::other("the disk thread stopped");
-        self.tx
+        self.ends
             .as_ref()
+            .and_then(|e| e.tx.as_ref())
             .ok_or_else(gone)?
             .send(op)
             .map_err(|_| gone())
@@ -218,7 +222,10 @@ impl DiskThread {
     /// If the thread is gone (it cannot be, short of a panic), says so once, as
     /// [`Done::Failed`], so that the fetch stops instead of waiting for it for ever.
     pub fn poll(&mut self) -> Option<Done> {
-        match self.rx.try_recv() {
+        // Before the thread starts there is nothing to report; if it could not start, the
+        // store reads inline and has nothing to report either.
+        let ends = self.ends.as_ref()?;
+        match ends.rx.try_recv() {
             Ok(d) => {
                 self.note(&d);
                 Some(d)
@@ -293,7 +300,7 @@ impl DiskThread {
     ) -> (io::Result<T>, Option<io::Error>) {
         let mut failed = None;
         loop {
-            let Ok(d) = self.rx.recv() else {
+            let Some(Ok(d)) = self.ends.as_ref().map(|e| e.rx.recv()) else {
                 return (Err(io::Error::other("the disk thread stopped")), failed);
             };
             self.note(&d);
@@ -310,16 +317,24 @@ impl DiskThread {
         }
     }
 
+    /// Closes the operation queue: the thread stops after what is queued (its results can
+    /// still come back).
+    fn hang_up(&mut self) {
+        if let Some(e) = &mut self.ends {
+            e.tx = None;
+        }
+    }
+
     /// Stops the thread after everything queued is done, and returns the storage.
     pub fn shut_down(mut self) -> Option<Storage> {
-        self.tx = None;
+        self.hang_up();
         self.join.take()?.join().ok()
     }
 }
 
 impl Drop for DiskThread {
     fn drop(&mut self) {
-        self.tx = None;
+        self.hang_up();
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
@@ -359,9 +374,10 @@ impl Store for DiskThread {
         // A buffer the thread is done with, or a new one as large (the queue holds at most
         // QUEUE of them, so the pool stays bounded).
         Ok(self
-            .spent
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(capacity)))
+            .ends
+            .as_ref()
+            .and_then(|e| e.spent.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(capacity)))
     }
 
     fn verify(&mut self, i: u32) -> io::Result<Option<bool>> {
@@ -381,10 +397,15 @@ impl Store for DiskThread {
             return true;
         }
         self.start();
-        let Some(tx) = &self.tx else {
+        let Some(Ends {
+            tx: Some(tx),
+            prefetch,
+            ..
+        }) = &self.ends
+        else {
             return true;
         };
-        if self.prefetch.send((fragment, offset, len)).is_err() {
+        if prefetch.send((fragment, offset, len)).is_err() {
             return true;
         }
         match tx.try_send(Op::Prefetch) {
@@ -392,6 +413,28 @@ impl Store for DiskThread {
             Err(TrySendError::Disconnected(_)) => true,
         }
     }
+}
+
+/// The channels between the reactor and a new thread that will wake `waker` after each result.
+fn channels(waker: Arc<dyn Wake>) -> (Ends, Parked) {
+    let (tx, ops) = sync_channel::<Op>(QUEUE);
+    let (done, rx) = channel::<Done>();
+    let (back, spent) = channel::<Vec<u8>>();
+    let (prefetch, ahead) = channel::<Range>();
+    let ends = Ends {
+        tx: Some(tx),
+        prefetch,
+        rx,
+        spent,
+    };
+    let parked = Parked {
+        ops,
+        ahead,
+        done,
+        back,
+        waker,
+    };
+    (ends, parked)
 }
 
 impl Parked {

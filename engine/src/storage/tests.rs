@@ -618,8 +618,13 @@ fn a_seeds_disk_thread_starts_with_the_first_prefetch() {
     t.read(2, 10, &mut buf).unwrap();
     assert_eq!(buf, fragment(&all, 2)[10..1010]);
     assert!(t.poll().is_none(), "no thread, no result, no failure");
+    assert!(
+        !t.has_channels(),
+        "no thread, no channels: a library's idle swarms cost none"
+    );
     // The first prefetch starts the thread, which answers.
     assert!(!t.prefetch(0, 0, 16384));
+    assert!(t.has_channels());
     assert!(matches!(
         next_result(&mut t),
         Done::Prefetched {
