@@ -4,7 +4,8 @@
 //! swarm_sim [--size 1G] [--peers 32] [--fragment 512K] [--mbit 100] [--latency-ms 10]
 //!           [--queue 256K] [--quantum-ms 2] [--seed 1] [--limit-s 3600] [--cc cubic]
 //!           [--report-s 10] [--slots 8] [--choke-s 10] [--no-suggest] [--dump NODE]
-//!           [--reciprocal 8] [--min-outstanding 128K] [--block 128K] [--overhead 0]
+//!           [--reciprocal 8] [--min-outstanding 128K]
+//!           [--max-outstanding 32M] [--block 128K] [--overhead 0]
 //! ```
 //! `--overhead 42` makes every datagram occupy 42 more bytes of its links, the Ethernet, IPv4
 //! and UDP headers `tc` counts on the shaped veths of `st lab` (`sim::LinkConfig`).
@@ -78,6 +79,7 @@ fn main() {
             "--reciprocal" => swarm.reciprocal_slots = v().parse().expect("--reciprocal N"),
             "--slots" => swarm.upload_slots = v().parse().expect("--slots N"),
             "--min-outstanding" => swarm.min_outstanding = parse_size(&v()),
+            "--max-outstanding" => swarm.max_outstanding = parse_size(&v()),
             "--block" => swarm.block = parse_size(&v()) as u32,
             "--overhead" => overhead = v().parse().expect("--overhead BYTES"),
             "--choke-s" => {
@@ -274,7 +276,24 @@ fn main() {
         .collect();
     order.sort_by(|a, b| a.1.total_cmp(&b.1));
     let line: Vec<String> = order.iter().map(|(k, t)| format!("{k}:{t:.2}")).collect();
+    // What each fetcher got from the seed, in the order of completion: a seed that shares its
+    // upload unevenly makes stragglers of those it favours (they must relay the most).
+    let seed_addr = s.sim.addr(s.nodes[0].id);
+    let from_seed: Vec<String> = order
+        .iter()
+        .map(|(k, _)| {
+            let got = s
+                .core(*k)
+                .stats()
+                .from_peer
+                .get(&seed_addr)
+                .copied()
+                .unwrap_or(0);
+            format!("{k}:{}", got >> 20)
+        })
+        .collect();
     println!("completions (node:s): {}", line.join(" "));
+    println!("MiB from the seed, same order: {}", from_seed.join(" "));
     if !done {
         println!(
             "RESULT incomplete after {limit_s} s of virtual time ({} of {peers} done)",

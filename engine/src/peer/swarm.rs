@@ -315,6 +315,9 @@ pub struct SwarmCore {
     down_allow: Option<u64>,
     /// Serving or requesting stopped for want of allowance: [`SwarmCore::resume`] restarts it.
     throttled: bool,
+    /// The mean receive rate of the connections we are downloading from (unchoked and
+    /// interesting), bytes/s, as of the last rate window: what sizes their pipelines.
+    fair_rate: f64,
 }
 
 /// Request timeouts in a row, with nothing received, after which a connection is replaced.
@@ -418,6 +421,7 @@ impl SwarmCore {
             up_allow: None,
             down_allow: None,
             throttled: false,
+            fair_rate: 0.0,
         }
     }
 

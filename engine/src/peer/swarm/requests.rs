@@ -96,13 +96,16 @@ impl SwarmCore {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        // About half a second of data in flight at the measured rate; a peer whose last
-        // requests timed out gets one probe block until it delivers again, so a dead or
-        // stalled connection cannot keep re-taking the endgame's copies of the last blocks.
+        // About half a second of data in flight at the mean rate of the peers we download
+        // from, or at half this peer's own rate if that is more (spec §5). Not at its own rate
+        // alone: where fetchers compete for one uplink (a seed's), a pipeline sized by what
+        // that peer gave us lets whoever got more get more still. A peer whose last requests
+        // timed out gets one probe block until it delivers again, so a dead or stalled
+        // connection cannot keep re-taking the endgame's copies of the last blocks.
         let target = if s.stalls > 0 {
             u64::from(self.cfg.block).min(min)
         } else {
-            ((s.rate * 0.5) as u64).clamp(min, max)
+            ((self.fair_rate.max(s.rate * 0.5) * 0.5) as u64).clamp(min, max)
         };
         // Refill in batches (a quarter of the target, at least a block) rather than one block
         // per DATA received: each pick scans the partial fragments and, when a peer has
@@ -264,6 +267,12 @@ impl SwarmCore {
                 );
             }
         }
+        let (sum, n) = self
+            .sessions
+            .values()
+            .filter(|s| !s.choked && s.interesting)
+            .fold((0.0, 0u32), |(r, n), s| (r + s.rate, n + 1));
+        self.fair_rate = if n > 0 { sum / f64::from(n) } else { 0.0 };
         stalled
     }
 

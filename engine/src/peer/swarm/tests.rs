@@ -900,3 +900,72 @@ fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
         );
     });
 }
+
+/// Spec §5: a connection's pipeline is sized by the mean rate of the peers we download from
+/// (or by half its own, if more), not by its own rate alone. Two seeds with 20 Mbit/s
+/// uplinks, one 10 ms away and one 400 ms away: sized by its own rate, the far seed's
+/// pipeline (half a second of what it delivered) was less than its round trip, which lowered
+/// its rate, which shrank the pipeline to the 128 KiB floor, one 64 KiB block per 0.4 s: it
+/// gave 4 % of the bytes (19 % now). A fetcher whose ACKs wait behind its own busy uplink
+/// has a longer round trip on every connection, and fell behind the same way.
+#[test]
+fn a_far_peers_pipeline_is_not_starved_by_its_round_trip() {
+    crate::sim::for_seeds(&[1, 2], |seed| {
+        let cfg = SwarmConfig {
+            pex: false,
+            ..SwarmConfig::default()
+        };
+        let pipe = PipeConfig {
+            latency: Duration::from_millis(10),
+            ..PipeConfig::default()
+        };
+        let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 1024 * FRAG as usize, pipe);
+        let (near, far, f) = (nodes[0].id, nodes[1].id, nodes[2].id);
+        for s in [near, far] {
+            sim.set_uplink(
+                s,
+                Some(crate::sim::LinkConfig {
+                    rate_bps: 20_000_000,
+                    queue_bytes: 256 * 1024,
+                    overhead_bytes: 0,
+                }),
+            );
+        }
+        for (a, b) in [(far, f), (f, far)] {
+            let p = sim.pipe_of(a, b);
+            sim.set_pipe(
+                p,
+                PipeConfig {
+                    latency: Duration::from_millis(400),
+                    ..PipeConfig::default()
+                },
+            );
+        }
+        let end = sim.now() + Duration::from_secs(120);
+        while sim.now() < end && !nodes[2].core.complete() {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+        }
+        let n = &nodes[2];
+        assert!(
+            n.core.complete() && n.store.data == data,
+            "seed {seed}: incomplete"
+        );
+        let far_addr = sim.addr(far);
+        let from_far = n
+            .core
+            .stats()
+            .from_peer
+            .get(&far_addr)
+            .copied()
+            .unwrap_or(0);
+        let share = from_far as f64 / data.len() as f64;
+        assert!(
+            share > 0.12,
+            "seed {seed}: the far seed gave {:.1} % of the bytes",
+            100.0 * share
+        );
+    });
+}
