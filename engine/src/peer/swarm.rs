@@ -326,6 +326,10 @@ const MAX_STALLS: u8 = 2;
 /// Window over which per-peer receive rates are measured.
 const RATE_WINDOW: Duration = Duration::from_millis(250);
 
+/// What a request pipeline holds beyond twice the round trip, in time at the rate it is sized
+/// by (spec `peer.md` §5).
+const PIPELINE_SLACK: Duration = Duration::from_millis(100);
+
 /// The longest an endgame waits before it asks a second peer for a block (spec `peer.md` §5):
 /// the patience for a peer that has gone quiet, whose measured rate promises nothing.
 const ENDGAME_PATIENCE: Duration = Duration::from_secs(2);

@@ -96,16 +96,20 @@ impl SwarmCore {
         let Some(s) = self.sessions.get_mut(&h) else {
             return;
         };
-        // About half a second of data in flight at the mean rate of the peers we download
-        // from, or at half this peer's own rate if that is more (spec §5). Not at its own rate
-        // alone: where fetchers compete for one uplink (a seed's), a pipeline sized by what
-        // that peer gave us lets whoever got more get more still. A peer whose last requests
-        // timed out gets one probe block until it delivers again, so a dead or stalled
-        // connection cannot keep re-taking the endgame's copies of the last blocks.
+        // Twice the round trip and 100 ms more of data in flight (the bandwidth × delay
+        // product with room for the request's own trip and the refill batches), at the mean
+        // rate of the peers we download from, or at half this peer's own rate if that is more
+        // (spec §5). Not at its own rate alone: where fetchers compete for one uplink (a
+        // seed's), a pipeline sized by what that peer gave us lets whoever got more get more
+        // still. A peer whose last requests timed out gets one probe block until it delivers
+        // again, so a dead or stalled connection cannot keep re-taking the endgame's copies of
+        // the last blocks.
         let target = if s.stalls > 0 {
             u64::from(self.cfg.block).min(min)
         } else {
-            ((self.fair_rate.max(s.rate * 0.5) * 0.5) as u64).clamp(min, max)
+            let srtt = ep.stats(h).map_or(0, |t| t.srtt_us) as f64 / 1e6;
+            let horizon = 2.0 * srtt + PIPELINE_SLACK.as_secs_f64();
+            ((self.fair_rate.max(s.rate * 0.5) * horizon) as u64).clamp(min, max)
         };
         // Refill in batches (a quarter of the target, at least a block) rather than one block
         // per DATA received: each pick scans the partial fragments and, when a peer has
