@@ -134,7 +134,7 @@ pub struct LinkConfig {
     /// Rate in bits per second.
     pub rate_bps: u64,
     /// Drop-tail queue in front of the link, bytes (a datagram that would take the backlog
-    /// above this is dropped).
+    /// above this is dropped; its [`LinkConfig::overhead_bytes`] count).
     pub queue_bytes: usize,
     /// Bytes each datagram occupies on the link beyond its UDP payload: the headers below
     /// UDP, as a real link's shaper counts them. 42 for IPv4 over Ethernet (14 + 20 + 8, what
@@ -147,7 +147,7 @@ pub struct LinkConfig {
 pub struct LinkStats {
     /// Datagrams that passed the link.
     pub datagrams: u64,
-    /// Bytes that passed the link.
+    /// Bytes that passed the link, each datagram's [`LinkConfig::overhead_bytes`] included.
     pub bytes: u64,
     /// Datagrams dropped at the full queue.
     pub queue_drops: u64,

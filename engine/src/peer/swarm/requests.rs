@@ -77,39 +77,34 @@ impl SwarmCore {
         self.fill_requests(now, ep, h);
     }
 
-    /// Keeps enough requests outstanding to cover the rate measured from this peer.
+    /// Keeps this connection's request pipeline full: the bandwidth × delay product at the
+    /// rate it is sized by (spec §5).
     pub(super) fn fill_requests(&mut self, now: Time, ep: &mut Endpoint, h: ConnHandle) {
         let (min, max) = (self.cfg.min_outstanding, self.cfg.max_outstanding);
-        if self
-            .sessions
-            .get(&h)
-            .is_none_or(|s| s.choked || s.peer_id.is_none())
-        {
+        let Some(s) = self.sessions.get(&h) else {
+            return;
+        };
+        if s.choked || s.peer_id.is_none() {
             return;
         }
-        // Endgame copies only of overdue requests (spec §5).
-        let overdue = if self.picker.in_endgame() {
-            self.overdue_requests(now)
-        } else {
-            Vec::new()
-        };
-        let Some(s) = self.sessions.get_mut(&h) else {
-            return;
-        };
         // Twice the round trip and 100 ms more of data in flight (the bandwidth × delay
         // product with room for the request's own trip and the refill batches), at the mean
         // rate of the peers we download from, or at half this peer's own rate if that is more
         // (spec §5). Not at its own rate alone: where fetchers compete for one uplink (a
         // seed's), a pipeline sized by what that peer gave us lets whoever got more get more
-        // still. A peer whose last requests timed out gets one probe block until it delivers
-        // again, so a dead or stalled connection cannot keep re-taking the endgame's copies of
-        // the last blocks.
+        // still. But never more than this peer delivers in half a request timeout at its own
+        // rate (a slow peer among fast ones is not asked for what it cannot send in time; an
+        // unmeasured one gets the floor). A peer whose last requests timed out gets one probe
+        // block until it delivers again, so a dead or stalled connection cannot keep
+        // re-taking the endgame's copies of the last blocks.
         let target = if s.stalls > 0 {
             u64::from(self.cfg.block).min(min)
         } else {
-            let srtt = ep.stats(h).map_or(0, |t| t.srtt_us) as f64 / 1e6;
+            let srtt = ep.srtt(h).unwrap_or_default().as_secs_f64();
             let horizon = 2.0 * srtt + PIPELINE_SLACK.as_secs_f64();
-            ((self.fair_rate.max(s.rate * 0.5) * horizon) as u64).clamp(min, max)
+            let want = self.fair_rate.max(s.rate * 0.5) * horizon;
+            let cap = s.rate * self.cfg.request_timeout.as_secs_f64() / 2.0;
+            (want.min(cap) as u64).max(min).min(max)
         };
         // Refill in batches (a quarter of the target, at least a block) rather than one block
         // per DATA received: each pick scans the partial fragments and, when a peer has
@@ -118,6 +113,15 @@ impl SwarmCore {
         if !s.outstanding.is_empty() && s.outstanding_bytes + batch > target {
             return;
         }
+        // Endgame copies only of overdue requests (spec §5), sorted for the lookups below.
+        let overdue = if self.picker.in_endgame() {
+            self.overdue_requests(now, ep)
+        } else {
+            Vec::new()
+        };
+        let Some(s) = self.sessions.get_mut(&h) else {
+            return;
+        };
         while s.outstanding_bytes < target {
             let room = target - s.outstanding_bytes;
             let mut count = (room / u64::from(self.cfg.block)).max(1) as usize;
@@ -140,8 +144,9 @@ impl SwarmCore {
             // In the endgame the picker offers blocks already asked of someone: only overdue
             // ones, and never of this same peer again (the copy could only arrive as waste).
             let outstanding = &s.outstanding;
-            let no_copy =
-                |b: Block| !overdue.contains(&b) || outstanding.iter().any(|(x, _)| *x == b);
+            let no_copy = |b: Block| {
+                overdue.binary_search(&b).is_err() || outstanding.iter().any(|(x, _)| *x == b)
+            };
             // A seed's suggestions first (spec §5), while they still have blocks to ask for.
             let picker = &self.picker;
             s.suggested.retain(|&i| !picker.fully_requested(i));
@@ -172,27 +177,31 @@ impl SwarmCore {
         }
     }
 
-    /// Requests overdue for an endgame copy (spec §5): older than four times what their peer's
-    /// whole pipeline should take at the rate measured from it, and at least one rate window,
-    /// at most [`ENDGAME_PATIENCE`]. Copying every block still missing at once instead, as
-    /// BitTorrent's endgame does with 16 KiB blocks, spends the last half second of a
-    /// saturated downlink on whole-block duplicates that a CANCEL arrives too late to stop.
-    fn overdue_requests(&self, now: Time) -> Vec<Block> {
+    /// Requests overdue for an endgame copy (spec §5), sorted: older than four times what
+    /// their peer's whole pipeline should take at the rate measured from it (at least one rate
+    /// window, at most [`ENDGAME_PATIENCE`]) plus two of its round trips. Copying every block
+    /// still missing at once instead, as BitTorrent's endgame does with 16 KiB blocks, spends
+    /// the last half second of a saturated downlink on whole-block duplicates that a CANCEL
+    /// arrives too late to stop. (A request count that leaked, held by no session, is never
+    /// overdue: `reconcile_if_starved` frees it at a later rate window.)
+    fn overdue_requests(&self, now: Time, ep: &Endpoint) -> Vec<Block> {
         let (lo, hi) = (RATE_WINDOW.as_secs_f64(), ENDGAME_PATIENCE.as_secs_f64());
         let mut out = Vec::new();
-        for s in self.sessions.values() {
+        for (h, s) in &self.sessions {
             let expect = if s.rate > 0.0 {
                 4.0 * s.outstanding_bytes as f64 / s.rate
             } else {
                 hi
             };
-            let patience = Duration::from_secs_f64(expect.clamp(lo, hi));
+            let trips = 2.0 * ep.srtt(*h).unwrap_or_default().as_secs_f64();
+            let patience = Duration::from_secs_f64(expect.clamp(lo, hi) + trips);
             let late = s
                 .outstanding
                 .iter()
                 .filter(|(_, at)| now.saturating_since(*at) > patience);
             out.extend(late.map(|(b, _)| *b));
         }
+        out.sort_unstable();
         out
     }
 

@@ -879,6 +879,27 @@ fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
                 "seed {seed}: no endgame with blocks at seed 1"
             );
         }
+        // A healthy endgame, for a few round trips: nothing is overdue, nothing is copied.
+        for _ in 0..5 {
+            turn(
+                &mut sim,
+                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+            );
+        }
+        let asked: Vec<Block> = nodes[2]
+            .core
+            .sessions
+            .values()
+            .flat_map(|s| s.outstanding.iter().map(|(b, _)| *b))
+            .collect();
+        let copies = asked
+            .iter()
+            .filter(|b| asked.iter().filter(|x| x == b).count() > 1)
+            .count();
+        assert_eq!(
+            copies, 0,
+            "seed {seed}: copies asked before any request was overdue"
+        );
         // Seed 1 falls silent for good.
         let cut = sim.now();
         let (s1, f) = (nodes[1].id, nodes[2].id);

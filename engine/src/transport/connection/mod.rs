@@ -372,6 +372,11 @@ impl Connection {
         self.side == Side::Server && !self.confirmed
     }
 
+    /// The smoothed round-trip time (the initial estimate before any sample).
+    pub(crate) fn srtt(&self) -> std::time::Duration {
+        self.recovery.rtt().smoothed()
+    }
+
     /// Counters and gauges.
     pub(crate) fn stats(&self) -> ConnStats {
         let mut s = self.stats;

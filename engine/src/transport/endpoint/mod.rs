@@ -454,6 +454,11 @@ impl Endpoint {
         self.get(h).map(|c| c.stats())
     }
 
+    /// A connection's smoothed round-trip time (the initial estimate before any sample).
+    pub fn srtt(&self, h: ConnHandle) -> Option<std::time::Duration> {
+        self.get(h).map(|c| c.srtt())
+    }
+
     /// Bytes written with [`Self::send`] and not yet acknowledged.
     pub fn unacked(&self, h: ConnHandle) -> Option<u64> {
         self.get(h).map(|c| c.unacked_bytes())
