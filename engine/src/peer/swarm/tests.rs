@@ -795,6 +795,32 @@ fn two_seeds(
     (nodes, data, sim)
 }
 
+/// [`two_seeds`] of 64 fragments over 20 Mbit/s paths 10 ms long, requests timing out after
+/// `request_timeout`.
+fn endgame_swarm(seed: u64, request_timeout: Duration) -> (Vec<Node>, Vec<u8>, Sim) {
+    let pipe = PipeConfig {
+        latency: Duration::from_millis(10),
+        rate_bps: Some(20_000_000),
+        ..PipeConfig::default()
+    };
+    let cfg = SwarmConfig {
+        pex: false,
+        request_timeout,
+        ..SwarmConfig::default()
+    };
+    two_seeds(cfg, seed, 64 * FRAG as usize, pipe)
+}
+
+/// `n` turns of every node.
+fn turns(sim: &mut Sim, nodes: &mut [Node], n: usize) {
+    for _ in 0..n {
+        turn(
+            sim,
+            nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
+        );
+    }
+}
+
 /// Spec §5: the endgame copies a block only when its request is overdue. Two healthy seeds
 /// and a fetcher whose pipelines are full when the last blocks are asked: nothing is overdue,
 /// so no block comes twice. (The endgame used to ask the other seed at once for every block
@@ -803,16 +829,8 @@ fn two_seeds(
 #[test]
 fn a_healthy_endgame_asks_for_no_copies() {
     crate::sim::for_seeds(&[1, 2, 3], |seed| {
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(10),
-            rate_bps: Some(20_000_000),
-            ..PipeConfig::default()
-        };
-        let cfg = SwarmConfig {
-            pex: false,
-            ..SwarmConfig::default()
-        };
-        let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 64 * FRAG as usize, pipe);
+        let timeout = SwarmConfig::default().request_timeout;
+        let (mut nodes, data, mut sim) = endgame_swarm(seed, timeout);
         let mut endgame = false;
         let end = sim.now() + Duration::from_secs(60);
         while sim.now() < end && !nodes[2].core.complete() {
@@ -823,12 +841,7 @@ fn a_healthy_endgame_asks_for_no_copies() {
             endgame |= nodes[2].core.picker.in_endgame();
         }
         // A second more: copies still on their way arrive and are counted.
-        for _ in 0..50 {
-            turn(
-                &mut sim,
-                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
-            );
-        }
+        turns(&mut sim, &mut nodes, 50);
         let f = &nodes[2];
         assert!(
             f.core.complete() && f.store.data == data,
@@ -844,18 +857,8 @@ fn a_healthy_endgame_asks_for_no_copies() {
 #[test]
 fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
     crate::sim::for_seeds(&[1, 2, 3], |seed| {
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(10),
-            rate_bps: Some(20_000_000),
-            ..PipeConfig::default()
-        };
         // Requests time out only after a minute: only the endgame can rescue the blocks.
-        let cfg = SwarmConfig {
-            pex: false,
-            request_timeout: Duration::from_secs(60),
-            ..SwarmConfig::default()
-        };
-        let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 64 * FRAG as usize, pipe);
+        let (mut nodes, data, mut sim) = endgame_swarm(seed, Duration::from_secs(60));
         let s1_addr = sim.addr(nodes[1].id);
         let stuck_at = |nodes: &[Node]| -> usize {
             nodes[2]
@@ -867,25 +870,14 @@ fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
                 .sum()
         };
         // Into the endgame, with blocks asked of seed 1.
-        let mut turns = 0;
+        let mut ran = 0;
         while !(nodes[2].core.picker.in_endgame() && stuck_at(&nodes) > 0) {
-            turn(
-                &mut sim,
-                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
-            );
-            turns += 1;
-            assert!(
-                turns < 3000,
-                "seed {seed}: no endgame with blocks at seed 1"
-            );
+            turns(&mut sim, &mut nodes, 1);
+            ran += 1;
+            assert!(ran < 3000, "seed {seed}: no endgame with blocks at seed 1");
         }
         // A healthy endgame, for a few round trips: nothing is overdue, nothing is copied.
-        for _ in 0..5 {
-            turn(
-                &mut sim,
-                nodes.iter_mut().map(|n| (n.id, &mut n.core, &mut n.store)),
-            );
-        }
+        turns(&mut sim, &mut nodes, 5);
         let asked: Vec<Block> = nodes[2]
             .core
             .sessions
