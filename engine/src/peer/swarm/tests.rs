@@ -64,6 +64,22 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// A lossless path of `ms` milliseconds one way.
+fn path_of(ms: u64) -> PipeConfig {
+    PipeConfig {
+        latency: Duration::from_millis(ms),
+        ..PipeConfig::default()
+    }
+}
+
+/// The default peer layer without peer exchange (every test node is told of the others).
+fn no_pex() -> SwarmConfig {
+    SwarmConfig {
+        pex: false,
+        ..SwarmConfig::default()
+    }
+}
+
 /// Builds `fetchers` fetchers and one seed (node 0) (and optionally a liar that claims to have
 /// everything), all told of each other; runs until every fetcher completes or `limit`.
 fn run_swarm(
@@ -308,10 +324,7 @@ fn an_honest_peer_sharing_a_bad_fragment_with_a_liar_is_never_struck() {
 #[test]
 fn a_single_peer_is_never_asked_twice_for_a_block_in_the_endgame() {
     crate::sim::for_seeds(&[5, 6], |seed| {
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(10),
-            ..PipeConfig::default()
-        };
+        let pipe = path_of(10);
         let (nodes, data, _) = run_swarm(seed, 1, false, pipe, Duration::from_secs(60));
         let f = &nodes[1];
         assert!(f.core.complete() && f.store.data == data);
@@ -327,10 +340,7 @@ fn a_single_peer_is_never_asked_twice_for_a_block_in_the_endgame() {
 /// blocks it had just asked for: the seed sent the whole file twice.)
 #[test]
 fn a_small_swarm_is_sent_once() {
-    let pipe = PipeConfig {
-        latency: Duration::from_millis(10),
-        ..PipeConfig::default()
-    };
+    let pipe = path_of(10);
     // (fragment length, size): 1..=4 fragments of 64 KiB (one block each), with and without
     // a short last fragment, and 1..=3 fragments of 256 KiB (two 128 KiB blocks each).
     let mut cases: Vec<(u32, usize)> = Vec::new();
@@ -545,10 +555,7 @@ impl GatedNode {
 
 #[test]
 fn a_block_waits_for_its_prefetch_while_other_peers_are_served() {
-    let pipe = PipeConfig {
-        latency: Duration::from_millis(5),
-        ..PipeConfig::default()
-    };
+    let pipe = path_of(5);
     let size = 1 << 20;
     let (nodes, data, mut sim) = build_swarm(SwarmConfig::default(), 9, size, FRAG, 2, false, pipe);
     // The seed's blocks come from a slow disk; the fetchers' from memory.
@@ -695,15 +702,9 @@ fn a_fragment_an_idle_peer_announces_is_asked_for_at_once() {
             .chunks(FRAG as usize)
             .map(|c| Sha256::digest(c).into())
             .collect();
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(5),
-            ..PipeConfig::default()
-        };
+        let pipe = path_of(5);
         let mut sim = Sim::new(seed, pipe);
-        let cfg = SwarmConfig {
-            pex: false,
-            ..SwarmConfig::default()
-        };
+        let cfg = no_pex();
         let mut nodes: Vec<Node> = (0..2u64)
             .map(|k| {
                 let id = sim.add_node(Config {
@@ -804,9 +805,8 @@ fn endgame_swarm(seed: u64, request_timeout: Duration) -> (Vec<Node>, Vec<u8>, S
         ..PipeConfig::default()
     };
     let cfg = SwarmConfig {
-        pex: false,
         request_timeout,
-        ..SwarmConfig::default()
+        ..no_pex()
     };
     two_seeds(cfg, seed, 64 * FRAG as usize, pipe)
 }
@@ -924,14 +924,8 @@ fn an_endgame_block_stuck_at_a_silent_peer_is_asked_elsewhere() {
 #[test]
 fn a_far_peers_pipeline_is_not_starved_by_its_round_trip() {
     crate::sim::for_seeds(&[1, 2], |seed| {
-        let cfg = SwarmConfig {
-            pex: false,
-            ..SwarmConfig::default()
-        };
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(10),
-            ..PipeConfig::default()
-        };
+        let cfg = no_pex();
+        let pipe = path_of(10);
         let (mut nodes, data, mut sim) = two_seeds(cfg, seed, 1024 * FRAG as usize, pipe);
         let (near, far, f) = (nodes[0].id, nodes[1].id, nodes[2].id);
         for s in [near, far] {
@@ -946,13 +940,7 @@ fn a_far_peers_pipeline_is_not_starved_by_its_round_trip() {
         }
         for (a, b) in [(far, f), (f, far)] {
             let p = sim.pipe_of(a, b);
-            sim.set_pipe(
-                p,
-                PipeConfig {
-                    latency: Duration::from_millis(400),
-                    ..PipeConfig::default()
-                },
-            );
+            sim.set_pipe(p, path_of(400));
         }
         let end = sim.now() + Duration::from_secs(120);
         while sim.now() < end && !nodes[2].core.complete() {
@@ -990,14 +978,8 @@ fn a_far_peers_pipeline_is_not_starved_by_its_round_trip() {
 #[test]
 fn a_pipeline_covers_a_long_round_trip() {
     crate::sim::for_seeds(&[1, 2], |seed| {
-        let cfg = SwarmConfig {
-            pex: false,
-            ..SwarmConfig::default()
-        };
-        let pipe = PipeConfig {
-            latency: Duration::from_millis(300),
-            ..PipeConfig::default()
-        };
+        let cfg = no_pex();
+        let pipe = path_of(300);
         let size = 256 * FRAG as usize;
         let (mut nodes, data, mut sim) = build_swarm(cfg, seed, size, FRAG, 1, false, pipe);
         sim.set_uplink(

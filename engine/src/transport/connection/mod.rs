@@ -383,7 +383,7 @@ impl Connection {
         let recv = self.recv.assembler();
         s.cwnd = self.cc.window();
         s.in_flight = self.recovery.in_flight();
-        s.srtt_us = self.recovery.rtt().smoothed().as_micros() as u64;
+        s.srtt_us = self.srtt().as_micros() as u64;
         s.mtu = self.mtu.get();
         s.send_buffered = self.send.buffered() as u64;
         s.send_capacity = self.send.capacity();
