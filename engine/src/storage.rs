@@ -794,8 +794,11 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError>
     Ok(())
 }
 
-/// What a data file held in memory is allocated by, at a time, as writes reach it (32 MiB).
-const ALLOC_CHUNK: u64 = 32 << 20;
+/// What a data file held in memory is allocated by, at a time, as writes reach it (2 MiB):
+/// enough to spare page-by-page allocation, small enough that a fetch whose first fragments
+/// lie all over the file does not allocate most of it before its first writes (spec peer.md
+/// §8.1).
+const ALLOC_CHUNK: u64 = 2 << 20;
 
 /// Allocates the blocks of `f` up to `len` (extending it to `len`). A file whose blocks
 /// already cover `len` is left alone; a sparse one (a fetch that started short of space) gets
