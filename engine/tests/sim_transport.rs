@@ -228,14 +228,15 @@ fn bulk_transfer_probes_the_mtu_up_to_what_the_path_carries() {
             assert_eq!(mtu, want, "seed {seed}: MTU over a {link}-byte path");
             // Each size too big is lost twice (MTU_PROBE_ATTEMPTS), then the search goes below
             // it until the 60 s retry (on a 1472 path 8952 is lost twice and 65 000 is never
-            // sent): a few drops, not one per round trip. The receiver's acknowledgements
-            // also pass 1 MiB here, so it may probe too, within the same bound.
+            // sent): a few drops, not one per round trip; a loss among queue drops is not
+            // counted, up to 3 times a size (spec §8.4). The receiver's acknowledgements also
+            // pass 1 MiB here, so it may probe too, within the same bound.
             assert!(
-                up_drops <= 2 * too_big && (too_big == 0) == (up_drops == 0),
+                up_drops <= 5 * too_big && (too_big == 0) == (up_drops == 0),
                 "seed {seed} link {link}: {up_drops} sender probes dropped for size"
             );
             assert!(
-                down_drops <= 2 * too_big,
+                down_drops <= 5 * too_big,
                 "seed {seed} link {link}: {down_drops} receiver probes dropped for size"
             );
         }
@@ -331,19 +332,74 @@ fn the_mtu_retry_timer_searches_above_a_failed_size_again() {
         let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
         assert!(net.run(Duration::from_secs(30)), "seed {seed}: incomplete");
         let p = net.sim.pipe_of(c, s);
-        assert_eq!(net.sim.pipe_stats(p).mtu_drops, 2, "8952 failed twice");
+        // Twice lost alone; a probe lost among queue drops (slow start overflows this queue)
+        // is tried again uncounted, at most 3 times (spec §8.4).
+        let drops = net.sim.pipe_stats(p).mtu_drops;
+        assert!(
+            (2..=5).contains(&drops),
+            "8952 failed twice ({drops} drops)"
+        );
         net.sim.set_pipe(p, bulk_pipe(9000, 250_000));
         // Idle (keep-alives hold the connection), well within the 60 s: no new search.
         net.run_for(Duration::from_secs(30));
         let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
         assert_eq!(st.mtu, 1472, "seed {seed}: searched again before the retry");
-        assert_eq!(net.sim.pipe_stats(p).mtu_drops, 2);
+        assert_eq!(net.sim.pipe_stats(p).mtu_drops, drops);
         // Past the retry timer.
         net.run_for(Duration::from_secs(40));
         let st = net.sim.endpoint(c).unwrap().stats(ch).unwrap();
         assert_eq!(
             st.mtu, 8952,
             "seed {seed}: the retry did not search above 8951"
+        );
+    });
+}
+
+/// A probe lost together with other packets is put down to congestion, not to its size
+/// (spec §8.4): here every 65 000-byte probe of a path that carries it meets a 60 ms outage
+/// that drops everything (as an overflowing receive buffer would), three times in a row, and
+/// the MTU still reaches 65 000. Counting those losses against the size left the connection
+/// at 8952 until the 60 s retry.
+#[test]
+fn an_mtu_probe_lost_among_other_packets_does_not_count_against_its_size() {
+    for_seeds(&[196, 197], |seed| {
+        let mut net = Net::new(seed, bulk_pipe(65_535, 16 << 20));
+        let f = net.add_flow(Config::default(), server_cfg(), vec![256 << 10; 64]);
+        let (c, s, ch) = (net.flows[f].c, net.flows[f].s, net.flows[f].ch);
+        let mtu = |n: &mut Net| n.sim.endpoint(c).unwrap().stats(ch).unwrap().mtu;
+        assert!(
+            net.run_until(Duration::from_secs(30), |n| mtu(n) == 8952),
+            "seed {seed}: no 8952"
+        );
+        // The 65 000 probe is due now (1 MiB sent): each outage starts as it leaves.
+        let mut outages = 0;
+        while outages < 3 {
+            let lost = net.sim.endpoint(c).unwrap().stats(ch).unwrap().packets_lost;
+            let now = net.now();
+            net.sim
+                .partition(&[c], &[s], now, now + Duration::from_millis(60));
+            outages += 1;
+            // Until the losses of this outage are declared.
+            assert!(
+                net.run_until(Duration::from_secs(5), |n| n
+                    .sim
+                    .endpoint(c)
+                    .unwrap()
+                    .stats(ch)
+                    .unwrap()
+                    .packets_lost
+                    > lost),
+                "seed {seed}: nothing lost in outage {outages}"
+            );
+            if mtu(&mut net) == 65_000 {
+                break;
+            }
+        }
+        assert!(net.run(Duration::from_secs(60)), "seed {seed}: incomplete");
+        assert_eq!(
+            mtu(&mut net),
+            65_000,
+            "seed {seed}: after {outages} outages"
         );
     });
 }

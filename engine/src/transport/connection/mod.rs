@@ -726,6 +726,8 @@ impl Connection {
     /// again, a MAX_DATA it carried is due again, a lost MTU probe goes to the MTU part; then
     /// the controller hears of the congestion, if any (spec §8.1).
     fn detect_lost(&mut self, now: Time) {
+        let mut probe_lost = None;
+        let mut others_lost = false;
         let congestion = self.recovery.detect_lost(now, |p| {
             self.stats.packets_lost += 1;
             if let Some((off, len)) = p.stream {
@@ -734,10 +736,18 @@ impl Connection {
             if p.max_data {
                 self.recv.request_max_data();
             }
-            if p.mtu_probe && self.mtu.on_probe_lost(p.pn) {
-                self.timers.set(Timer::MtuRetry, now + MTU_RETRY);
+            if p.mtu_probe {
+                probe_lost = Some(p.pn);
+            } else {
+                others_lost = true;
             }
         });
+        // After the whole batch: whether the probe went down with other packets (spec §8.4).
+        if let Some(pn) = probe_lost
+            && self.mtu.on_probe_lost(pn, others_lost)
+        {
+            self.timers.set(Timer::MtuRetry, now + MTU_RETRY);
+        }
         if let Some(e) = congestion {
             self.stats.congestion_events += 1;
             self.cc.on_congestion_event(now, e.sent, e.persistent);

@@ -25,6 +25,10 @@ const MTU_STEPS_V6: [usize; 2] = [1452, 8952];
 const JUMBO_PROBE_AFTER: u64 = 1 << 20;
 /// Probes of one size lost in a row before the size counts as too big for the path.
 const MTU_PROBE_ATTEMPTS: u8 = 2;
+/// Probes of one size in a row whose loss is put down to congestion (other packets were
+/// lost with them) and not counted against the size; past this they count (spec §8.4), so
+/// that a path that drops every large datagram among others still settles.
+const MTU_PROBE_EXCUSED: u8 = 3;
 
 /// Path MTU state of one connection.
 #[derive(Debug)]
@@ -40,6 +44,8 @@ pub(super) struct Mtu {
     ceiling: usize,
     /// Losses in a row of probes of the size being probed.
     probe_losses: u8,
+    /// Losses in a row of probes of that size put down to congestion.
+    probe_excused: u8,
     /// The probe steps of this path's address family.
     steps: [usize; 2],
 }
@@ -61,6 +67,7 @@ impl Mtu {
             probe: None,
             ceiling: usize::from(cfg.max_mtu).max(BASE_MTU),
             probe_losses: 0,
+            probe_excused: 0,
             steps: Self::steps_for(remote),
         }
     }
@@ -159,15 +166,20 @@ impl Mtu {
         }
         self.probe = None;
         self.probe_losses = 0;
+        self.probe_excused = 0;
         self.mtu = size;
         self.next = self.next_candidate();
         Some(size)
     }
 
-    /// The MTU probe packet `pn` was lost. One loss may be congestion: the same size is tried
-    /// again; after [`MTU_PROBE_ATTEMPTS`] in a row the size is too big and the search goes on
-    /// below it. Returns true if larger sizes are to be tried again after [`MTU_RETRY`].
-    pub(super) fn on_probe_lost(&mut self, pn: u64) -> bool {
+    /// The MTU probe packet `pn` was lost; `with_others` if packets that were not probes were
+    /// declared lost with it (spec §8.4). A loss among others is congestion (a queue or a
+    /// receive buffer overflowed), not the size: the same size is tried again, uncounted, up
+    /// to [`MTU_PROBE_EXCUSED`] times in a row. Otherwise one loss may still be congestion:
+    /// the same size is tried again; after [`MTU_PROBE_ATTEMPTS`] in a row the size is too big
+    /// and the search goes on below it. Returns true if larger sizes are to be tried again
+    /// after [`MTU_RETRY`].
+    pub(super) fn on_probe_lost(&mut self, pn: u64, with_others: bool) -> bool {
         let Some((ppn, size)) = self.probe else {
             return false;
         };
@@ -175,6 +187,11 @@ impl Mtu {
             return false;
         }
         self.probe = None;
+        if with_others && self.probe_excused < MTU_PROBE_EXCUSED {
+            self.probe_excused += 1;
+            self.next = Some(size);
+            return false;
+        }
         self.probe_losses += 1;
         if self.probe_losses < MTU_PROBE_ATTEMPTS {
             // One loss may be congestion: try the same size again.
@@ -183,6 +200,7 @@ impl Mtu {
         } else {
             // Too big for the path: search below it, and look again later.
             self.probe_losses = 0;
+            self.probe_excused = 0;
             self.ceiling = size - 1;
             self.next = self.next_candidate();
             true
