@@ -360,6 +360,24 @@ impl Storage {
         Ok(())
     }
 
+    /// Allocates the first chunk of a file held in memory that no write has reached yet, if
+    /// there is one (for the disk thread's idle moments, spec peer.md §8.1). Returns false
+    /// when every chunk is allocated.
+    pub(crate) fn allocate_ahead(&mut self) -> bool {
+        let next = self.chunks.iter().enumerate().find_map(|(f, c)| {
+            c.iter()
+                .position(|d| !*d)
+                .map(|k| (f, k as u64 * ALLOC_CHUNK))
+        });
+        match next {
+            Some((file, offset)) => {
+                self.allocate(file, offset, 1);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Allocates the [`ALLOC_CHUNK`] chunks of a file held in memory that `len` bytes at
     /// `offset` fall in, if not done yet (see [`preallocate`]). A failure is the write's to
     /// meet and report (a full file system, say).
@@ -794,9 +812,10 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError>
     Ok(())
 }
 
-/// What a data file held in memory is allocated by, at a time, as writes reach it (2 MiB):
-/// enough to spare page-by-page allocation, small enough that a fetch whose first fragments
-/// lie all over the file does not allocate most of it before its first writes (spec peer.md
+/// What a data file held in memory is allocated by, at a time, as writes reach it or while the
+/// disk thread is idle (2 MiB): enough to spare page-by-page allocation, small enough that a
+/// fetch whose first fragments lie all over the file does not allocate most of it before its
+/// first writes, and that a write waits little behind an idle-time allocation (spec peer.md
 /// §8.1).
 const ALLOC_CHUNK: u64 = 2 << 20;
 

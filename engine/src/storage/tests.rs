@@ -920,3 +920,60 @@ fn a_long_part_file_is_cut_to_length() {
     s.finish().unwrap();
     assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
 }
+
+/// On tmpfs the disk thread allocates a fetch's data file while it has nothing else to do
+/// (spec peer.md §8.1), 2 MiB at a time, so that writes find their pages there; the writes and
+/// checks that come meanwhile are served as before.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_disk_thread_allocates_a_file_held_in_memory() {
+    use crate::driver::NoWake;
+    use crate::storage::Store;
+    use disk::DiskThread;
+    use std::os::unix::fs::MetadataExt;
+    let shm = Path::new("/dev/shm");
+    match fs::File::open(shm) {
+        Ok(f) if super::page_cache::in_memory(&f) => {}
+        _ => {
+            eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
+            return;
+        }
+    }
+    let dir = shm.join(format!("st-storage-idle-alloc-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let d = Scratch(dir.clone());
+    // 5 MiB and a bit: three chunks, the last one short.
+    let all = data((5 << 20) + 1000, 3);
+    let info = info_for("blob.bin", &all, None);
+    let (s, _) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    let part = d.0.join("blob.bin.part");
+    assert_eq!(
+        fs::metadata(&part).unwrap().blocks(),
+        0,
+        "allocated at open"
+    );
+    let mut t = DiskThread::spawn(s, std::sync::Arc::new(NoWake)).unwrap();
+    // A write of the last fragment and its check, while the thread allocates.
+    let last = info.hashes.len() as u32 - 1;
+    t.write(last, 0, fragment(&all, last)).unwrap();
+    assert_eq!(t.verify(last).unwrap(), None);
+    assert!(matches!(next_result(&mut t), Done::Verified(i, true) if i == last));
+    // Nothing else is asked of it: it allocates the whole file (waited for, not timed: the
+    // loop ends as soon as the blocks are there).
+    let whole = |p: &Path| fs::metadata(p).unwrap().blocks() * 512 >= all.len() as u64;
+    for _ in 0..6000 {
+        if whole(&part) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        whole(&part),
+        "{} blocks",
+        fs::metadata(&part).unwrap().blocks()
+    );
+    // The data written before is intact.
+    let mut buf = vec![0u8; 1000];
+    t.read(last, 0, &mut buf).unwrap();
+    assert_eq!(buf, fragment(&all, last)[..1000]);
+}
