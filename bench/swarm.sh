@@ -3,6 +3,8 @@
 #
 # Usage: bench/swarm.sh [RUNS=1]   (even, to alternate the order: see "Memory state")
 #   (a) 1 GiB, 1 seed -> 1 fetcher      (b) 256 MiB, 1 seed -> 8 fetchers at once
+#   env CASES (default "a b") and TOOLS (default "st aria2") pick the cases and tools, e.g.
+#   CASES=a TOOLS=st SKIP_SIM=1 bench/swarm.sh 8 for st's (a) alone, or ST_BIN=... for A/B.
 #   (c) in the simulator: 1 GiB, 1 seed -> 32 fetchers at 100 Mbit/s up and down per node,
 #       against the lower bound (bench/swarm-sim.sh; SKIP_SIM=1 skips it)
 # Reports, per tool: wall time from starting the fetchers to the last completion, and CPU
@@ -114,9 +116,10 @@ one() { # $1 case, $2 tool
 }
 # Odd rounds run st first in each case, even rounds aria2c first: what a run leaves behind
 # (see "Memory state" above) then weighs on each tool alike over an even number of rounds.
+read -ra tools <<< "${TOOLS:-st aria2}"
 for i in $(seq "$RUNS"); do
-  if (( i % 2 )); then order="st aria2"; else order="aria2 st"; fi
-  for c in a b; do for t in $order; do one $c $t; done; done
+  if (( i % 2 )); then order="${tools[*]}"; else order=$(printf '%s\n' "${tools[@]}" | tac | tr '\n' ' '); fi
+  for c in ${CASES:-a b}; do for t in $order; do one $c $t; done; done
 done
 python3 - "$DATA/results" <<'PY'
 import sys, statistics, collections
@@ -130,8 +133,11 @@ print()
 print(f"{'case':36} {'tool':6} {'wall s':>8} {'CPU s':>8}")
 for case in "ab":
     for tool in ("st", "aria2"):
-        print(f"{names[case]:36} {tool:6} {med((case, tool), 0):8.2f} {med((case, tool), 1):8.2f}")
-    print(f"{'':36} {'ratio':6} {med((case,'aria2'),0)/med((case,'st'),0):7.2f}x faster, CPU st/aria2 {med((case,'st'),1)/med((case,'aria2'),1):.2f}")
+        if (case, tool) in r:
+            runs = " ".join(f"{x[0]:.2f}" for x in sorted(r[(case, tool)]))
+            print(f"{names[case]:36} {tool:6} {med((case, tool), 0):8.2f} {med((case, tool), 1):8.2f}   runs {runs}")
+    if (case, "st") in r and (case, "aria2") in r:
+        print(f"{'':36} {'ratio':6} {med((case,'aria2'),0)/med((case,'st'),0):7.2f}x faster, CPU st/aria2 {med((case,'st'),1)/med((case,'aria2'),1):.2f}")
 PY
 
 if [ "${SKIP_SIM:-0}" != 1 ]; then
