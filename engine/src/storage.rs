@@ -45,9 +45,11 @@ pub struct Storage {
     /// Per file: it lives in memory (tmpfs, ramfs), so its pages need no look in the page
     /// cache ([`Storage::cached`]).
     in_memory: Vec<bool>,
-    /// Per data file held in memory and written here: which [`ALLOC_CHUNK`] chunks are
-    /// allocated (see [`preallocate`]); empty for any other file.
-    chunks: Vec<Vec<bool>>,
+    /// Per data file held in memory and written here: the state of each [`ALLOC_CHUNK`]
+    /// chunk (see [`preallocate`]); empty for any other file.
+    chunks: Vec<Vec<Chunk>>,
+    /// Allocation of those chunks ahead of the writes, in the disk thread's idle moments.
+    ahead: Ahead,
     /// Fragments verified in memory.
     verified: Vec<bool>,
     /// Fragments recorded in the resume file (a subset of `verified`).
@@ -208,13 +210,13 @@ impl Storage {
             }
             files.push(f);
         }
-        // One flag per chunk of each file held in memory (see `Storage::allocate`).
-        let chunks = in_memory
+        // One state per chunk of each file held in memory (see `Storage::allocate`).
+        let chunks: Vec<Vec<Chunk>> = in_memory
             .iter()
             .zip(&lengths)
             .map(|(&held, &len)| {
                 vec![
-                    false;
+                    Chunk::Free;
                     if held {
                         len.div_ceil(ALLOC_CHUNK) as usize
                     } else {
@@ -223,6 +225,12 @@ impl Storage {
                 ]
             })
             .collect();
+        // Ahead of the writes only where every file held in memory fitted the room: in a
+        // file system too small for the fetch, what room there is goes to data.
+        let ahead = Ahead {
+            on: not_preallocated.is_none() && chunks.iter().any(|c| !c.is_empty()),
+            ..Ahead::default()
+        };
         let mut s = Storage {
             geometry: geometry(info)?,
             hashes: info.hashes.clone(),
@@ -233,6 +241,7 @@ impl Storage {
             parts,
             in_memory,
             chunks,
+            ahead,
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
@@ -276,6 +285,7 @@ impl Storage {
             finals,
             in_memory: files.iter().map(page_cache::in_memory).collect(),
             chunks: Vec::new(),
+            ahead: Ahead::default(),
             files,
             verified: vec![false; n],
             recorded: vec![false; n],
@@ -360,22 +370,40 @@ impl Storage {
         Ok(())
     }
 
-    /// Allocates the first chunk of a file held in memory that no write has reached yet, if
-    /// there is one (for the disk thread's idle moments, spec peer.md §8.1). Returns false
-    /// when every chunk is allocated.
+    /// Allocates the next chunk of a file held in memory that no write has reached yet, in
+    /// file order, if the budget allows (spec peer.md §8.1): for the disk thread's idle
+    /// moments. The chunks allocated so and not reached by a write yet are at most
+    /// [`AHEAD_MIN`] or as many as the writes have reached, whichever is more, so that a
+    /// slow fetch's memory grows with its data. Returns false when there is nothing to do
+    /// now: the budget is spent, every chunk is allocated, or an allocation failed (which
+    /// ends allocating ahead: the room left is the data's).
     pub(crate) fn allocate_ahead(&mut self) -> bool {
-        let next = self.chunks.iter().enumerate().find_map(|(f, c)| {
-            c.iter()
-                .position(|d| !*d)
-                .map(|k| (f, k as u64 * ALLOC_CHUNK))
-        });
-        match next {
-            Some((file, offset)) => {
-                self.allocate(file, offset, 1);
-                true
-            }
-            None => false,
+        let a = &mut self.ahead;
+        if !a.on || a.unreached >= AHEAD_MIN.max(a.reached) {
+            return false;
         }
+        while let Some(c) = self.chunks.get(a.file) {
+            match c.get(a.chunk) {
+                None => {
+                    a.file += 1;
+                    a.chunk = 0;
+                }
+                Some(Chunk::Free) => {
+                    let (file, k) = (a.file, a.chunk);
+                    a.chunk += 1;
+                    if fallocate_chunk(&self.files[file], self.lengths[file], k).is_err() {
+                        a.on = false;
+                        return false;
+                    }
+                    self.chunks[file][k] = Chunk::Ahead;
+                    a.unreached += 1;
+                    return true;
+                }
+                Some(_) => a.chunk += 1,
+            }
+        }
+        a.on = false;
+        false
     }
 
     /// Allocates the [`ALLOC_CHUNK`] chunks of a file held in memory that `len` bytes at
@@ -385,23 +413,22 @@ impl Storage {
         let Some(chunks) = self.chunks.get_mut(file).filter(|c| !c.is_empty()) else {
             return;
         };
-        let flen = self.lengths[file];
         let last = (offset + len.max(1) - 1) / ALLOC_CHUNK;
         for c in offset / ALLOC_CHUNK..=last {
-            if let Some(done) = chunks.get_mut(c as usize).filter(|d| !**d) {
-                *done = true;
-                let start = c * ALLOC_CHUNK;
-                let n = ALLOC_CHUNK.min(flen.saturating_sub(start));
-                use std::os::fd::AsRawFd;
-                // SAFETY: fallocate on a descriptor we own, with in-range arguments.
-                let _ = unsafe {
-                    libc::posix_fallocate(
-                        self.files[file].as_raw_fd(),
-                        start as libc::off_t,
-                        n as libc::off_t,
-                    )
-                };
+            let Some(state) = chunks.get_mut(c as usize) else {
+                continue;
+            };
+            match *state {
+                Chunk::Reached => continue,
+                Chunk::Ahead => self.ahead.unreached -= 1,
+                Chunk::Free => {
+                    if fallocate_chunk(&self.files[file], self.lengths[file], c as usize).is_err() {
+                        self.ahead.on = false;
+                    }
+                }
             }
+            *state = Chunk::Reached;
+            self.ahead.reached += 1;
         }
     }
 
@@ -598,6 +625,7 @@ impl Storage {
             parts: self.parts.clone(),
             in_memory: self.in_memory.clone(),
             chunks: Vec::new(),
+            ahead: Ahead::default(),
             files,
             verified: self.verified.clone(),
             recorded: self.recorded.clone(),
@@ -811,6 +839,47 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError>
     }
     Ok(())
 }
+
+/// Allocates chunk `k` of `f`, a file of `len` bytes held in memory ([`ALLOC_CHUNK`]).
+fn fallocate_chunk(f: &File, len: u64, k: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let start = k as u64 * ALLOC_CHUNK;
+    let n = ALLOC_CHUNK.min(len.saturating_sub(start));
+    // SAFETY: fallocate on a descriptor we own, with in-range arguments.
+    let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), start as libc::off_t, n as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(r))
+    }
+}
+
+/// Where a chunk of a data file held in memory stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Not allocated.
+    Free,
+    /// Allocated ahead of the writes; none has reached it yet.
+    Ahead,
+    /// A write reached it (and allocated it, if it was free).
+    Reached,
+}
+
+/// Allocation ahead of the writes ([`Storage::allocate_ahead`]): on while every file held in
+/// memory fitted the room and no allocation failed; the next chunk to look at; the chunks
+/// allocated ahead that no write reached yet, and the chunks writes reached.
+#[derive(Debug, Default)]
+struct Ahead {
+    on: bool,
+    file: usize,
+    chunk: usize,
+    unreached: usize,
+    reached: usize,
+}
+
+/// Chunks allocated ahead of the writes and not reached by one, at least (32 MiB): see
+/// [`Storage::allocate_ahead`].
+const AHEAD_MIN: usize = 16;
 
 /// What a data file held in memory is allocated by, at a time, as writes reach it or while the
 /// disk thread is idle (2 MiB): enough to spare page-by-page allocation, small enough that a

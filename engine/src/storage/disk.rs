@@ -1,7 +1,8 @@
 //! The disk thread (`spec/peer.md` §8): a fetch's writes, the read-back that verifies each
 //! fragment, the fsyncs of the resume file and the disk reads of the blocks a peer asked for
-//! run on their own thread, so that a slow disk never stalls the network reactor. With nothing
-//! queued, it allocates the next chunk of a data file held in memory (§8.1) before it waits. The SHA-256
+//! run on their own thread, so that a slow disk never stalls the network reactor. With
+//! nothing queued, it allocates the next chunk of a data file held in memory (§8.1), within
+//! a budget, before it waits. The SHA-256
 //! of the blocks written runs on a second thread, the hash thread (started with the first
 //! write or check), which takes each block after its write, in order, and answers the checks
 //! (module `hashing`): hashing is most of a fetch's disk work, and so it overlaps the writes.

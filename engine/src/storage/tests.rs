@@ -977,3 +977,51 @@ fn an_idle_disk_thread_allocates_a_file_held_in_memory() {
     t.read(last, 0, &mut buf).unwrap();
     assert_eq!(buf, fragment(&all, last)[..1000]);
 }
+
+/// Allocation ahead of the writes on tmpfs is bounded (spec peer.md §8.1): at most 16 chunks
+/// (32 MiB) or as many as the writes reached are allocated and not yet written, so a slow
+/// fetch's memory grows with its data.
+#[cfg(target_os = "linux")]
+#[test]
+fn allocation_ahead_of_the_writes_is_bounded_by_what_they_reached() {
+    use std::os::unix::fs::MetadataExt;
+    let shm = Path::new("/dev/shm");
+    match fs::File::open(shm) {
+        Ok(f) if super::page_cache::in_memory(&f) => {}
+        _ => {
+            eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
+            return;
+        }
+    }
+    let dir = shm.join(format!("st-storage-ahead-bound-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let d = Scratch(dir.clone());
+    const MIB: usize = 1 << 20;
+    // 20 chunks of 2 MiB.
+    let all = data(40 * MIB, 7);
+    let info = info_for("blob.bin", &all, None);
+    let (mut s, state) = Storage::open_for_fetch(&info, [9; 32], &d.0).unwrap();
+    assert_eq!(state.not_preallocated, None);
+    let part = d.0.join("blob.bin.part");
+    let allocated = || fs::metadata(&part).unwrap().blocks() * 512;
+    let mut n = 0;
+    while s.allocate_ahead() {
+        n += 1;
+    }
+    assert_eq!(n, 16, "the first budget is 16 chunks");
+    assert_eq!(allocated(), 32 << 20);
+    // Writes reach chunks 0..18 (16 allocated ahead, 2 not): the budget is now what they
+    // reached, and the last 2 chunks may be allocated ahead.
+    let per_chunk = (2 * MIB / 16384) as u32;
+    for c in 0..18u32 {
+        let i = c * per_chunk;
+        s.write(i, 0, fragment(&all, i)).unwrap();
+    }
+    assert_eq!(allocated(), 36 << 20);
+    let mut more = 0;
+    while s.allocate_ahead() {
+        more += 1;
+    }
+    assert_eq!(more, 2);
+    assert_eq!(allocated(), 40 << 20);
+}
