@@ -742,9 +742,12 @@ impl Connection {
                 others_lost = true;
             }
         });
-        // After the whole batch: whether the probe went down with other packets (spec §8.4).
+        // After the whole batch: whether the probe went down with other packets, in a loss
+        // taken as congestion (spec §8.4).
         if let Some(pn) = probe_lost
-            && self.mtu.on_probe_lost(pn, others_lost)
+            && self
+                .mtu
+                .on_probe_lost(pn, others_lost && congestion.is_some())
         {
             self.timers.set(Timer::MtuRetry, now + MTU_RETRY);
         }

@@ -25,9 +25,9 @@ const MTU_STEPS_V6: [usize; 2] = [1452, 8952];
 const JUMBO_PROBE_AFTER: u64 = 1 << 20;
 /// Probes of one size lost in a row before the size counts as too big for the path.
 const MTU_PROBE_ATTEMPTS: u8 = 2;
-/// Probes of one size in a row whose loss is put down to congestion (other packets were
-/// lost with them) and not counted against the size; past this they count (spec §8.4), so
-/// that a path that drops every large datagram among others still settles.
+/// Probes of one size whose loss is put down to congestion (other packets were lost with
+/// them) and not counted against the size, per search of that size; past this they count
+/// (spec §8.4), so that a path that drops every large datagram among others still settles.
 const MTU_PROBE_EXCUSED: u8 = 3;
 
 /// Path MTU state of one connection.
@@ -44,7 +44,7 @@ pub(super) struct Mtu {
     ceiling: usize,
     /// Losses in a row of probes of the size being probed.
     probe_losses: u8,
-    /// Losses in a row of probes of that size put down to congestion.
+    /// Losses of probes of that size put down to congestion, in this search of it.
     probe_excused: u8,
     /// The probe steps of this path's address family.
     steps: [usize; 2],
@@ -173,9 +173,10 @@ impl Mtu {
     }
 
     /// The MTU probe packet `pn` was lost; `with_others` if packets that were not probes were
-    /// declared lost with it (spec §8.4). A loss among others is congestion (a queue or a
-    /// receive buffer overflowed), not the size: the same size is tried again, uncounted, up
-    /// to [`MTU_PROBE_EXCUSED`] times in a row. Otherwise one loss may still be congestion:
+    /// declared lost with it, in a loss the congestion controller took as congestion (spec
+    /// §8.4). Such a loss is put down to a queue or a receive buffer that overflowed, not to
+    /// the size: the same size is tried again, uncounted, up to [`MTU_PROBE_EXCUSED`] times
+    /// in a search of that size. Otherwise one loss may still be congestion:
     /// the same size is tried again; after [`MTU_PROBE_ATTEMPTS`] in a row the size is too big
     /// and the search goes on below it. Returns true if larger sizes are to be tried again
     /// after [`MTU_RETRY`].
@@ -218,6 +219,7 @@ impl Mtu {
         self.next = None;
         self.probe = None;
         self.probe_losses = 0;
+        self.probe_excused = 0;
         true
     }
 
@@ -228,6 +230,7 @@ impl Mtu {
             // The path may have changed: search up to the maximum again.
             self.ceiling = self.max_mtu;
             self.probe_losses = 0;
+            self.probe_excused = 0;
             if self.probe.is_none() {
                 self.next = self.next_candidate();
             }
