@@ -921,6 +921,22 @@ fn a_long_part_file_is_cut_to_length() {
     assert_eq!(fs::read(d.0.join("blob.bin")).unwrap(), all);
 }
 
+/// A scratch directory on /dev/shm if that is tmpfs (else `None`, and the test says it skips).
+#[cfg(target_os = "linux")]
+fn shm_scratch(tag: &str) -> Option<Scratch> {
+    let shm = Path::new("/dev/shm");
+    match fs::File::open(shm) {
+        Ok(f) if super::page_cache::in_memory(&f) => {}
+        _ => {
+            eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
+            return None;
+        }
+    }
+    let dir = shm.join(format!("st-storage-{tag}-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    Some(Scratch(dir))
+}
+
 /// On tmpfs the disk thread allocates a fetch's data file while it has nothing else to do
 /// (spec peer.md §8.1), 2 MiB at a time, so that writes find their pages there; the writes and
 /// checks that come meanwhile are served as before.
@@ -931,17 +947,9 @@ fn an_idle_disk_thread_allocates_a_file_held_in_memory() {
     use crate::storage::Store;
     use disk::DiskThread;
     use std::os::unix::fs::MetadataExt;
-    let shm = Path::new("/dev/shm");
-    match fs::File::open(shm) {
-        Ok(f) if super::page_cache::in_memory(&f) => {}
-        _ => {
-            eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
-            return;
-        }
-    }
-    let dir = shm.join(format!("st-storage-idle-alloc-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    let d = Scratch(dir.clone());
+    let Some(d) = shm_scratch("idle-alloc") else {
+        return;
+    };
     // 5 MiB and a bit: three chunks, the last one short.
     let all = data((5 << 20) + 1000, 3);
     let info = info_for("blob.bin", &all, None);
@@ -985,17 +993,9 @@ fn an_idle_disk_thread_allocates_a_file_held_in_memory() {
 #[test]
 fn allocation_ahead_of_the_writes_is_bounded_by_what_they_reached() {
     use std::os::unix::fs::MetadataExt;
-    let shm = Path::new("/dev/shm");
-    match fs::File::open(shm) {
-        Ok(f) if super::page_cache::in_memory(&f) => {}
-        _ => {
-            eprintln!("/dev/shm is not tmpfs here: the tmpfs case is not tested here");
-            return;
-        }
-    }
-    let dir = shm.join(format!("st-storage-ahead-bound-{}", std::process::id()));
-    fs::create_dir_all(&dir).unwrap();
-    let d = Scratch(dir.clone());
+    let Some(d) = shm_scratch("ahead-bound") else {
+        return;
+    };
     const MIB: usize = 1 << 20;
     // 20 chunks of 2 MiB.
     let all = data(40 * MIB, 7);
