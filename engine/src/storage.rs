@@ -842,11 +842,16 @@ fn ensure_parent_inside(out_dir: &Path, path: &Path) -> Result<(), StorageError>
 
 /// Allocates chunk `k` of `f`, a file of `len` bytes held in memory ([`ALLOC_CHUNK`]).
 fn fallocate_chunk(f: &File, len: u64, k: usize) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let start = k as u64 * ALLOC_CHUNK;
-    let n = ALLOC_CHUNK.min(len.saturating_sub(start));
+    fallocate(f, start, ALLOC_CHUNK.min(len.saturating_sub(start)))
+}
+
+/// `posix_fallocate(2)` of `len` bytes at `start` of `f`.
+fn fallocate(f: &File, start: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     // SAFETY: fallocate on a descriptor we own, with in-range arguments.
-    let r = unsafe { libc::posix_fallocate(f.as_raw_fd(), start as libc::off_t, n as libc::off_t) };
+    let r =
+        unsafe { libc::posix_fallocate(f.as_raw_fd(), start as libc::off_t, len as libc::off_t) };
     if r == 0 {
         Ok(())
     } else {
@@ -904,7 +909,8 @@ fn preallocate(f: &File, len: u64, in_memory: bool) -> io::Result<()> {
         // tmpfs or ramfs: allocating ahead gains no layout and would take every page of the
         // file at once (0.11 s per GiB, before the first block is asked for); the room is
         // checked instead, the file is made sparse, and the disk thread allocates it a chunk
-        // at a time as writes reach it (`Storage::allocate`: page by page, as plain writes
+        // at a time as writes reach it and, within a budget, ahead of them while idle
+        // (`Storage::allocate`, `Storage::allocate_ahead`: page by page, as plain writes
         // would, costs more CPU: 8 % of a 16-host `st lab`'s).
         // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -920,13 +926,11 @@ fn preallocate(f: &File, len: u64, in_memory: bool) -> io::Result<()> {
         }
         return f.set_len(len);
     }
-    // SAFETY: fallocate on an fd we own, with in-range arguments.
-    let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, len as libc::off_t) };
-    match rc {
-        0 => Ok(()),
-        libc::ENOSPC => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+    match fallocate(f, 0, len) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(e),
         // Filesystems without fallocate: a sparse file of the right size.
-        _ => f.set_len(len),
+        Err(_) => f.set_len(len),
     }
 }
 

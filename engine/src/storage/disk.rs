@@ -127,10 +127,7 @@ impl DiskThread {
     /// Moves `storage` to a new thread, which calls `waker` after each result.
     pub fn spawn(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<DiskThread> {
         let reader = storage.reader().map_err(io::Error::from)?;
-        let (ends, parked) = channels(waker);
-        let join = std::thread::Builder::new()
-            .name("st-disk".into())
-            .spawn(move || parked.run(storage))?;
+        let (ends, join) = launch(storage, waker)?;
         let mut t = DiskThread::with(reader, None);
         t.ends = Some(ends);
         t.join = Some(join);
@@ -167,14 +164,11 @@ impl DiskThread {
         let Some(waker) = self.waker.take() else {
             return;
         };
-        let (ends, parked) = channels(waker);
-        let started = self.reader.reader().map_err(io::Error::from).and_then(|s| {
-            std::thread::Builder::new()
-                .name("st-disk".into())
-                .spawn(move || parked.run(s))
-        });
+        let started = (self.reader.reader())
+            .map_err(io::Error::from)
+            .and_then(|s| launch(s, waker));
         match started {
-            Ok(join) => {
+            Ok((ends, join)) => {
                 self.ends = Some(ends);
                 self.join = Some(join);
             }
@@ -418,6 +412,15 @@ impl Store for DiskThread {
 }
 
 /// The channels between the reactor and a new thread that will wake `waker` after each result.
+/// Starts the disk thread on `storage`: its channels and the thread, named `st-disk`.
+fn launch(storage: Storage, waker: Arc<dyn Wake>) -> io::Result<(Ends, JoinHandle<Storage>)> {
+    let (ends, parked) = channels(waker);
+    let join = std::thread::Builder::new()
+        .name("st-disk".into())
+        .spawn(move || parked.run(storage))?;
+    Ok((ends, join))
+}
+
 fn channels(waker: Arc<dyn Wake>) -> (Ends, Parked) {
     let (tx, ops) = sync_channel::<Op>(QUEUE);
     let (done, rx) = channel::<Done>();
