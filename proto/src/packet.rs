@@ -10,7 +10,7 @@
 //! [`BufferTooShort`] when the buffer is too small; [`seal`] fills in the checksum last.
 //! [`write_ack`] and [`write_frame`] also refuse inputs they cannot encode and return `None`.
 
-use crate::BufferTooShort;
+use crate::{BufferTooShort, crc};
 use zerocopy::byteorder::network_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -312,13 +312,23 @@ impl Packet<'_> {
     }
 }
 
-/// CRC32C of a datagram, skipping the checksum field (spec §2.1).
+/// CRC32C of a datagram, skipping the checksum field (spec §2.1). Of a datagram's first
+/// bytes, it is the state to continue over the rest with [`crate::crc`] (a sender copying the
+/// payload in), then to write with [`seal_with`].
 pub fn checksum(datagram: &[u8]) -> u32 {
     if datagram.len() < HEADER_LEN {
-        return crc32c::crc32c(datagram);
+        return crc::crc32c_append(0, datagram);
     }
-    let c = crc32c::crc32c(&datagram[..CHECKSUM_AT]);
-    crc32c::crc32c_append(c, &datagram[HEADER_LEN..])
+    let c = crc::crc32c_append(0, &datagram[..CHECKSUM_AT]);
+    crc::crc32c_append(c, &datagram[HEADER_LEN..])
+}
+
+/// Writes `checksum`, computed by the caller over the whole datagram as [`checksum`] does,
+/// into its header. Does nothing on a buffer shorter than the header.
+pub fn seal_with(datagram: &mut [u8], checksum: u32) {
+    if let Some(field) = datagram.get_mut(CHECKSUM_AT..HEADER_LEN) {
+        field.copy_from_slice(&checksum.to_be_bytes());
+    }
 }
 
 /// Writes the checksum of `datagram` into its header. Call after the whole datagram is written.
@@ -328,7 +338,7 @@ pub fn seal(datagram: &mut [u8]) {
         return;
     }
     let c = checksum(datagram);
-    datagram[CHECKSUM_AT..HEADER_LEN].copy_from_slice(&c.to_be_bytes());
+    seal_with(datagram, c);
 }
 
 /// Parses only the header, verifying magic, version, type and checksum.

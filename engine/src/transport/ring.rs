@@ -1,6 +1,8 @@
 //! A growable byte ring addressed by offset from its head; backs the stream send and receive
 //! buffers without per-packet allocation.
 
+use st_proto::crc::copy_crc32c_append;
+
 /// Byte ring. Capacity is a whole number of pages and only grows (to a bound the caller
 /// enforces).
 #[derive(Debug, Default)]
@@ -120,6 +122,20 @@ impl Ring {
         let n = out.len();
         out[..first].copy_from_slice(&self.buf[start..start + first]);
         out[first..].copy_from_slice(&self.buf[..n - first]);
+    }
+    /// [`Ring::read_at`], returning the CRC-32C of the bytes continued from `crc`: a packet's
+    /// checksum is computed as its payload is copied in, in one pass (spec transport.md §2.1).
+    pub(crate) fn read_at_crc(&self, off: usize, out: &mut [u8], crc: u32) -> u32 {
+        if out.is_empty() {
+            return crc;
+        }
+        let cap = self.buf.len();
+        let start = self.index(off);
+        let first = (cap - start).min(out.len());
+        let n = out.len();
+        let (a, b) = out.split_at_mut(first);
+        let crc = copy_crc32c_append(crc, a, &self.buf[start..start + first]);
+        copy_crc32c_append(crc, b, &self.buf[..n - first])
     }
     /// Copies `len` bytes starting `off` bytes from the head into a new vector (no zeroing).
     /// Copies `len` bytes at `off` into `out` (cleared first; its allocation is reused).

@@ -128,6 +128,8 @@ impl Connection {
             self.send.data_blocked_sent();
             elicit = true;
         }
+        // The checksum, when the STREAM frame's copy computed it.
+        let mut checksum = None;
         let room = (out.len() - n)
             .saturating_sub(STREAM_OVERHEAD)
             .min(usize::from(u16::MAX)) as u64;
@@ -139,7 +141,10 @@ impl Connection {
             }
             let len = (e - s) as usize;
             let d = packet::write_stream_header(out, n, s, len as u16).ok()?;
-            self.send.read_at(s, &mut out[d..d + len]);
+            // The STREAM frame is the packet's last: its payload is checksummed as it is
+            // copied in (spec §2.1), continuing from what precedes it.
+            let head = packet::checksum(&out[..d]);
+            checksum = Some(self.send.read_at_crc(s, &mut out[d..d + len], head));
             n = d + len;
             sent.stream = Some((s, len as u32));
             elicit = true;
@@ -147,7 +152,13 @@ impl Connection {
         if !elicit {
             n = packet::write_ping(out, n).ok()?;
         }
-        packet::seal(&mut out[..n]);
+        match checksum {
+            Some(c) => {
+                debug_assert_eq!(c, packet::checksum(&out[..n]));
+                packet::seal_with(&mut out[..n], c);
+            }
+            None => packet::seal(&mut out[..n]),
+        }
         sent.size = n as u32;
         self.on_packet_sent(now, sent);
         Some(n)

@@ -254,9 +254,10 @@ impl SendStream {
         }
     }
 
-    /// Copies the bytes from stream offset `s` into `out` (they are in the buffer).
-    pub(super) fn read_at(&self, s: u64, out: &mut [u8]) {
-        self.buf.read_at((s - self.base) as usize, out);
+    /// Copies the bytes from stream offset `s` into `out` (they are in the buffer), and
+    /// returns their CRC-32C continued from `crc`.
+    pub(super) fn read_at_crc(&self, s: u64, out: &mut [u8], crc: u32) -> u32 {
+        self.buf.read_at_crc((s - self.base) as usize, out, crc)
     }
 
     /// Acknowledged ranges above the base (tests).
