@@ -77,6 +77,9 @@ pub struct Picker {
     availability: Vec<u32>,
     partial: BTreeMap<u32, Partial>,
     rng: Rng,
+    /// Scans of every fragment for new ones ([`Picker::rarest_new`]), for the tests.
+    #[cfg(test)]
+    scans: usize,
 }
 
 impl Picker {
@@ -94,6 +97,8 @@ impl Picker {
             availability: vec![0; n],
             partial: BTreeMap::new(),
             rng: Rng::new(seed),
+            #[cfg(test)]
+            scans: 0,
         }
     }
 
@@ -235,9 +240,16 @@ impl Picker {
                 return out;
             }
         }
-        // 2. New fragments, rarest first, random tie-break.
+        // 2. New fragments, rarest first, random tie-break: one scan yields as many of the
+        //    equally rarest as the blocks wanted need (a scan per fragment, with a random draw
+        //    per tie, was most of a fetch's picking time).
+        let mut fresh = Vec::new();
         while out.len() < max {
-            let Some(i) = self.rarest_new(&peer_has) else {
+            if fresh.is_empty() {
+                let per = self.blocks_in(0).max(1);
+                self.rarest_new(&peer_has, (max - out.len()).div_ceil(per), &mut fresh);
+            }
+            let Some(i) = fresh.pop() else {
                 break;
             };
             self.start(i);
@@ -304,32 +316,40 @@ impl Picker {
         }
     }
 
-    /// The rarest fragment the peer has that is neither held nor started (reservoir
-    /// sampling among the equally rare).
-    fn rarest_new(&mut self, peer_has: &impl Fn(u32) -> bool) -> Option<u32> {
-        let mut best: Option<(u32, u32)> = None;
-        let mut ties = 0u64;
+    /// Up to `want` of the rarest fragments the peer has that are neither held nor started,
+    /// into `out` (emptied first), drawn at random among the equally rare: the same fragments,
+    /// in the same random order, as `want` draws of the rarest one each would give, from one
+    /// scan. Fewer if fewer are that rare: the caller asks again for the next rarity.
+    fn rarest_new(&mut self, peer_has: &impl Fn(u32) -> bool, want: usize, out: &mut Vec<u32>) {
+        out.clear();
+        #[cfg(test)]
+        {
+            self.scans += 1;
+        }
+        let mut rarest = u32::MAX;
         for (k, (&have, &started)) in self.have.iter().zip(&self.started).enumerate() {
             let i = k as u32;
             if have || started || !peer_has(i) {
                 continue;
             }
             let a = self.availability[k];
-            match best {
-                Some((_, b)) if a > b => {}
-                Some((_, b)) if a == b => {
-                    ties += 1;
-                    if self.rng.below(ties + 1) == 0 {
-                        best = Some((i, a));
-                    }
-                }
-                _ => {
-                    best = Some((i, a));
-                    ties = 0;
-                }
+            if a < rarest {
+                rarest = a;
+                out.clear();
+            }
+            if a == rarest {
+                out.push(i);
             }
         }
-        best.map(|(i, _)| i)
+        // A random `want` of them, in random order, at the end (where the caller pops them).
+        let n = out.len();
+        let take = want.min(n);
+        for t in 0..take {
+            let last = n - 1 - t;
+            let r = self.rng.below(last as u64 + 1) as usize;
+            out.swap(r, last);
+        }
+        out.drain(..n - take);
     }
 
     /// A request was not answered (the peer choked, rejected or left): the block may be
@@ -615,6 +635,47 @@ mod tests {
             firsts.len() > 8,
             "fetchers of one seed should spread: {firsts:?}"
         );
+    }
+
+    /// One pick of many new fragments takes all of the rarest before any of the next rarity,
+    /// each once, and spreads the choice among the equally rare.
+    #[test]
+    fn a_pick_of_many_fragments_takes_the_rarest_first() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..16 {
+            let mut p = picker(u64::from(32 * K), K, K, seed);
+            // 0..8 rarest (no peer announced them), 8..20 next, 20..32 the most common.
+            for i in 8..32 {
+                p.add_availability(i);
+            }
+            for i in 20..32 {
+                p.add_availability(i);
+            }
+            let got: Vec<u32> = p.pick(|_| true, 12).iter().map(|b| b.fragment).collect();
+            assert_eq!(got.len(), 12);
+            let mut sorted = got.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), 12, "each fragment once: {got:?}");
+            assert!(got[..8].iter().all(|&i| i < 8), "rarest first: {got:?}");
+            assert!(got[8..].iter().all(|&i| (8..20).contains(&i)), "{got:?}");
+            seen.extend(got[8..].iter().copied());
+        }
+        assert!(seen.len() > 8, "ties are broken at random: {seen:?}");
+    }
+
+    /// Starting many fragments at once costs one scan of the swarm's fragments, not one per
+    /// fragment (which made picking quadratic in the fragment count).
+    #[test]
+    fn new_fragments_for_one_pick_come_from_one_scan() {
+        let mut p = picker(u64::from(4096 * K), K, K, 7);
+        let got = p.pick(|_| true, 64);
+        assert_eq!(got.len(), 64);
+        assert_eq!(p.scans, 1);
+        // A peer with nothing new: one scan finds nothing, and the pick stops.
+        let none = p.pick(|i| got.iter().any(|b| b.fragment == i), 8);
+        assert!(none.is_empty(), "{none:?}");
+        assert_eq!(p.scans, 2);
     }
 
     #[test]
