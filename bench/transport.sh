@@ -3,8 +3,10 @@
 #
 #  - ours: engine/examples/transport_bench.rs, one process per side (receiver pinned to CPU 0,
 #    sender to CPU 1), BYTES (default 1 GiB) through the mio reactor; once with the default
-#    MTU (probed up to 1472, GSO/GRO batches) and once per extra value in MTUS (e.g. --mtu 16000,
-#    legitimate on lo whose MTU is 65536). Reports goodput (receiver side) and CPU seconds per
+#    MTU (path MTU probing, which on lo takes the data packets to ~58 KB; the mtu= the
+#    receiver's RESULT line shows is that of its own, ACK-only direction, which stays at 1472)
+#    and once per extra value in MTUS (e.g. --mtu 16000, legitimate on lo whose MTU is 65536).
+#    So this is not a 1 500-byte-datagram benchmark: bench/lan.sh is. Reports goodput (receiver side) and CPU seconds per
 #    GiB on each side (getrusage of the process).
 #  - iperf3 TCP, one stream, 10 s; iperf3 UDP `-u -b 0 -l 1472`, 10 s (received Gbit/s
 #    computed from datagrams that arrived), same pinning. Their CPU s/GiB come from iperf3's
