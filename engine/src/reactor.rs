@@ -61,7 +61,8 @@ pub struct ReactorConfig {
     /// takes up to 64 KiB, so the default, 8, reads 512 KiB at a time: what one core's L2
     /// cache holds, so that the bytes are still there when the core takes them out of the
     /// batch (with 32, 2 MiB, `bench/lan.sh`'s st-lan case used 2–10 % more CPU in three sets
-    /// of 6–10 alternated runs; the 1 GiB loopback fetch was unchanged).
+    /// of 6–10 alternated runs; the 1 GiB loopback fetch was unchanged). With
+    /// [`MAX_RECV_BATCHES`], a turn reads at most 128 datagrams before its timers and sends.
     pub batch: usize,
     /// Most transmits queued when the socket would block.
     pub send_queue: usize,

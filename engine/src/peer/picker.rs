@@ -317,9 +317,10 @@ impl Picker {
     }
 
     /// Up to `want` of the rarest fragments the peer has that are neither held nor started,
-    /// into `out` (emptied first), drawn at random among the equally rare: the same fragments,
-    /// in the same random order, as `want` draws of the rarest one each would give, from one
-    /// scan. Fewer if fewer are that rare: the caller asks again for the next rarity.
+    /// into `out` (emptied first), drawn at random among the equally rare: distributed as
+    /// `want` draws of the rarest one each would be (not the same draws for a given seed), from
+    /// one scan. Fewer if fewer are that rare: the caller asks again for the next rarity. The
+    /// scan holds every equally rare fragment, at most one `u32` per fragment of the swarm.
     fn rarest_new(&mut self, peer_has: &impl Fn(u32) -> bool, want: usize, out: &mut Vec<u32>) {
         out.clear();
         #[cfg(test)]

@@ -262,6 +262,24 @@ mod tests {
         }
     }
 
+    /// The checksum of bytes read across the ring's end is that of the bytes, continued.
+    #[test]
+    fn a_checksummed_read_across_the_wrap() {
+        let mut r = Ring::default();
+        r.push(&[0; 3000]);
+        r.consume(3000);
+        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7) as u8).collect();
+        r.push(&data);
+        assert!(r.head + r.len() > r.capacity(), "the bytes wrap");
+        let mut out = vec![0u8; 1500];
+        let c = r.read_at_crc(300, &mut out, 0x1234_5678);
+        assert_eq!(out, data[300..1800]);
+        assert_eq!(
+            c,
+            st_proto::crc::crc32c_append(0x1234_5678, &data[300..1800])
+        );
+    }
+
     #[test]
     fn wraps_and_grows() {
         let mut r = Ring::default();

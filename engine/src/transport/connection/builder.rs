@@ -128,7 +128,7 @@ impl Connection {
             self.send.data_blocked_sent();
             elicit = true;
         }
-        // The checksum, when the STREAM frame's copy computed it.
+        // The checksum the STREAM frame's copy computed, and where the frame ended.
         let mut checksum = None;
         let room = (out.len() - n)
             .saturating_sub(STREAM_OVERHEAD)
@@ -144,8 +144,8 @@ impl Connection {
             // The STREAM frame is the packet's last: its payload is checksummed as it is
             // copied in (spec §2.1), continuing from what precedes it.
             let head = packet::checksum(&out[..d]);
-            checksum = Some(self.send.read_at_crc(s, &mut out[d..d + len], head));
             n = d + len;
+            checksum = Some((self.send.read_at_crc(s, &mut out[d..n], head), n));
             sent.stream = Some((s, len as u32));
             elicit = true;
         }
@@ -153,11 +153,12 @@ impl Connection {
             n = packet::write_ping(out, n).ok()?;
         }
         match checksum {
-            Some(c) => {
+            // It covers the packet only if nothing was written after the frame.
+            Some((c, end)) if end == n => {
                 debug_assert_eq!(c, packet::checksum(&out[..n]));
                 packet::seal_with(&mut out[..n], c);
             }
-            None => packet::seal(&mut out[..n]),
+            _ => packet::seal(&mut out[..n]),
         }
         sent.size = n as u32;
         self.on_packet_sent(now, sent);
