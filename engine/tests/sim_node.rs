@@ -641,7 +641,8 @@ fn a_bad_read_while_serving_skips_the_block_and_the_seed_serves_on() {
             .any(|e| matches!(e, NodeEvent::Failed { .. })),
         "a read error does not stop the seed"
     );
-    // The faulty seed still serves: a new fetcher gets every fragment but 2 from it.
+    // The faulty seed stays in the swarm: a new fetcher completes, and the seed still holds
+    // connections (the read error closed none of them).
     let g = w.node(&[], &[s], |_| {});
     assert!(w.run_until(Duration::from_secs(60), |w| w.complete(g, s)));
     assert!(
