@@ -3,6 +3,11 @@
 #
 # Usage: bench/lan.sh [RUNS=1] [SIZE=256M] [HOSTS=8]       (root; iproute2)
 #   env CASES (default "st-lan st-tracker aria2") picks the cases and their order.
+#   env ST_BUILDS="PATH_A PATH_B ..." runs each st case once per build in every round (in an
+#   order that reverses from round to round), reported as CASE@NAME (NAME the file's name):
+#   an A/B of st builds on one LAN, for changes smaller than the spread between runs (this
+#   VM's speed drifts 10-30 % over minutes: compare builds within one invocation only). E.g.
+#   CASES=st-lan ST_BUILDS="/tmp/st-old /tmp/st-new" bench/lan.sh 10
 #   st-lan      st with LAN discovery alone: a .st file with no tracker, no flags
 #   st-tracker  st with `st udp-tracker` on the seed's host, LAN discovery off (--no-lan)
 #   aria2       aria2c with Debian's opentracker (HTTP) on the seed's host; DHT, LPD and PEX
@@ -89,16 +94,22 @@ echo "$("$ST" --version); $(aria2c --version | head -1); $SIZE, 1 seed -> $N hos
 : > "$DATA/results"
 CASES=${CASES:-"st-lan st-tracker aria2"}
 read -ra cases <<< "$CASES"
+read -ra st_builds <<< "${ST_BUILDS:-$ST}"
 for i in $(seq "$RUNS"); do
   # Round i starts at case i (rotating): what a run leaves behind weighs on each case alike.
   for j in "${!cases[@]}"; do
     c=${cases[$(( (j + i - 1) % ${#cases[@]} ))]}
-    case $c in
-      st-lan) echo "st-lan $(run_st_lan)" ;;
-      st-tracker) echo "st-tracker $(run_st_tracker)" ;;
-      aria2) echo "aria2 $(run_aria)" ;;
-      *) echo "bench/lan.sh: unknown case $c (st-lan, st-tracker, aria2)" >&2; exit 2 ;;
-    esac | tee -a "$DATA/results"
+    if [ "$c" = aria2 ]; then builds=("$ST"); elif (( i % 2 )); then builds=("${st_builds[@]}");
+    else builds=(); for b in "${st_builds[@]}"; do builds=("$b" "${builds[@]}"); done; fi
+    for ST in "${builds[@]}"; do
+      label=$c; [ -z "${ST_BUILDS:-}" ] || [ "$c" = aria2 ] || label="$c@$(basename "$ST")"
+      case $c in
+        st-lan) echo "$label $(run_st_lan)" ;;
+        st-tracker) echo "$label $(run_st_tracker)" ;;
+        aria2) echo "aria2 $(run_aria)" ;;
+        *) echo "bench/lan.sh: unknown case $c (st-lan, st-tracker, aria2)" >&2; exit 2 ;;
+      esac | tee -a "$DATA/results"
+    done
   done
 done
 python3 - "$DATA/results" <<'PY'
@@ -109,10 +120,11 @@ for line in open(sys.argv[1]):
     r[case].append((float(wall), float(cpu)))
 med = lambda k, i: statistics.median(x[i] for x in r[k])
 print()
-print(f"{'case':12} {'wall s':>8} {'CPU s':>8}")
-for c in ("st-lan", "st-tracker", "aria2"):
-    if c in r:
-        print(f"{c:12} {med(c, 0):8.2f} {med(c, 1):8.2f}")
+w = max([12] + [len(c) for c in r])
+print(f"{'case':{w}} {'wall s':>8} {'CPU s':>8} {'mean CPU':>8}  runs")
+for c in r:
+    mean = statistics.mean(x[1] for x in r[c])
+    print(f"{c:{w}} {med(c, 0):8.2f} {med(c, 1):8.2f} {mean:8.2f}  {len(r[c])}")
 if "st-lan" in r and "st-tracker" in r:
     print(f"st-lan / st-tracker wall: {med('st-lan',0)/med('st-tracker',0):.3f} (target <= 1.10)")
 if "st-lan" in r and "aria2" in r:

@@ -110,45 +110,36 @@ impl Ring {
         self.len = self.len.saturating_sub(n);
     }
 
+    /// The `len` bytes starting `off` bytes from the head, as two slices (the second empty
+    /// unless they wrap). The caller keeps `off + len <= len()`.
+    fn slices(&self, off: usize, len: usize) -> (&[u8], &[u8]) {
+        if len == 0 {
+            return (&[], &[]);
+        }
+        let start = self.index(off);
+        let first = (self.buf.len() - start).min(len);
+        (&self.buf[start..start + first], &self.buf[..len - first])
+    }
     /// Copies `out.len()` bytes starting `off` bytes from the head. The caller keeps
     /// `off + out.len() <= len()`.
     pub(crate) fn read_at(&self, off: usize, out: &mut [u8]) {
-        if out.is_empty() {
-            return;
-        }
-        let cap = self.buf.len();
-        let start = self.index(off);
-        let first = (cap - start).min(out.len());
-        let n = out.len();
-        out[..first].copy_from_slice(&self.buf[start..start + first]);
-        out[first..].copy_from_slice(&self.buf[..n - first]);
+        let (a, b) = self.slices(off, out.len());
+        out[..a.len()].copy_from_slice(a);
+        out[a.len()..].copy_from_slice(b);
     }
     /// [`Ring::read_at`], returning the CRC-32C of the bytes continued from `crc`: a packet's
     /// checksum is computed as its payload is copied in, in one pass (spec transport.md §2.1).
     pub(crate) fn read_at_crc(&self, off: usize, out: &mut [u8], crc: u32) -> u32 {
-        if out.is_empty() {
-            return crc;
-        }
-        let cap = self.buf.len();
-        let start = self.index(off);
-        let first = (cap - start).min(out.len());
-        let n = out.len();
-        let (a, b) = out.split_at_mut(first);
-        let crc = copy_crc32c_append(crc, a, &self.buf[start..start + first]);
-        copy_crc32c_append(crc, b, &self.buf[..n - first])
+        let (a, b) = self.slices(off, out.len());
+        let (oa, ob) = out.split_at_mut(a.len());
+        copy_crc32c_append(copy_crc32c_append(crc, oa, a), ob, b)
     }
-    /// Copies `len` bytes starting `off` bytes from the head into a new vector (no zeroing).
     /// Copies `len` bytes at `off` into `out` (cleared first; its allocation is reused).
     pub(crate) fn read_into(&self, off: usize, len: usize, out: &mut Vec<u8>) {
         out.clear();
-        if len == 0 {
-            return;
-        }
-        let cap = self.buf.len();
-        let start = self.index(off);
-        let first = (cap - start).min(len);
-        out.extend_from_slice(&self.buf[start..start + first]);
-        out.extend_from_slice(&self.buf[..len - first]);
+        let (a, b) = self.slices(off, len);
+        out.extend_from_slice(a);
+        out.extend_from_slice(b);
     }
 
     /// Moves the head `n` bytes on, `n` possibly past the last byte held: offsets are then
