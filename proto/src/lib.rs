@@ -4,7 +4,8 @@
 //! datagram layouts of the transport. It performs no IO and reads no clock; every parser here is
 //! total (it returns an error, never panics) and is fuzzed (`fuzz/`).
 #![warn(missing_docs, unreachable_pub)]
-// `unsafe` only where `crc` reaches CPU instructions (allowed there, with its reasons).
+// `unsafe` only where `crc` and `sha256` reach CPU instructions (allowed there, with their
+// reasons).
 #![deny(unsafe_code)]
 
 pub mod bencode;
@@ -13,6 +14,7 @@ pub mod discovery;
 pub mod krpc;
 pub mod packet;
 pub mod peer;
+pub mod sha256;
 pub mod st_file;
 pub mod tracker;
 

@@ -6,6 +6,8 @@
 //! of the blocks written runs on a second thread, the hash thread (started with the first
 //! write or check), which takes each block after its write, in order, and answers the checks
 //! (module `hashing`): hashing is most of a fetch's disk work, and so it overlaps the writes.
+//! It hashes blocks of two fragments side by side where it can (`st_proto::sha256`), holding a
+//! few blocks back to find pairs ([`PAIR_LAG`], [`PAIR_WAIT`]).
 //!
 //! The reactor side ([`DiskThread`]) is a [`Store`]: `write` hands the block to the thread
 //! through a bounded queue (when the queue is full the reactor waits for the disk: that is the
@@ -32,12 +34,15 @@
 //! tells the reactor, and a sync first waits for the checks queued before it) and fsynced by
 //! the disk thread (module `storage`).
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{
-    Receiver, Sender, SyncSender, TryRecvError, TrySendError, channel, sync_channel,
+    Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError, channel,
+    sync_channel,
 };
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::Storage;
 use super::hashing::Prefixes;
@@ -709,8 +714,24 @@ impl Writer {
     }
 }
 
-/// The hash thread: hashes the blocks the disk thread wrote, in the order written, and
-/// answers the checks (reading back through `reader` what was not hashed on the way).
+/// Longest the hash thread waits, with a lone block in hand, for a block of another fragment
+/// to hash beside it. At full speed the next fragment's first block comes within a fragment's
+/// time; at low rates the wait is over long before the next block, and it happens once per
+/// block that came while the thread was idle.
+const PAIR_WAIT: Duration = Duration::from_millis(1);
+
+/// Most blocks the hash thread holds back while it looks for pairs (2 MiB of 128 KiB blocks:
+/// enough to reach the next fragment's first block when fragments are up to 1 MiB; with
+/// larger ones blocks are hashed alone once this many wait).
+const PAIR_LAG: usize = 16;
+
+/// The hash thread: hashes the blocks the disk thread wrote, in the order written per
+/// fragment, and answers the checks (reading back through `reader` what was not hashed on the
+/// way). A block is hashed together with the first later block of another fragment when both
+/// extend their fragments' prefixes (`st_proto::sha256`: two for about the price of one); to
+/// find one, the thread takes in what is queued, and with a lone block in hand waits up to
+/// [`PAIR_WAIT`] for more, holding at most [`PAIR_LAG`] blocks. Nothing is reordered within a
+/// fragment, and a check or barrier is answered only after everything queued before it.
 fn hash_run(
     reader: &Storage,
     ops: &Receiver<HashOp>,
@@ -721,7 +742,47 @@ fn hash_run(
 ) {
     let mut prefixes = Prefixes::default();
     let mut failed = false;
-    while let Ok(op) = ops.recv() {
+    let mut held: VecDeque<HashOp> = VecDeque::new();
+    // The queue's sender is still there.
+    let mut open = true;
+    // The last wait for a partner ran out, and nothing came since: do not wait again.
+    let mut waited_out = false;
+    loop {
+        while open && held.len() < QUEUE {
+            match ops.try_recv() {
+                Ok(op) => {
+                    held.push_back(op);
+                    waited_out = false;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let Some(front) = held.front() else {
+            if !open {
+                return;
+            }
+            match ops.recv() {
+                Ok(op) => held.push_back(op),
+                Err(_) => return,
+            }
+            waited_out = false;
+            continue;
+        };
+        let partner = pair_for(&held, &prefixes);
+        let lone = matches!(front, HashOp::Block { fragment, offset, .. }
+            if prefixes.extends(*fragment, *offset));
+        if lone && partner.is_none() && open && !waited_out && may_wait(&held) {
+            match ops.recv_timeout(PAIR_WAIT) {
+                Ok(op) => held.push_back(op),
+                Err(RecvTimeoutError::Timeout) => waited_out = true,
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            continue;
+        }
+        let Some(op) = held.pop_front() else {
+            continue;
+        };
         match op {
             HashOp::Block {
                 fragment,
@@ -730,7 +791,24 @@ fn hash_run(
                 start,
                 recycle,
             } => {
-                prefixes.written(fragment, offset, data.get(start..).unwrap_or_default());
+                let a = data.get(start..).unwrap_or_default();
+                // `partner` indexed `held` before the pop.
+                match partner.and_then(|i| held.remove(i - 1)) {
+                    Some(HashOp::Block {
+                        fragment: f2,
+                        offset: o2,
+                        data: d2,
+                        start: s2,
+                        recycle: r2,
+                    }) => {
+                        let b = d2.get(s2..).unwrap_or_default();
+                        prefixes.written_pair((fragment, offset, a), (f2, o2, b));
+                        if r2 {
+                            let _ = back.send(d2);
+                        }
+                    }
+                    _ => prefixes.written(fragment, offset, a),
+                }
                 if recycle {
                     let _ = back.send(data);
                 }
@@ -763,6 +841,61 @@ fn hash_run(
             }
         }
     }
+}
+
+/// Whether the thread may wait for a partner with `held` in hand: it holds fewer than
+/// [`PAIR_LAG`] blocks, and no barrier (the disk thread waits for that).
+fn may_wait(held: &VecDeque<HashOp>) -> bool {
+    let mut blocks = 0;
+    for op in held {
+        match op {
+            HashOp::Block { .. } => blocks += 1,
+            HashOp::Barrier => return false,
+            HashOp::Verify(_) => {}
+        }
+    }
+    blocks < PAIR_LAG
+}
+
+/// Where in `held` the block to hash beside the first one is: the first block of another
+/// fragment that is the first operation on that fragment held, extends that fragment's
+/// prefix, and comes before any barrier; if the first is a block that extends its own.
+fn pair_for(held: &VecDeque<HashOp>, prefixes: &Prefixes) -> Option<usize> {
+    let Some(HashOp::Block {
+        fragment: first,
+        offset,
+        ..
+    }) = held.front()
+    else {
+        return None;
+    };
+    if !prefixes.extends(*first, *offset) {
+        return None;
+    }
+    // Fragments an earlier held operation concerns: a later block of theirs must wait.
+    let mut seen: Vec<u32> = vec![*first];
+    for (i, op) in held.iter().enumerate().skip(1) {
+        match op {
+            HashOp::Barrier => return None,
+            HashOp::Verify(f) => seen.push(*f),
+            HashOp::Block {
+                fragment,
+                offset,
+                data,
+                start,
+                ..
+            } => {
+                if !seen.contains(fragment)
+                    && prefixes.extends(*fragment, *offset)
+                    && data.len() > *start
+                {
+                    return Some(i);
+                }
+                seen.push(*fragment);
+            }
+        }
+    }
+    None
 }
 
 /// Reads a range into the page cache (through `scratch`, at most [`PREFETCH_CHUNK`] at a
@@ -801,5 +934,69 @@ impl SwarmStore for DiskThread {
     }
     fn final_paths(&self) -> Vec<std::path::PathBuf> {
         self.reader.final_paths().to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(fragment: u32, offset: u32, len: usize) -> HashOp {
+        HashOp::Block {
+            fragment,
+            offset,
+            data: vec![fragment as u8; len],
+            start: 0,
+            recycle: false,
+        }
+    }
+
+    /// The partner of the first block is the first block of another fragment that extends
+    /// that fragment's prefix and is the first thing held about it, before any barrier.
+    #[test]
+    fn a_block_pairs_with_the_next_fragments_first_block_and_nothing_is_reordered() {
+        let mut p = Prefixes::default();
+        let q = |ops: Vec<HashOp>| ops.into_iter().collect::<VecDeque<_>>();
+        // The order of a fetch from one seed: a fragment's blocks, its check, the next one.
+        let held = q(vec![
+            block(5, 0, 64),
+            block(5, 64, 64),
+            HashOp::Verify(5),
+            block(9, 0, 64),
+            block(9, 64, 64),
+        ]);
+        assert_eq!(pair_for(&held, &p), Some(3));
+        // Not past a barrier (the disk thread waits for everything before it).
+        let held = q(vec![block(5, 0, 64), HashOp::Barrier, block(9, 0, 64)]);
+        assert_eq!(pair_for(&held, &p), None);
+        // Not a block whose fragment has an earlier check or block held: its order stays.
+        let held = q(vec![block(5, 0, 64), HashOp::Verify(9), block(9, 0, 64)]);
+        assert_eq!(pair_for(&held, &p), None);
+        let held = q(vec![block(5, 0, 64), block(9, 64, 64), block(9, 0, 64)]);
+        assert_eq!(
+            pair_for(&held, &p),
+            None,
+            "9 at 64 is out of order, 9 at 0 after it"
+        );
+        // Not a block that would not extend its prefix; the next fragment's is taken.
+        p.written(9, 0, &[1; 64]);
+        let held = q(vec![block(5, 0, 64), block(9, 0, 64), block(7, 0, 64)]);
+        assert_eq!(
+            pair_for(&held, &p),
+            Some(2),
+            "9 at 0 rewrites a hashed prefix"
+        );
+        // Nor is an empty block, nor does a first block that does not extend look for one.
+        let held = q(vec![block(5, 0, 64), block(7, 0, 0), block(8, 0, 64)]);
+        assert_eq!(pair_for(&held, &p), Some(2));
+        let held = q(vec![block(5, 64, 64), block(8, 0, 64)]);
+        assert_eq!(pair_for(&held, &p), None);
+        let held = q(vec![HashOp::Verify(5), block(8, 0, 64)]);
+        assert_eq!(pair_for(&held, &p), None);
+        // No waiting with a barrier held, or with PAIR_LAG blocks held.
+        assert!(may_wait(&q(vec![block(5, 0, 64), HashOp::Verify(5)])));
+        assert!(!may_wait(&q(vec![block(5, 0, 64), HashOp::Barrier])));
+        let many = (0..PAIR_LAG as u32).map(|k| block(5, 64 * k, 64)).collect();
+        assert!(!may_wait(&q(many)));
     }
 }
