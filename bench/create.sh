@@ -5,7 +5,9 @@
 # Makes a random file in a scratch folder ($TMPDIR, never the repo), warms the page cache, then
 # alternates the two commands RUNS times and prints the median wall time of each and the ratio
 # (openssl time / st time: above 1 means st is faster). openssl uses SHA-NI on one core; st
-# hashes on every core. Requires: cargo, openssl, python3.
+# hashes on every core, two fragments at a time per core (proto::sha256). ST_HASH_THREADS=1
+# compares one core with openssl's one stream: what hashing two fragments side by side gives.
+# Requires: cargo, openssl, python3.
 set -euo pipefail
 runs=${1:-3}
 size_mib=${2:-1024}
