@@ -180,17 +180,8 @@ mod x86 {
 mod tests {
     use super::*;
 
-    /// Pseudo-random bytes (xorshift), the same every run.
     fn bytes(n: usize) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::test_bytes(n, 0)
     }
 
     #[test]

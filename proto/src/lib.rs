@@ -29,3 +29,17 @@ pub struct BufferTooShort {
     /// Bytes the buffer had.
     pub have: usize,
 }
+
+/// Pseudo-random bytes for tests (xorshift64), the same every run for a given `seed`.
+#[cfg(test)]
+pub(crate) fn test_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ seed.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -426,22 +426,11 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_bytes as bytes;
     use sha2::Digest;
 
     fn reference(d: &[u8]) -> [u8; 32] {
         sha2::Sha256::digest(d).into()
-    }
-
-    fn bytes(n: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9) | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect()
     }
 
     #[test]
