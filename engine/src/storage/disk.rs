@@ -748,7 +748,7 @@ fn hash_run(
     // The last wait for a partner ran out, and nothing came since: do not wait again.
     let mut waited_out = false;
     loop {
-        while open && held.len() < QUEUE {
+        while open && has_room(&held) {
             match ops.try_recv() {
                 Ok(op) => {
                     held.push_back(op);
@@ -792,22 +792,31 @@ fn hash_run(
                 recycle,
             } => {
                 let a = data.get(start..).unwrap_or_default();
-                // `partner` indexed `held` before the pop.
-                match partner.and_then(|i| held.remove(i - 1)) {
-                    Some(HashOp::Block {
-                        fragment: f2,
-                        offset: o2,
-                        data: d2,
-                        start: s2,
-                        recycle: r2,
-                    }) => {
+                // `partner` indexed `held` before the pop; it is a block (`pair_for`).
+                match partner.and_then(|i| held.remove(i - 1).map(|op| (i, op))) {
+                    Some((
+                        _,
+                        HashOp::Block {
+                            fragment: f2,
+                            offset: o2,
+                            data: d2,
+                            start: s2,
+                            recycle: r2,
+                        },
+                    )) => {
                         let b = d2.get(s2..).unwrap_or_default();
                         prefixes.written_pair((fragment, offset, a), (f2, o2, b));
                         if r2 {
                             let _ = back.send(d2);
                         }
                     }
-                    _ => prefixes.written(fragment, offset, a),
+                    other => {
+                        if let Some((i, op)) = other {
+                            // Not reached: put it back where it was.
+                            held.insert(i - 1, op);
+                        }
+                        prefixes.written(fragment, offset, a);
+                    }
                 }
                 if recycle {
                     let _ = back.send(data);
@@ -843,18 +852,22 @@ fn hash_run(
     }
 }
 
-/// Whether the thread may wait for a partner with `held` in hand: it holds fewer than
-/// [`PAIR_LAG`] blocks, and no barrier (the disk thread waits for that).
+/// Whether the thread may take another operation in beside `held`: it holds fewer than
+/// [`QUEUE`] operations and fewer than [`PAIR_LAG`] blocks (the rest wait in the bounded
+/// queue, whose back-pressure reaches the disk thread).
+fn has_room(held: &VecDeque<HashOp>) -> bool {
+    held.len() < QUEUE
+        && held
+            .iter()
+            .filter(|op| matches!(op, HashOp::Block { .. }))
+            .count()
+            < PAIR_LAG
+}
+
+/// Whether the thread may wait for a partner with `held` in hand: it has room for another
+/// operation ([`has_room`]), and holds no barrier (the disk thread waits for that).
 fn may_wait(held: &VecDeque<HashOp>) -> bool {
-    let mut blocks = 0;
-    for op in held {
-        match op {
-            HashOp::Block { .. } => blocks += 1,
-            HashOp::Barrier => return false,
-            HashOp::Verify(_) => {}
-        }
-    }
-    blocks < PAIR_LAG
+    has_room(held) && !held.iter().any(|op| matches!(op, HashOp::Barrier))
 }
 
 /// Where in `held` the block to hash beside the first one is: the first block of another
@@ -996,7 +1009,13 @@ mod tests {
         // No waiting with a barrier held, or with PAIR_LAG blocks held.
         assert!(may_wait(&q(vec![block(5, 0, 64), HashOp::Verify(5)])));
         assert!(!may_wait(&q(vec![block(5, 0, 64), HashOp::Barrier])));
-        let many = (0..PAIR_LAG as u32).map(|k| block(5, 64 * k, 64)).collect();
-        assert!(!may_wait(&q(many)));
+        let many: VecDeque<_> = (0..PAIR_LAG as u32).map(|k| block(5, 64 * k, 64)).collect();
+        assert!(!may_wait(&many) && !has_room(&many), "PAIR_LAG blocks held");
+        let checks: VecDeque<_> = (0..QUEUE as u32).map(HashOp::Verify).collect();
+        assert!(
+            !may_wait(&checks) && !has_room(&checks),
+            "QUEUE operations held"
+        );
+        assert!(has_room(&q(vec![block(5, 0, 64), HashOp::Barrier])));
     }
 }
