@@ -507,19 +507,37 @@ impl Parked {
 
 /// Work for the hash thread, in the order the disk thread did it.
 enum HashOp {
-    /// A block the disk thread wrote: `data[start..]` at `offset` of `fragment`; the buffer
-    /// goes back to the reactor afterwards if `recycle`.
-    Block {
-        fragment: u32,
-        offset: u32,
-        data: Vec<u8>,
-        start: usize,
-        recycle: bool,
-    },
+    /// A block the disk thread wrote.
+    Block(Written),
     /// Check fragment `i` (every block of it was written before).
     Verify(u32),
     /// Say [`Hashed::Barrier`] once everything before is done.
     Barrier,
+}
+
+/// A block the disk thread wrote: `data[start..]` at `offset` of `fragment`; the buffer goes
+/// back to the reactor afterwards if `recycle`.
+struct Written {
+    fragment: u32,
+    offset: u32,
+    data: Vec<u8>,
+    start: usize,
+    recycle: bool,
+}
+
+impl Written {
+    /// The block's bytes.
+    fn bytes(&self) -> &[u8] {
+        self.data.get(self.start..).unwrap_or_default()
+    }
+
+    /// Hands the buffer back to the reactor, if it came from there (it may have gone: then
+    /// the buffer is dropped).
+    fn recycle(self, back: &Sender<Vec<u8>>) {
+        if self.recycle {
+            let _ = back.send(self.data);
+        }
+    }
 }
 
 /// From the hash thread back to the disk thread.
@@ -581,13 +599,13 @@ impl Writer {
                     _ => self.storage.write_unhashed(fragment, offset, block),
                 };
                 if let (Ok(()), Hasher::Thread { tx, .. }) = (&r, &self.hasher) {
-                    let op = HashOp::Block {
+                    let op = HashOp::Block(Written {
                         fragment,
                         offset,
                         data,
                         start,
                         recycle,
-                    };
+                    });
                     if tx.send(op).is_err() {
                         return self.hasher_gone();
                     }
@@ -743,6 +761,8 @@ fn hash_run(
     let mut prefixes = Prefixes::default();
     let mut failed = false;
     let mut held: VecDeque<HashOp> = VecDeque::new();
+    // Reused by `pair_for`.
+    let mut seen = Vec::new();
     // The queue's sender is still there.
     let mut open = true;
     // The last wait for a partner ran out, and nothing came since: do not wait again.
@@ -758,71 +778,40 @@ fn hash_run(
                 Err(TryRecvError::Disconnected) => open = false,
             }
         }
-        let Some(front) = held.front() else {
-            if !open {
-                return;
-            }
+        if held.is_empty() {
             match ops.recv() {
                 Ok(op) => held.push_back(op),
                 Err(_) => return,
             }
             waited_out = false;
             continue;
-        };
-        let partner = pair_for(&held, &prefixes);
-        let lone = matches!(front, HashOp::Block { fragment, offset, .. }
-            if prefixes.extends(*fragment, *offset));
-        if lone && partner.is_none() && open && !waited_out && may_wait(&held) {
-            match ops.recv_timeout(PAIR_WAIT) {
-                Ok(op) => held.push_back(op),
-                Err(RecvTimeoutError::Timeout) => waited_out = true,
-                Err(RecvTimeoutError::Disconnected) => open = false,
-            }
-            continue;
         }
-        let Some(op) = held.pop_front() else {
-            continue;
-        };
-        match op {
-            HashOp::Block {
-                fragment,
-                offset,
-                data,
-                start,
-                recycle,
-            } => {
-                let a = data.get(start..).unwrap_or_default();
-                // `partner` indexed `held` before the pop; it is a block (`pair_for`).
-                match partner.and_then(|i| held.remove(i - 1).map(|op| (i, op))) {
-                    Some((
-                        _,
-                        HashOp::Block {
-                            fragment: f2,
-                            offset: o2,
-                            data: d2,
-                            start: s2,
-                            recycle: r2,
-                        },
-                    )) => {
-                        let b = d2.get(s2..).unwrap_or_default();
-                        prefixes.written_pair((fragment, offset, a), (f2, o2, b));
-                        if r2 {
-                            let _ = back.send(d2);
-                        }
-                    }
-                    other => {
-                        if let Some((i, op)) = other {
-                            // Not reached: put it back where it was.
-                            held.insert(i - 1, op);
-                        }
-                        prefixes.written(fragment, offset, a);
-                    }
+        let partner = match pair_for(&held, &prefixes, &mut seen) {
+            Pairing::With(i) => held.remove(i),
+            Pairing::Lone if open && !waited_out && may_wait(&held) => {
+                match ops.recv_timeout(PAIR_WAIT) {
+                    Ok(op) => held.push_back(op),
+                    Err(RecvTimeoutError::Timeout) => waited_out = true,
+                    Err(RecvTimeoutError::Disconnected) => open = false,
                 }
-                if recycle {
-                    let _ = back.send(data);
-                }
+                continue;
             }
-            HashOp::Verify(i) => {
+            Pairing::Lone | Pairing::None => None,
+        };
+        match (held.pop_front(), partner) {
+            (Some(HashOp::Block(a)), Some(HashOp::Block(b))) => {
+                prefixes.written_pair(
+                    (a.fragment, a.offset, a.bytes()),
+                    (b.fragment, b.offset, b.bytes()),
+                );
+                a.recycle(back);
+                b.recycle(back);
+            }
+            (Some(HashOp::Block(a)), _) => {
+                prefixes.written(a.fragment, a.offset, a.bytes());
+                a.recycle(back);
+            }
+            (Some(HashOp::Verify(i)), _) => {
                 if failed {
                     continue;
                 }
@@ -845,9 +834,10 @@ fn hash_run(
                 }
                 waker.wake();
             }
-            HashOp::Barrier => {
+            (Some(HashOp::Barrier), _) => {
                 let _ = hashed.send(Hashed::Barrier);
             }
+            (None, _) => {}
         }
     }
 }
@@ -859,7 +849,7 @@ fn has_room(held: &VecDeque<HashOp>) -> bool {
     held.len() < QUEUE
         && held
             .iter()
-            .filter(|op| matches!(op, HashOp::Block { .. }))
+            .filter(|op| matches!(op, HashOp::Block(_)))
             .count()
             < PAIR_LAG
 }
@@ -870,45 +860,45 @@ fn may_wait(held: &VecDeque<HashOp>) -> bool {
     has_room(held) && !held.iter().any(|op| matches!(op, HashOp::Barrier))
 }
 
-/// Where in `held` the block to hash beside the first one is: the first block of another
-/// fragment that is the first operation on that fragment held, extends that fragment's
-/// prefix, and comes before any barrier; if the first is a block that extends its own.
-fn pair_for(held: &VecDeque<HashOp>, prefixes: &Prefixes) -> Option<usize> {
-    let Some(HashOp::Block {
-        fragment: first,
-        offset,
-        ..
-    }) = held.front()
-    else {
-        return None;
+/// What the first held operation can be hashed with.
+#[derive(Debug, PartialEq)]
+enum Pairing {
+    /// It is a block extending its fragment's prefix, and `held[i]` is its partner.
+    With(usize),
+    /// It is such a block, and none held can be its partner yet.
+    Lone,
+    /// It is not such a block.
+    None,
+}
+
+/// The partner of the first held block: the first block of another fragment that is the
+/// first operation held on that fragment, extends that fragment's prefix, and comes before
+/// any barrier. `seen` is scratch space (the fragments earlier operations concern).
+fn pair_for(held: &VecDeque<HashOp>, prefixes: &Prefixes, seen: &mut Vec<u32>) -> Pairing {
+    let Some(HashOp::Block(first)) = held.front() else {
+        return Pairing::None;
     };
-    if !prefixes.extends(*first, *offset) {
-        return None;
+    if !prefixes.extends(first.fragment, first.offset) {
+        return Pairing::None;
     }
-    // Fragments an earlier held operation concerns: a later block of theirs must wait.
-    let mut seen: Vec<u32> = vec![*first];
+    seen.clear();
+    seen.push(first.fragment);
     for (i, op) in held.iter().enumerate().skip(1) {
         match op {
-            HashOp::Barrier => return None,
+            HashOp::Barrier => break,
             HashOp::Verify(f) => seen.push(*f),
-            HashOp::Block {
-                fragment,
-                offset,
-                data,
-                start,
-                ..
-            } => {
-                if !seen.contains(fragment)
-                    && prefixes.extends(*fragment, *offset)
-                    && data.len() > *start
+            HashOp::Block(b) => {
+                if !seen.contains(&b.fragment)
+                    && prefixes.extends(b.fragment, b.offset)
+                    && !b.bytes().is_empty()
                 {
-                    return Some(i);
+                    return Pairing::With(i);
                 }
-                seen.push(*fragment);
+                seen.push(b.fragment);
             }
         }
     }
-    None
+    Pairing::Lone
 }
 
 /// Reads a range into the page cache (through `scratch`, at most [`PREFETCH_CHUNK`] at a
@@ -955,13 +945,13 @@ mod tests {
     use super::*;
 
     fn block(fragment: u32, offset: u32, len: usize) -> HashOp {
-        HashOp::Block {
+        HashOp::Block(Written {
             fragment,
             offset,
             data: vec![fragment as u8; len],
             start: 0,
             recycle: false,
-        }
+        })
     }
 
     /// The partner of the first block is the first block of another fragment that extends
@@ -978,34 +968,34 @@ mod tests {
             block(9, 0, 64),
             block(9, 64, 64),
         ]);
-        assert_eq!(pair_for(&held, &p), Some(3));
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::With(3));
         // Not past a barrier (the disk thread waits for everything before it).
         let held = q(vec![block(5, 0, 64), HashOp::Barrier, block(9, 0, 64)]);
-        assert_eq!(pair_for(&held, &p), None);
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::Lone);
         // Not a block whose fragment has an earlier check or block held: its order stays.
         let held = q(vec![block(5, 0, 64), HashOp::Verify(9), block(9, 0, 64)]);
-        assert_eq!(pair_for(&held, &p), None);
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::Lone);
         let held = q(vec![block(5, 0, 64), block(9, 64, 64), block(9, 0, 64)]);
         assert_eq!(
-            pair_for(&held, &p),
-            None,
+            pair_for(&held, &p, &mut Vec::new()),
+            Pairing::Lone,
             "9 at 64 is out of order, 9 at 0 after it"
         );
         // Not a block that would not extend its prefix; the next fragment's is taken.
         p.written(9, 0, &[1; 64]);
         let held = q(vec![block(5, 0, 64), block(9, 0, 64), block(7, 0, 64)]);
         assert_eq!(
-            pair_for(&held, &p),
-            Some(2),
+            pair_for(&held, &p, &mut Vec::new()),
+            Pairing::With(2),
             "9 at 0 rewrites a hashed prefix"
         );
         // Nor is an empty block, nor does a first block that does not extend look for one.
         let held = q(vec![block(5, 0, 64), block(7, 0, 0), block(8, 0, 64)]);
-        assert_eq!(pair_for(&held, &p), Some(2));
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::With(2));
         let held = q(vec![block(5, 64, 64), block(8, 0, 64)]);
-        assert_eq!(pair_for(&held, &p), None);
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::None);
         let held = q(vec![HashOp::Verify(5), block(8, 0, 64)]);
-        assert_eq!(pair_for(&held, &p), None);
+        assert_eq!(pair_for(&held, &p, &mut Vec::new()), Pairing::None);
         // No waiting with a barrier held, or with PAIR_LAG blocks held.
         assert!(may_wait(&q(vec![block(5, 0, 64), HashOp::Verify(5)])));
         assert!(!may_wait(&q(vec![block(5, 0, 64), HashOp::Barrier])));
